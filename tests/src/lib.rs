@@ -1,0 +1,1 @@
+//! Shared helpers for stackhost's integration tests (paths to built plugins, fixtures).
