@@ -1,1 +1,106 @@
-fn main() {}
+//! Plugin runtime benchmarks (issue targets in the README's performance section):
+//! instantiate from `InstancePre` with pooling; `patch-cluster-class` on `noop` with a 10 KB object including
+//! a fresh instance; the same patch done natively for the wasm/native ratio; cached load after restart.
+//!
+//! Run: `cargo bench -p stackhost --bench plugin` (plugins built first with `plugins/build`).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stackhost::plugin::types::ReleaseInfo;
+use stackhost::plugin::{EngineConfig, PluginHost, PluginSettings};
+
+fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run plugins/build first", path.display()))
+}
+
+fn release() -> ReleaseInfo {
+    ReleaseInfo {
+        tag: "docker-ferrol-1-30-v2".into(),
+        provider: "docker".into(),
+        stack_name: "ferrol".into(),
+        kubernetes_version: "v1.30.9".into(),
+        version: "v2".into(),
+    }
+}
+
+/// A ClusterClass-like JSON object of about 10 KB.
+fn object_10kb() -> String {
+    let variables: Vec<_> = (0..120)
+        .map(|i| serde_json::json!({"name": format!("variable-{i}"), "schema": {"openAPIV3Schema": {"type": "string"}}}))
+        .collect();
+    serde_json::json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterClass",
+        "metadata": {"name": "ferrol-1-30-v2"}, "spec": {"variables": variables}})
+    .to_string()
+}
+
+/// The native equivalent of noop's patch: copy the objects across an owned boundary.
+fn native_patch(_release: &ReleaseInfo, objects: &[String]) -> Result<Vec<String>, String> {
+    Ok(objects.to_vec())
+}
+
+fn benches(c: &mut Criterion) {
+    let host = PluginHost::new(EngineConfig::default()).expect("engine");
+    let noop = host
+        .load(
+            &plugin_bytes("noop"),
+            PluginSettings {
+                name: "noop".into(),
+                ..PluginSettings::default()
+            },
+        )
+        .expect("load noop");
+    let objects = vec![object_10kb()];
+    let release = release();
+
+    c.bench_function("instantiate_from_instance_pre_pooling", |b| {
+        b.iter(|| black_box(noop.instantiate_only()))
+    });
+
+    let mut group = c.benchmark_group("patch_cluster_class_10kb");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("wasm_noop_fresh_instance", |b| {
+        b.iter(|| black_box(noop.patch_cluster_class(&release, &objects).result.expect("call")))
+    });
+    group.bench_function("native", |b| {
+        b.iter(|| black_box(native_patch(&release, black_box(&objects))))
+    });
+    group.finish();
+
+    // Cached load after a restart: a new engine reading the compiled code from the disk cache.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = plugin_bytes("noop");
+    let config = EngineConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_instances: 4,
+        ..EngineConfig::default()
+    };
+    PluginHost::new(config.clone())
+        .expect("engine")
+        .load(&bytes, PluginSettings::default())
+        .expect("warm cache");
+    c.bench_function("cached_load_after_restart", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let host = PluginHost::new(config.clone()).expect("engine");
+                let started = Instant::now();
+                black_box(host.load(&bytes, PluginSettings::default()).expect("load"));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+}
+
+criterion_group! {
+    name = plugin;
+    config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(plugin);

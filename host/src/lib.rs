@@ -1,1 +1,5 @@
-//! stackhost
+//! stackhost: a Kubernetes controller for Cluster Stacks that runs every provider-specific step as a
+//! sandboxed WebAssembly component.
+
+pub mod cli;
+pub mod plugin;

@@ -1,0 +1,301 @@
+//! The `stackhost` command line: one clap struct per subcommand, each with its `run`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use crate::plugin::capability::{MemoryState, StateStore as _, StaticSecrets};
+use crate::plugin::{self, Capabilities, EngineConfig, Grants, Limits, PluginHost, PluginSettings};
+
+/// Exit code when the plugin returned its own `error`.
+pub const EXIT_GUEST_ERROR: i32 = 1;
+/// Exit code for a trap, a limit, a refused or invalid component.
+pub const EXIT_PLUGIN_FAILURE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stackhost",
+    version,
+    about = "Cluster Stacks controller with provider steps as sandboxed Wasm plugins"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "STACKHOST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with provider plugins (Wasm components).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show a component's digest, size, package/world, imports and exports (without compiling it).
+    Inspect(InspectArgs),
+    /// Call one export with WAVE arguments, e.g. `'patch-cluster-class({...}, ["{}"])'`.
+    Call(CallArgs),
+    /// Turn a core module built for wasm32-wasip1 into a component (the offline build route).
+    Componentize(ComponentizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The component file.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentizeArgs {
+    /// The core module (`target/wasm32-wasip1/release/NAME.wasm`).
+    pub core: PathBuf,
+    /// Where to write the component.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The component file.
+    pub file: PathBuf,
+    /// The call in WAVE syntax: `FUNCTION(ARG, ...)`.
+    pub call: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    /// The plugin's configuration (JSON), returned by its `config.get`.
+    #[arg(long, default_value = "{}")]
+    pub config: String,
+    /// Directory for compiled code, so the next call does not recompile.
+    #[arg(long, env = "STACKHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print the per-call report as JSON on stderr.
+    #[arg(long)]
+    pub report_json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Fuel per call.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    pub fuel: u64,
+    /// Linear memory cap in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
+    pub memory_mib: usize,
+    /// Wall-clock deadline per call in milliseconds.
+    #[arg(long, default_value_t = Limits::default().deadline_ms)]
+    pub deadline_ms: u64,
+    /// Largest result in bytes.
+    #[arg(long, default_value_t = Limits::default().max_result_bytes)]
+    pub max_result_bytes: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            memory_bytes: self.memory_mib << 20,
+            deadline_ms: self.deadline_ms,
+            max_result_bytes: self.max_result_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Grant `http` to this host (`host`, `host:port`, `*.domain`); repeatable.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    pub http_hosts: Vec<String>,
+    /// Grant a secret key with its value: `NAME/KEY=VALUE`, or `NAME/KEY=@FILE`; repeatable.
+    #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
+    pub secrets: Vec<String>,
+    /// Grant `state`, starting from and saved back to this JSON file (a map of strings).
+    #[arg(long = "state", value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Grant `state` in memory for this one call.
+    #[arg(long)]
+    pub grant_state: bool,
+}
+
+impl GrantArgs {
+    fn grants_and_caps(
+        &self,
+        config: &str,
+    ) -> anyhow::Result<(Grants, Capabilities, Option<Arc<MemoryState>>)> {
+        let mut secrets = BTreeMap::new();
+        for spec in &self.secrets {
+            let (key, value) = spec
+                .split_once('=')
+                .with_context(|| format!("--secret {spec:?}: expected NAME/KEY=VALUE or NAME/KEY=@FILE"))?;
+            if !key.contains('/') {
+                bail!("--secret {spec:?}: the key must be NAME/KEY (the Secret's name, a slash, the key)");
+            }
+            let value = match value.strip_prefix('@') {
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("--secret {key}: cannot read {path}"))?
+                }
+                None => value.as_bytes().to_vec(),
+            };
+            secrets.insert(key.to_string(), value);
+        }
+        let initial: BTreeMap<String, String> = match &self.state_file {
+            Some(path) if path.exists() => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("--state {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| {
+                    format!("--state {}: expected a JSON object of strings", path.display())
+                })?
+            }
+            _ => BTreeMap::new(),
+        };
+        let state = (self.state_file.is_some() || self.grant_state)
+            .then(|| Arc::new(MemoryState::new(initial, 1 << 20)));
+        serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
+        let grants = Grants {
+            http_hosts: self.http_hosts.clone(),
+            secret_keys: secrets.keys().cloned().collect(),
+            state: state.is_some(),
+        };
+        let mut caps = Capabilities {
+            config: Arc::from(config),
+            ..Capabilities::default()
+        };
+        caps.secrets = Arc::new(StaticSecrets(secrets));
+        if let Some(state) = &state {
+            caps.state = state.clone();
+        }
+        Ok((grants, caps, state))
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Inspect(args)) => inspect(args),
+        Command::Plugin(PluginCommand::Call(args)) => call(args).await,
+        Command::Plugin(PluginCommand::Componentize(args)) => componentize(args),
+    }
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
+    let bytes = read(&args.file)?;
+    let inspection = match plugin::inspect(&bytes) {
+        Ok(inspection) => inspection,
+        Err(why) => {
+            eprintln!("error: {}: {why}", args.file.display());
+            return Ok(EXIT_PLUGIN_FAILURE);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        return Ok(0);
+    }
+    println!("digest:  {}", inspection.digest);
+    println!("size:    {} bytes", inspection.size);
+    println!(
+        "package: {}",
+        inspection
+            .package
+            .as_deref()
+            .unwrap_or("(none: not a clusterstack:provider plugin)")
+    );
+    match (&inspection.world, &inspection.world_mismatch) {
+        (Some(world), _) => println!("world:   {world}"),
+        (None, Some(why)) => println!("world:   (does not fit the provider world: {why})"),
+        (None, None) => println!("world:   (unknown)"),
+    }
+    println!("imports:");
+    for import in &inspection.imports {
+        println!("  {import}");
+    }
+    println!("exports:");
+    for export in &inspection.exports {
+        println!("  {export}");
+    }
+    Ok(0)
+}
+
+fn componentize(args: ComponentizeArgs) -> anyhow::Result<i32> {
+    let core = read(&args.core)?;
+    let component =
+        plugin::componentize(&core).map_err(|why| anyhow::anyhow!("{}: {why}", args.core.display()))?;
+    let tmp = args.output.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &component).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(0)
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<i32> {
+    let bytes = read(&args.file)?;
+    let (grants, capabilities, state) = args.grants.grants_and_caps(&args.config)?;
+    let host = PluginHost::new(EngineConfig {
+        cache_dir: args.cache_dir.clone(),
+        max_instances: 4,
+        ..EngineConfig::default()
+    })?;
+    let name = args
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let settings = PluginSettings {
+        name,
+        limits: args.limits.limits(),
+        grants,
+        capabilities,
+        ..PluginSettings::default()
+    };
+    let plugin = match host.load(&bytes, settings) {
+        Ok(plugin) => plugin,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(EXIT_PLUGIN_FAILURE);
+        }
+    };
+    let expression = args.call.clone();
+    let called = plugin.offload("call", move |p| p.call_wave(&expression)).await;
+    if args.report_json {
+        eprintln!("{}", serde_json::to_string(&called.report)?);
+    } else {
+        eprintln!("{}", called.report);
+    }
+    if let (Some(state), Some(path)) = (state, &args.grants.state_file) {
+        let text = serde_json::to_string_pretty(&state.snapshot())?;
+        std::fs::write(path, text).with_context(|| format!("cannot save --state {}", path.display()))?;
+    }
+    match called.result {
+        Ok(outcome) => {
+            println!("{}", outcome.text);
+            Ok(if outcome.is_guest_error {
+                EXIT_GUEST_ERROR
+            } else {
+                0
+            })
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(EXIT_PLUGIN_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The wasmtime engine: pooling allocator, epoch ticker, and compilation once per component digest
+//! (in memory, and on disk keyed by digest and the engine's compatibility hash so a restart does not
+//! recompile).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::bindings::clusterstack::provider as wit;
+use super::store::CallState;
+
+/// One epoch tick; deadlines are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How the engine is set up. The defaults suit a controller serving a few dozen plugins.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where compiled code is cached (`<digest>-<engine hash>.cwasm`); `None` keeps it in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Calls that may run at once (instance slots of the pooling allocator).
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may be given (per-plugin limits must be at most this).
+    pub max_memory_bytes: usize,
+    /// Bytes of each memory slot kept resident between calls: fewer page faults on the next call.
+    pub keep_resident_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_dir: None,
+            max_instances: 128,
+            max_memory_bytes: 1 << 30,
+            keep_resident_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The compiled-code cache entry for one digest, shared by concurrent loads of the same bytes.
+type CompileCell = Arc<OnceLock<Result<Component, String>>>;
+
+pub(crate) struct PluginEngine {
+    pub(crate) engine: Engine,
+    /// One linker per combination of granted capabilities (see `Grants::linker_index`): a plugin is
+    /// linked with exactly what it was granted.
+    pub(crate) linkers: Vec<Linker<CallState>>,
+    pub(crate) config: EngineConfig,
+    compiled: Mutex<HashMap<String, CompileCell>>,
+    compat_hash: String,
+}
+
+impl PluginEngine {
+    pub(crate) fn new(config: EngineConfig) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = config.max_instances.max(1);
+        pool.total_component_instances(slots)
+            // The WASI adapter and the plugin module: a handful of core instances per component.
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(0)
+            .max_memory_size(config.max_memory_bytes)
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(64 << 10);
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&wasm)?;
+
+        let mut linkers = Vec::with_capacity(8);
+        for index in 0..8usize {
+            linkers.push(linker(&engine, index & 1 != 0, index & 2 != 0, index & 4 != 0)?);
+        }
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat_hash = format!("{:016x}", hasher.finish());
+
+        start_epoch_ticker(&engine);
+        Ok(PluginEngine {
+            engine,
+            linkers,
+            config,
+            compiled: Mutex::new(HashMap::new()),
+            compat_hash,
+        })
+    }
+
+    /// Compiles `bytes` (digest `digest`) once; later calls with the same digest share the result.
+    pub(crate) fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+        let cell = {
+            let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+            compiled.entry(digest.to_string()).or_default().clone()
+        };
+        cell.get_or_init(|| self.compile_uncached(digest, bytes)).clone()
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.trim_start_matches("sha256:");
+        self.config
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hex}-{}.cwasm", self.compat_hash)))
+    }
+
+    fn compile_uncached(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+        if let Some(path) = self.cache_path(digest) {
+            match self.load_cached(&path) {
+                Ok(Some(component)) => return Ok(component),
+                Ok(None) => {}
+                Err(why) => tracing::warn!(path = %path.display(), "ignoring cached compiled plugin: {why}"),
+            }
+        }
+        let started = std::time::Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        tracing::info!(
+            digest,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled plugin"
+        );
+        if let Some(path) = self.cache_path(digest) {
+            if let Err(why) = store_cached(&path, &component) {
+                tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {why}");
+            }
+        }
+        Ok(component)
+    }
+
+    /// Loads precompiled code if it is there and its checksum (written beside it) matches.
+    fn load_cached(&self, path: &Path) -> Result<Option<Component>, String> {
+        let code = match std::fs::read(path) {
+            Ok(code) => code,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("checksum: {e}"))?;
+        if hex::encode(Sha256::digest(&code)) != expected.trim() {
+            return Err("checksum mismatch (corrupt or partial file); recompiling".into());
+        }
+        deserialize(&self.engine, &code).map(Some)
+    }
+}
+
+// Deserialising compiled code is `unsafe` in wasmtime because the bytes become executable code.
+// We only read files this host wrote itself (checksummed, keyed by the engine's compatibility hash)
+// from its own cache directory.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, code: &[u8]) -> Result<Component, String> {
+    // SAFETY: `code` was produced by `Component::serialize` of an engine with the same compatibility
+    // hash (it is in the file name) and its SHA-256 matched the checksum written with it.
+    unsafe { Component::deserialize(engine, code) }.map_err(|e| format!("{e:#}"))
+}
+
+fn checksum_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.sha256")
+}
+
+/// Writes the compiled code and its checksum atomically (temp file + rename), checksum last.
+fn store_cached(path: &Path, component: &Component) -> Result<(), String> {
+    let code = component.serialize().map_err(|e| e.to_string())?;
+    let dir = path.parent().ok_or("no cache directory")?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    write_atomic(path, &code)?;
+    write_atomic(
+        &checksum_path(path),
+        hex::encode(Sha256::digest(&code)).as_bytes(),
+    )
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+fn linker(engine: &Engine, http: bool, secrets: bool, state: bool) -> wasmtime::Result<Linker<CallState>> {
+    use wasmtime::component::HasSelf;
+    let mut linker = Linker::<CallState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wit::log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    wit::config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    if http {
+        wit::http::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    }
+    if secrets {
+        wit::secrets::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    }
+    if state {
+        wit::state::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    }
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("stackhost-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the ticker only fuel stops a runaway guest; say so loudly but keep serving.
+        tracing::error!("cannot start the epoch ticker thread, deadlines are not enforced: {e}");
+    }
+}
+
+/// `sha256:<hex>` of some bytes: the identity of a component everywhere in stackhost.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}

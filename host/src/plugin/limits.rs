@@ -1,0 +1,137 @@
+//! Per-plugin limits and capability grants, with defaults that make sense for provider work.
+
+use std::time::Duration;
+
+/// Resource limits applied to every call of one plugin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel per call (roughly one unit per wasm instruction). Deterministic: the same input uses the same
+    /// fuel. 2e9 is a few seconds of pure compute, far above what provider glue needs.
+    pub fuel: u64,
+    /// Cap on the guest's linear memory in bytes (64 MiB: room for parsing large API answers).
+    pub memory_bytes: usize,
+    /// Wall-clock deadline per call in milliseconds, a backstop for time spent in host calls (30 s).
+    pub deadline_ms: u64,
+    /// Cap on the size of a call's result in bytes (4 MiB: a rendered ClusterClass is ~100 KB).
+    pub max_result_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 2_000_000_000,
+            memory_bytes: 64 << 20,
+            deadline_ms: 30_000,
+            max_result_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Limits {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+/// What a plugin is allowed to reach. `log` and `config` are always linked; the rest only when granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grants {
+    /// Hosts the `http` capability may reach: `example.com`, `example.com:8443`, `*.example.com`,
+    /// `127.0.0.1:9292`. Empty: `http` is not linked.
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
+    /// Secret keys the `secrets` capability may read, as `<secret-name>/<key>`. Empty: not linked.
+    #[serde(default)]
+    pub secret_keys: Vec<String>,
+    /// Whether the per-plugin key/value `state` store is linked.
+    #[serde(default)]
+    pub state: bool,
+}
+
+impl Grants {
+    /// The index of the linker variant that links exactly these capabilities.
+    pub(crate) fn linker_index(&self) -> usize {
+        usize::from(!self.http_hosts.is_empty())
+            | usize::from(!self.secret_keys.is_empty()) << 1
+            | usize::from(self.state) << 2
+    }
+
+    /// Whether `host` (and `port`) of a URL matches one of the granted host patterns.
+    pub fn allows_host(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.http_hosts.iter().any(|pattern| {
+            let pattern = pattern.trim().to_ascii_lowercase();
+            let (pattern_host, pattern_port) = split_host_port(&pattern);
+            if let Some(p) = pattern_port {
+                if Some(p) != port {
+                    return false;
+                }
+            }
+            match pattern_host.strip_prefix("*.") {
+                Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+                None => host == pattern_host,
+            }
+        })
+    }
+}
+
+/// Splits `host:port` (and `[v6]:port`) into its parts.
+fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = pattern.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            return (host, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match pattern.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (pattern, None),
+        },
+        _ => (pattern, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(hosts: &[&str]) -> Grants {
+        Grants {
+            http_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..Grants::default()
+        }
+    }
+
+    #[test]
+    fn host_patterns_match_exactly_what_they_say() {
+        let g = grants(&[
+            "keystone.example.com",
+            "*.glance.example",
+            "127.0.0.1:9292",
+            "[::1]:5000",
+        ]);
+        assert!(g.allows_host("keystone.example.com", Some(443)));
+        assert!(g.allows_host("KEYSTONE.example.com.", None));
+        assert!(!g.allows_host("evil-keystone.example.com", Some(443)));
+        assert!(g.allows_host("a.glance.example", Some(80)));
+        assert!(!g.allows_host("glance.example", Some(80)));
+        assert!(!g.allows_host("a.glance.example.evil", Some(80)));
+        assert!(g.allows_host("127.0.0.1", Some(9292)));
+        assert!(!g.allows_host("127.0.0.1", Some(9293)));
+        assert!(g.allows_host("::1", Some(5000)));
+        assert!(!grants(&[]).allows_host("keystone.example.com", None));
+    }
+
+    #[test]
+    fn linker_index_covers_each_grant() {
+        let mut g = Grants::default();
+        assert_eq!(g.linker_index(), 0);
+        g.state = true;
+        assert_eq!(g.linker_index(), 4);
+        g.http_hosts.push("a".into());
+        g.secret_keys.push("s/k".into());
+        assert_eq!(g.linker_index(), 7);
+    }
+}

@@ -1,0 +1,552 @@
+//! The Wasm plugin host: loads provider plugins (components of the `clusterstack:provider` world),
+//! checks them against the world and their grants, and runs each call in a fresh, limited sandbox.
+//!
+//! Compile once per digest, instantiate per call: `PluginHost::load` compiles (or reuses) the component
+//! and caches a pre-linked `ProviderPre`; every call gets a new `Store` with fuel, an epoch deadline, a
+//! memory limiter and its own WASI context, so a misbehaving plugin only ever fails its own call.
+
+pub mod bindings;
+pub mod capability;
+pub mod contract;
+mod engine;
+mod error;
+mod inspect;
+mod limits;
+mod store;
+mod wave;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+pub use bindings::types;
+pub use capability::Capabilities;
+pub use engine::{digest_of, EngineConfig, EPOCH_TICK};
+pub use error::{GuestError, PluginError};
+pub use inspect::{componentize, inspect, Inspection};
+pub use limits::{Grants, Limits};
+pub use store::Determinism;
+pub use wave::WaveOutcome;
+
+use bindings::ProviderPre;
+use engine::PluginEngine;
+use store::CallState;
+
+/// Shared plugin host: one engine, its compile cache and the slots for concurrent calls.
+#[derive(Clone)]
+pub struct PluginHost {
+    engine: Arc<PluginEngine>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("config", &self.engine.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one plugin is run: its name for logs, limits, grants and capability back-ends.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    /// Name used in logs and errors (e.g. the ProviderPlugin's name).
+    pub name: String,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub capabilities: Capabilities,
+    pub determinism: Determinism,
+}
+
+/// A loaded plugin, ready to be called. Cheap to clone; calls in flight keep it alive.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    host: PluginHost,
+    pre: ProviderPre<CallState>,
+    digest: String,
+    size: usize,
+    imports: Vec<String>,
+    exports: Vec<String>,
+    /// `name@sha256:0123abcd` for logs.
+    label: Arc<str>,
+    name: String,
+    limits: Limits,
+    grants: Arc<Grants>,
+    caps: Arc<Capabilities>,
+    determinism: Determinism,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("label", &self.inner.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one call cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallReport {
+    pub function: String,
+    pub fuel_used: u64,
+    #[serde(serialize_with = "serialize_micros")]
+    pub wall: Duration,
+    pub peak_memory_bytes: usize,
+    pub host_calls: u32,
+}
+
+fn serialize_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+impl std::fmt::Display for CallReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: fuel {} | wall {:.1} us | peak memory {:.1} KiB | host calls {}",
+            self.function,
+            self.fuel_used,
+            self.wall.as_secs_f64() * 1e6,
+            self.peak_memory_bytes as f64 / 1024.0,
+            self.host_calls
+        )
+    }
+}
+
+/// The outcome of one call: the result (or why there is none) and what it cost.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub result: Result<T, PluginError>,
+    pub report: CallReport,
+}
+
+/// Running totals for one loaded plugin (ProviderPlugin status and metrics).
+#[derive(Debug, Default)]
+struct Stats {
+    calls: AtomicU64,
+    guest_errors: AtomicU64,
+    failures: AtomicU64,
+    fuel: AtomicU64,
+}
+
+/// A snapshot of a plugin's call statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallStats {
+    pub calls: u64,
+    pub guest_errors: u64,
+    pub failures: u64,
+    pub fuel: u64,
+}
+
+/// Approximate size of a result as the host receives it, for the result cap.
+pub trait WireSize {
+    fn wire_size(&self) -> usize;
+}
+
+impl WireSize for String {
+    fn wire_size(&self) -> usize {
+        self.len()
+    }
+}
+impl WireSize for () {
+    fn wire_size(&self) -> usize {
+        0
+    }
+}
+impl<T: WireSize> WireSize for Vec<T> {
+    fn wire_size(&self) -> usize {
+        self.iter().map(|x| x.wire_size() + 8).sum()
+    }
+}
+impl<T: WireSize, E: WireSize> WireSize for Result<T, E> {
+    fn wire_size(&self) -> usize {
+        match self {
+            Ok(t) => t.wire_size(),
+            Err(e) => e.wire_size(),
+        }
+    }
+}
+impl WireSize for GuestError {
+    fn wire_size(&self) -> usize {
+        self.0.wire_size()
+    }
+}
+impl WireSize for types::Error {
+    fn wire_size(&self) -> usize {
+        match self {
+            types::Error::InvalidInput(m) | types::Error::Denied(m) | types::Error::Failed(m) => m.len(),
+            types::Error::NotReady(r) => r.message.len() + 4,
+        }
+    }
+}
+impl WireSize for types::ImageStatus {
+    fn wire_size(&self) -> usize {
+        self.name.len()
+            + match &self.state {
+                types::ImageState::Pending(r) => r.message.len() + 4,
+                types::ImageState::Ready(s) | types::ImageState::Failed(s) => s.len(),
+            }
+    }
+}
+impl WireSize for types::PluginInfo {
+    fn wire_size(&self) -> usize {
+        self.name.len() + self.version.len() + self.provider.len() + self.capabilities.len()
+    }
+}
+
+impl PluginHost {
+    /// A host with its own engine. Create one per process and share it.
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        let slots = config.max_instances.max(1) as usize;
+        Ok(PluginHost {
+            engine: Arc::new(
+                PluginEngine::new(config).map_err(|e| anyhow::anyhow!("cannot set up wasmtime: {e:?}"))?,
+            ),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        })
+    }
+
+    /// Compiles (once per digest) and checks a component, then links it with what `settings` grants.
+    /// Refuses components that import anything unknown or ungranted, naming the import.
+    pub fn load(&self, bytes: &[u8], settings: PluginSettings) -> Result<Plugin, PluginError> {
+        let digest = digest_of(bytes);
+        let name = if settings.name.is_empty() {
+            "plugin".to_string()
+        } else {
+            settings.name.clone()
+        };
+        let label = format!("{name}@{}", &digest[..digest.len().min(19)]);
+        let component = self
+            .engine
+            .compile(&digest, bytes)
+            .map_err(|reason| PluginError::BadComponent {
+                plugin: label.clone(),
+                reason,
+            })?;
+        self.load_component(component, digest, bytes.len(), label, settings)
+    }
+
+    fn load_component(
+        &self,
+        component: Component,
+        digest: String,
+        size: usize,
+        label: String,
+        settings: PluginSettings,
+    ) -> Result<Plugin, PluginError> {
+        let engine = &self.engine.engine;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+        let refused = |reason: String| PluginError::Refused {
+            plugin: label.clone(),
+            reason,
+        };
+        contract::check(&imports, &exports, &settings.grants).map_err(refused)?;
+        if settings.limits.memory_bytes > self.engine.config.max_memory_bytes {
+            return Err(refused(format!(
+                "memory limit {} bytes is above the host's maximum of {} bytes",
+                settings.limits.memory_bytes, self.engine.config.max_memory_bytes
+            )));
+        }
+        let linker = &self.engine.linkers[settings.grants.linker_index()];
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| refused(format!("{e:#}")))?;
+        let pre = ProviderPre::new(instance_pre).map_err(|e| refused(format!("{e:#}")))?;
+        tracing::debug!(plugin = %label, imports = ?imports, "plugin loaded");
+        let name = settings.name.clone();
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                host: self.clone(),
+                pre,
+                digest,
+                size,
+                imports,
+                exports,
+                label: Arc::from(label),
+                name,
+                limits: settings.limits,
+                grants: Arc::new(settings.grants),
+                caps: Arc::new(settings.capabilities),
+                determinism: settings.determinism,
+                stats: Stats::default(),
+            }),
+        })
+    }
+}
+
+impl Plugin {
+    /// `sha256:<hex>` of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn imports(&self) -> &[String] {
+        &self.inner.imports
+    }
+    pub fn exports(&self) -> &[String] {
+        &self.inner.exports
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+    pub fn stats(&self) -> CallStats {
+        let s = &self.inner.stats;
+        CallStats {
+            calls: s.calls.load(Ordering::Relaxed),
+            guest_errors: s.guest_errors.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            fuel: s.fuel.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates a fresh store and instance and drops them (benchmarks the per-call sandbox cost).
+    pub fn instantiate_only(&self) -> Called<()> {
+        self.run("instantiate", |p, s| p.instantiate(&mut *s).map(drop))
+    }
+
+    pub fn info(&self) -> Called<types::PluginInfo> {
+        self.run("info", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_info(s)
+        })
+    }
+
+    pub fn validate_config(&self, config: &str) -> Called<Result<(), GuestError>> {
+        self.run_guest("validate-config", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_validate_config(s, config)
+        })
+    }
+
+    pub fn reconcile_node_images(
+        &self,
+        release: &types::ReleaseInfo,
+        images: &[types::NodeImage],
+    ) -> Called<Result<Vec<types::ImageStatus>, GuestError>> {
+        self.run_guest("reconcile-node-images", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_reconcile_node_images(s, release, images)
+        })
+    }
+
+    pub fn cleanup_node_images(
+        &self,
+        release: &types::ReleaseInfo,
+        images: &[types::NodeImage],
+    ) -> Called<Result<(), GuestError>> {
+        self.run_guest("cleanup-node-images", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_cleanup_node_images(s, release, images)
+        })
+    }
+
+    pub fn patch_cluster_class(
+        &self,
+        release: &types::ReleaseInfo,
+        objects: &[String],
+    ) -> Called<Result<Vec<String>, GuestError>> {
+        self.run_guest("patch-cluster-class", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_patch_cluster_class(s, release, objects)
+        })
+    }
+
+    pub fn addon_values(
+        &self,
+        cluster: &types::ClusterInfo,
+        values: &str,
+    ) -> Called<Result<String, GuestError>> {
+        self.run_guest("addon-values", |p, s| {
+            p.instantiate(&mut *s)?
+                .clusterstack_provider_plugin()
+                .call_addon_values(s, cluster, values)
+        })
+    }
+
+    /// Runs a blocking call on the blocking thread pool, waiting for a free instance slot first.
+    /// A panic inside the call becomes a `PluginError::Host`; the host keeps serving.
+    pub async fn offload<T, F>(&self, function: &str, call: F) -> Called<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Plugin) -> Called<T> + Send + 'static,
+    {
+        let host_error = |reason: String| Called {
+            result: Err(PluginError::Host {
+                plugin: self.inner.label.to_string(),
+                function: function.to_string(),
+                reason,
+            }),
+            report: CallReport {
+                function: function.to_string(),
+                ..CallReport::default()
+            },
+        };
+        let permit = match self.inner.host.slots.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return host_error("the plugin host is shutting down".into()),
+        };
+        let plugin = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            call(&plugin)
+        })
+        .await;
+        joined.unwrap_or_else(|e| host_error(format!("the call panicked in the host: {e}")))
+    }
+
+    /// A call whose WIT result is `result<T, error>`: the guest's error stays data.
+    fn run_guest<T: WireSize>(
+        &self,
+        function: &str,
+        body: impl FnOnce(
+            &ProviderPre<CallState>,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<Result<T, types::Error>>,
+    ) -> Called<Result<T, GuestError>> {
+        let called = self.run(function, |p, s| Ok(body(p, s)?.map_err(GuestError)));
+        if matches!(called.result, Ok(Err(_))) {
+            self.inner.stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        called
+    }
+
+    /// Runs one call in a fresh store: limits, instantiation, error classification, report.
+    fn run<T: WireSize>(
+        &self,
+        function: &str,
+        body: impl FnOnce(&ProviderPre<CallState>, &mut Store<CallState>) -> wasmtime::Result<T>,
+    ) -> Called<T> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let state = CallState::new(
+            inner.caps.clone(),
+            inner.grants.clone(),
+            inner.label.clone(),
+            inner.limits.memory_bytes,
+            inner.determinism,
+        );
+        let mut store = Store::new(&inner.host.engine.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let fuel = inner.limits.fuel;
+        let outcome = store.set_fuel(fuel).and_then(|()| {
+            let ticks = inner
+                .limits
+                .deadline_ms
+                .div_ceil(EPOCH_TICK.as_millis() as u64)
+                .max(1);
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+            body(&inner.pre, &mut store)
+        });
+        let remaining = store.get_fuel().unwrap_or(0);
+        let state = store.data();
+        let stderr = state.flush_output();
+        let report = CallReport {
+            function: function.to_string(),
+            fuel_used: fuel.saturating_sub(remaining),
+            wall: started.elapsed(),
+            peak_memory_bytes: state.memory.peak,
+            host_calls: state.host_calls,
+        };
+        let result = match outcome {
+            Ok(value) if value.wire_size() > inner.limits.max_result_bytes => {
+                Err(PluginError::ResultTooLarge {
+                    plugin: inner.label.to_string(),
+                    function: function.to_string(),
+                    size: value.wire_size(),
+                    limit: inner.limits.max_result_bytes,
+                })
+            }
+            Ok(value) => Ok(value),
+            Err(error) => Err(self.classify(function, &error, state, stderr)),
+        };
+        drop(store);
+        inner.stats.calls.fetch_add(1, Ordering::Relaxed);
+        inner.stats.fuel.fetch_add(report.fuel_used, Ordering::Relaxed);
+        if let Err(error) = &result {
+            inner.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = &*inner.label,
+                function,
+                kind = error.kind(),
+                "plugin call failed: {error}"
+            );
+        }
+        Called { result, report }
+    }
+
+    /// Turns a wasmtime error into the typed failure a user can act on.
+    fn classify(
+        &self,
+        function: &str,
+        error: &wasmtime::Error,
+        state: &CallState,
+        stderr: String,
+    ) -> PluginError {
+        let plugin = self.inner.label.to_string();
+        let function = function.to_string();
+        if let Some(bad) = error.downcast_ref::<wave::BadCall>() {
+            return PluginError::BadCall {
+                plugin,
+                reason: bad.0.clone(),
+            };
+        }
+        if let Some(requested) = state.memory.refused {
+            return PluginError::MemoryLimit {
+                plugin,
+                function,
+                limit: self.inner.limits.memory_bytes,
+                requested,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin,
+                function,
+                limit: self.inner.limits.fuel,
+            },
+            Some(Trap::Interrupt) => PluginError::Deadline {
+                plugin,
+                function,
+                deadline_ms: self.inner.limits.deadline_ms,
+            },
+            Some(trap) => PluginError::Trap {
+                plugin,
+                function,
+                trap: trap.to_string(),
+                backtrace: error
+                    .downcast_ref::<WasmBacktrace>()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                stderr,
+            },
+            None => PluginError::Host {
+                plugin,
+                function,
+                reason: format!("{error:#}"),
+            },
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `misbehaving`: a provider plugin that misbehaves on request, for the host's tests.
+//!
+//! `validate-config(b)` performs behaviour `b` at once and stores it (state key `behaviour`), so every
+//! other export performs it too. Behaviours: `loop`, `alloc`, `trap`, `huge-output`, `forbidden-http`,
+//! `guest-error`, `print`, `ok`.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "provider",
+});
+
+use clusterstack::provider::types::{
+    Capability, ClusterInfo, Error, ImageState, ImageStatus, NodeImage, PluginInfo, ReleaseInfo,
+};
+use clusterstack::provider::{http, state};
+use exports::clusterstack::provider::plugin::Guest;
+
+/// Size of the `huge-output` result: far over the host's default result cap (4 MiB).
+const HUGE: usize = 24 << 20;
+
+struct Misbehaving;
+
+/// Does what `behaviour` asks; `Ok(None)` means "behave normally".
+fn perform(behaviour: &str) -> Result<Option<String>, Error> {
+    match behaviour {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![0xAB; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => panic!("misbehaving plugin: trap requested"),
+        "huge-output" => Ok(Some("x".repeat(HUGE))),
+        "forbidden-http" => {
+            let request = http::Request {
+                method: "GET".to_string(),
+                url: "http://forbidden.invalid/".to_string(),
+                headers: Vec::new(),
+                body: None,
+                timeout_ms: Some(1000),
+            };
+            match http::send(&request) {
+                Err(http::HttpError::Denied(why)) => Err(Error::Denied(why)),
+                Err(other) => Err(Error::Failed(format!("expected a denial, got {other:?}"))),
+                Ok(response) => Err(Error::Failed(format!("expected a denial, got HTTP {}", response.status))),
+            }
+        }
+        "guest-error" => Err(Error::Failed("misbehaving plugin: guest error requested".to_string())),
+        "print" => {
+            println!("misbehaving plugin: hello on stdout");
+            eprintln!("misbehaving plugin: hello on stderr");
+            Ok(None)
+        }
+        "ok" | "" => Ok(None),
+        other => Err(Error::InvalidInput(format!(
+            "unknown behaviour {other:?}; expected one of loop, alloc, trap, huge-output, forbidden-http, \
+             guest-error, print, ok"
+        ))),
+    }
+}
+
+/// The behaviour stored by the last `validate-config`.
+fn stored() -> Result<Option<String>, Error> {
+    perform(&state::get("behaviour").unwrap_or_default())
+}
+
+impl Guest for Misbehaving {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "misbehaving".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            provider: "test".to_string(),
+            capabilities: vec![Capability::Log, Capability::Http, Capability::State],
+        }
+    }
+
+    fn validate_config(config: String) -> Result<(), Error> {
+        let behaviour = config.trim().trim_matches('"').to_string();
+        state::set("behaviour", &behaviour)
+            .map_err(|e| Error::Failed(format!("cannot store the behaviour: {e:?}")))?;
+        match perform(&behaviour)? {
+            Some(huge) => Err(Error::Failed(huge)),
+            None => Ok(()),
+        }
+    }
+
+    fn reconcile_node_images(
+        _release: ReleaseInfo,
+        images: Vec<NodeImage>,
+    ) -> Result<Vec<ImageStatus>, Error> {
+        let huge = stored()?;
+        Ok(images
+            .into_iter()
+            .map(|image| ImageStatus {
+                state: ImageState::Ready(huge.clone().unwrap_or_else(|| image.name.clone())),
+                name: image.name,
+            })
+            .collect())
+    }
+
+    fn cleanup_node_images(_release: ReleaseInfo, _images: Vec<NodeImage>) -> Result<(), Error> {
+        stored().map(|_| ())
+    }
+
+    fn patch_cluster_class(_release: ReleaseInfo, objects: Vec<String>) -> Result<Vec<String>, Error> {
+        Ok(match stored()? {
+            Some(huge) => vec![huge],
+            None => objects,
+        })
+    }
+
+    fn addon_values(_cluster: ClusterInfo, values: String) -> Result<String, Error> {
+        Ok(stored()?.unwrap_or(values))
+    }
+}
+
+export!(Misbehaving);
