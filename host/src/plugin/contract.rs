@@ -181,7 +181,7 @@ mod tests {
             ("acme:evil/exfiltrate@1.0.0", "unknown"),
         ];
         for (import, expected) in cases {
-            let err = check(&names(&[import]), &names(EXPORT), &Grants::default()).unwrap_err();
+            let err = check(&names(&[import]), &names(EXPORT), &Grants::default()).expect_err("must be refused");
             assert!(err.contains(&format!("`{import}`")), "{import}: {err}");
             assert!(err.contains(expected), "{import}: {err}");
         }
@@ -209,7 +209,7 @@ mod tests {
             &names(&["clusterstack:provider/other@0.1.0"]),
             &Grants::default(),
         )
-        .unwrap_err();
+        .expect_err("must be refused");
         assert!(
             err.contains("does not export `clusterstack:provider/plugin@0.1.0`"),
             "{err}"
@@ -219,7 +219,7 @@ mod tests {
             &names(&["clusterstack:provider/plugin@0.2.0"]),
             &Grants::default(),
         )
-        .unwrap_err();
+        .expect_err("must be refused");
         assert!(
             err.contains("exports `clusterstack:provider/plugin@0.2.0`"),
             "{err}"
