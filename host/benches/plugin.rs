@@ -58,6 +58,23 @@ fn benches(c: &mut Criterion) {
     let objects = vec![object_10kb()];
     let release = release();
 
+    // Bytes of each memory slot kept resident between instances: memset on reuse vs. page faults.
+    let mut group = c.benchmark_group("instantiate_keep_resident");
+    for keep in [0usize, 64 << 10, 256 << 10, 1 << 20] {
+        let host = PluginHost::new(EngineConfig {
+            keep_resident_bytes: keep,
+            ..EngineConfig::default()
+        })
+        .expect("engine");
+        let plugin = host
+            .load(&plugin_bytes("noop"), PluginSettings::default())
+            .expect("load noop");
+        group.bench_function(format!("{}KiB", keep >> 10), |b| {
+            b.iter(|| black_box(plugin.instantiate_only()))
+        });
+    }
+    group.finish();
+
     c.bench_function("instantiate_from_instance_pre_pooling", |b| {
         b.iter(|| black_box(noop.instantiate_only()))
     });

@@ -181,7 +181,8 @@ mod tests {
             ("acme:evil/exfiltrate@1.0.0", "unknown"),
         ];
         for (import, expected) in cases {
-            let err = check(&names(&[import]), &names(EXPORT), &Grants::default()).expect_err("must be refused");
+            let err =
+                check(&names(&[import]), &names(EXPORT), &Grants::default()).expect_err("must be refused");
             assert!(err.contains(&format!("`{import}`")), "{import}: {err}");
             assert!(err.contains(expected), "{import}: {err}");
         }
