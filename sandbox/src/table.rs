@@ -125,7 +125,7 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
             ];
         }
         Some(Builtin::Crd) => {
-            cols.push(col("Created At", "date", Some(".metadata.creationTimestamp")));
+            cols.push(col("Created At", "string", Some(".metadata.creationTimestamp")));
             return cols;
         }
         None => {

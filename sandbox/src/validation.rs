@@ -582,6 +582,10 @@ pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
         }
     }
     if let Some(ann) = obj.pointer("/metadata/annotations").and_then(Value::as_object) {
+        let total: usize = ann.iter().map(|(k, v)| k.len() + v.as_str().map(str::len).unwrap_or(0)).sum();
+        if total > 262_144 {
+            out.push(cause("FieldValueTooLong", "metadata.annotations", "Too long: may not be more than 262144 bytes".into()));
+        }
         for (k, v) in ann {
             if !v.is_string() {
                 out.push(cause("FieldValueTypeInvalid", &format!("metadata.annotations.{k}"), "Invalid value: must be a string".into()));
