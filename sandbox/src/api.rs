@@ -122,6 +122,9 @@ pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty: send the object as JSON or YAML"));
     }
+    if content_type.contains("protobuf") {
+        return crate::proto::decode(body);
+    }
     if content_type.contains("yaml") {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
         serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
@@ -340,7 +343,7 @@ fn prepare_create(t: &Target, obj: &mut Value, ts: &str) -> ApiResult<()> {
 }
 
 fn secret_string_data(obj: &mut Value) {
-    if obj.get("type").is_none_or(Value::is_null) {
+    if obj.get("type").is_none_or(|t| t.is_null() || t.as_str() == Some("")) {
         obj["type"] = json!("Opaque");
     }
     if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {

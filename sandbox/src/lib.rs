@@ -15,6 +15,7 @@ pub mod gc;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod proto;
 pub mod resource;
 pub mod select;
 pub mod server;
