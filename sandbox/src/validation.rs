@@ -248,6 +248,10 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
         "integer" => actual == "integer" || v.as_f64().is_some_and(|f| f.fract() == 0.0),
         t => t == actual,
     } || (int_or_string && matches!(actual, "integer" | "string"));
+    if int_or_string && !matches!(actual, "integer" | "string") {
+        out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{actual}\": {path} in body must be of type integer,string: \"{actual}\"")));
+        return;
+    }
     if !type_ok {
         out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\"")));
         return;
@@ -412,7 +416,8 @@ fn correlate<'a>(schema: &Value, old: Option<&'a Value>, item: &Value, _i: usize
 
 /// Evaluate every `x-kubernetes-validations` rule in the schema tree.
 fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Cause>, root: bool) {
-    if v.is_null() {
+    // Values of the wrong type were already reported; their rules cannot run.
+    if v.is_null() || !type_matches(schema, v) {
         return;
     }
     if let Some(list) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
@@ -448,13 +453,13 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
                         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {msg}")),
                         Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {msg}")),
                         Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {msg}")),
-                        _ => ("FieldValueInvalid", format!("Invalid value: {}: {msg}", show_cel(v))),
+                        _ => ("FieldValueInvalid", format!("Invalid value: {}: {msg}", show_cel(schema, v))),
                     };
                     out.push(cause(reason, &field, text));
                 }
                 Outcome::Error(e) => {
                     // A rule that reads an absent field without has() errors in the real server too.
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {e} evaluating rule: {text}", show_cel(v))));
+                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {e} evaluating rule: {text}", show_cel(schema, v))));
                 }
             }
         }
@@ -483,10 +488,23 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
     }
 }
 
-fn show_cel(v: &Value) -> String {
-    match v {
-        Value::Object(_) | Value::Array(_) => format!("\"{}\"", type_name(v)),
-        other => show(other),
+// CEL failures show the schema's type, not the value (as the real server does).
+fn type_matches(schema: &Value, v: &Value) -> bool {
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        _ => true,
+    }
+}
+
+fn show_cel(schema: &Value, v: &Value) -> String {
+    match schema.get("type").and_then(Value::as_str) {
+        Some(t) => format!("{t:?}"),
+        None => format!("\"{}\"", type_name(v)),
     }
 }
 
@@ -508,7 +526,7 @@ pub fn check_structural(schema: &Value, path: &str, out: &mut Vec<Cause>) {
         };
         let has_type = m.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
         let free = m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) || m.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
-        if !has_type && !free && !path.ends_with("]") {
+        if !has_type && !free {
             out.push(cause("FieldValueRequired", &format!("{path}.type"), "Required value: must not be empty for specified object fields".into()));
         }
         if let Some(t) = m.get("type").and_then(Value::as_str) {
