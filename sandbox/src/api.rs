@@ -34,7 +34,11 @@ pub struct Inner {
 impl Inner {
     /// A cluster with the built-in types and nothing stored.
     pub fn new(history: usize) -> Self {
-        Inner { store: Mutex::new(Store::new(history)), gc: Arc::new(Notify::new()), changed: Arc::new(Notify::new()) }
+        Inner {
+            store: Mutex::new(Store::new(history)),
+            gc: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
+        }
     }
 
     /// Lock the store. A panic while holding the lock must not take every later request down with it.
@@ -68,7 +72,9 @@ impl Target {
     }
 
     fn status_sub(&self) -> bool {
-        self.rt.version(&self.version).is_some_and(|v| v.status_subresource)
+        self.rt
+            .version(&self.version)
+            .is_some_and(|v| v.status_subresource)
     }
 }
 
@@ -101,35 +107,51 @@ fn storage_form(rt: &ResourceType, obj: Value) -> Value {
     if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" {
         obj = meta::event_from_v1(&obj);
     }
-    obj["apiVersion"] = json!(if rt.storage_group.is_empty() { rt.storage_version.clone() } else { format!("{}/{}", rt.storage_group, rt.storage_version) });
+    obj["apiVersion"] = json!(if rt.storage_group.is_empty() {
+        rt.storage_version.clone()
+    } else {
+        format!("{}/{}", rt.storage_group, rt.storage_version)
+    });
     obj
 }
 
 /// An object as the requested version shows it.
 pub fn view(rt: &ResourceType, version: &str, obj: &Value) -> Value {
-    let mut out = if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" { meta::event_to_v1(obj) } else { obj.clone() };
+    let mut out = if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" {
+        meta::event_to_v1(obj)
+    } else {
+        obj.clone()
+    };
     out["apiVersion"] = json!(rt.api_version(version));
     out["kind"] = json!(rt.kind);
     out
 }
 
 fn decode_error(rt: &ResourceType, version: &str, detail: &str) -> ApiError {
-    ApiError::bad_request(format!("{} in version \"{version}\" cannot be handled as a {}: {detail}", rt.kind, rt.kind))
+    ApiError::bad_request(format!(
+        "{} in version \"{version}\" cannot be handled as a {}: {detail}",
+        rt.kind, rt.kind
+    ))
 }
 
 /// Parse a request body (JSON or YAML).
 pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty: send the object as JSON or YAML"));
+        return Err(ApiError::bad_request(
+            "the request body is empty: send the object as JSON or YAML",
+        ));
     }
     if content_type.contains("protobuf") {
         return crate::proto::decode(body);
     }
     if content_type.contains("yaml") {
-        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
-        serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+        let text = std::str::from_utf8(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
+        serde_yaml::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
 }
 
@@ -141,7 +163,11 @@ fn decode_checks(t: &Target, obj: &Value) -> ApiResult<()> {
     }
     if let Some(m) = obj.get("metadata") {
         if !m.is_object() && !m.is_null() {
-            return Err(decode_error(rt, &t.version, "json: cannot unmarshal metadata into Go struct field of type v1.ObjectMeta"));
+            return Err(decode_error(
+                rt,
+                &t.version,
+                "json: cannot unmarshal metadata into Go struct field of type v1.ObjectMeta",
+            ));
         }
         for f in ["labels", "annotations"] {
             if let Some(map) = m.get(f) {
@@ -156,7 +182,11 @@ fn decode_checks(t: &Target, obj: &Value) -> ApiResult<()> {
         Some(Builtin::ConfigMap) => {
             if let Some(d) = obj.get("data") {
                 if !d.is_null() && !d.as_object().is_some_and(|o| o.values().all(Value::is_string)) {
-                    return Err(decode_error(rt, &t.version, "json: cannot unmarshal into Go struct field ConfigMap.data of type string"));
+                    return Err(decode_error(
+                        rt,
+                        &t.version,
+                        "json: cannot unmarshal into Go struct field ConfigMap.data of type string",
+                    ));
                 }
             }
         }
@@ -168,7 +198,11 @@ fn decode_checks(t: &Target, obj: &Value) -> ApiResult<()> {
                             return Err(decode_error(rt, &t.version, &format!("json: cannot unmarshal into Go struct field Secret.{f} of type string (key {k:?})")));
                         };
                         if f == "data" && base64::engine::general_purpose::STANDARD.decode(s).is_err() {
-                            return Err(decode_error(rt, &t.version, &format!("illegal base64 data in data[{k:?}]")));
+                            return Err(decode_error(
+                                rt,
+                                &t.version,
+                                &format!("illegal base64 data in data[{k:?}]"),
+                            ));
                         }
                     }
                 }
@@ -183,21 +217,32 @@ fn check_type_meta(t: &Target, obj: &Value) -> ApiResult<()> {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     if kind.is_empty() {
-        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            truncate(&obj.to_string())
+        )));
     }
     if kind != t.rt.kind {
-        return Err(ApiError::bad_request(format!("the kind of the object ({kind}) does not match the kind served at this URL ({})", t.rt.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the kind of the object ({kind}) does not match the kind served at this URL ({})",
+            t.rt.kind
+        )));
     }
     let want = t.rt.api_version(&t.version);
     if !api_version.is_empty() && api_version != want {
-        return Err(ApiError::bad_request(format!("the API version in the data ({api_version}) does not match the expected API version ({want})")));
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({want})"
+        )));
     }
     Ok(())
 }
 
 fn truncate(s: &str) -> String {
     if s.len() > 200 {
-        format!("{}...", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s.to_string()
     }
@@ -206,7 +251,9 @@ fn truncate(s: &str) -> String {
 /// GET one object.
 pub fn get(inner: &Inner, t: &Target) -> ApiResult<Value> {
     let store = inner.lock();
-    let obj = store.get(&t.key(), &t.namespace, &t.name).ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name))?;
+    let obj = store
+        .get(&t.key(), &t.namespace, &t.name)
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name))?;
     Ok(view(&t.rt, &t.version, &obj))
 }
 
@@ -229,26 +276,44 @@ pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
     let (start, rv) = if opts.continue_token.is_empty() {
         (None, store.current_rv())
     } else {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&opts.continue_token).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&opts.continue_token)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
         let Some(c) = raw else {
             return Err(ApiError::bad_request("continue key is not valid: illegal base64 data or JSON; start the list again without continue"));
         };
-        let ns = c.get("ns").and_then(Value::as_str).unwrap_or_default().to_string();
-        let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ns = c
+            .get("ns")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let rv = c.get("rv").and_then(Value::as_u64).unwrap_or(0);
         if rv < store.compacted_rv() {
             return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
         }
         (Some((ns, name)), rv)
     };
-    let ns = if t.rt.namespaced && !t.namespace.is_empty() { Some(t.namespace.as_str()) } else { None };
+    let ns = if t.rt.namespaced && !t.namespace.is_empty() {
+        Some(t.namespace.as_str())
+    } else {
+        None
+    };
     let all = store.list(&t.key(), ns);
     drop(store);
     let mut items = Vec::new();
     let mut more = 0usize;
     let mut last_key = None;
     for obj in all {
-        let key = (meta_str(&obj, "namespace").to_string(), meta_str(&obj, "name").to_string());
+        let key = (
+            meta_str(&obj, "namespace").to_string(),
+            meta_str(&obj, "name").to_string(),
+        );
         if let Some(s) = &start {
             if key <= *s {
                 continue;
@@ -269,11 +334,14 @@ pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
     if more > 0 {
         if let Some((ns, name)) = last_key {
             let token = json!({"rv": rv, "ns": ns, "name": name});
-            metadata["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()));
+            metadata["continue"] =
+                json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()));
             metadata["remainingItemCount"] = json!(more);
         }
     }
-    Ok(json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": metadata, "items": items}))
+    Ok(
+        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": metadata, "items": items}),
+    )
 }
 
 fn ensure_namespace(store: &Store, t: &Target, creating: bool) -> ApiResult<()> {
@@ -281,9 +349,14 @@ fn ensure_namespace(store: &Store, t: &Target, creating: bool) -> ApiResult<()> 
         return Ok(());
     }
     if t.namespace.is_empty() {
-        return Err(ApiError::bad_request(format!("{} is namespaced: the request must name a namespace (/namespaces/<ns>/{})", t.rt.kind, t.rt.plural)));
+        return Err(ApiError::bad_request(format!(
+            "{} is namespaced: the request must name a namespace (/namespaces/<ns>/{})",
+            t.rt.kind, t.rt.plural
+        )));
     }
-    let ns = store.get(&(String::new(), "namespaces".into()), "", &t.namespace).ok_or_else(|| ApiError::not_found("", "namespaces", &t.namespace))?;
+    let ns = store
+        .get(&(String::new(), "namespaces".into()), "", &t.namespace)
+        .ok_or_else(|| ApiError::not_found("", "namespaces", &t.namespace))?;
     if creating && deleting(&ns) {
         return Err(ApiError::forbidden(format!("{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated", t.rt.plural, meta_str(&ns, "name"), t.namespace)));
     }
@@ -300,14 +373,32 @@ fn admit(t: &Target, obj: &mut Value, old: Option<&Value>, strict: bool) -> ApiR
         let report = validation::validate(schema, obj, old);
         if !report.unknown.is_empty() {
             if strict {
-                let list: Vec<String> = report.unknown.iter().map(|u| format!("unknown field \"{}\"", u.trim_start_matches('.'))).collect();
-                return Err(ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}", t.rt.kind, t.version, t.rt.kind, list.join(", "))));
+                let list: Vec<String> = report
+                    .unknown
+                    .iter()
+                    .map(|u| format!("unknown field \"{}\"", u.trim_start_matches('.')))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    t.rt.kind,
+                    t.version,
+                    t.rt.kind,
+                    list.join(", ")
+                )));
             }
-            warnings.extend(report.unknown.iter().map(|u| format!("unknown field \"{}\"", u.trim_start_matches('.'))));
+            warnings.extend(
+                report
+                    .unknown
+                    .iter()
+                    .map(|u| format!("unknown field \"{}\"", u.trim_start_matches('.'))),
+            );
         }
         causes.extend(report.causes);
     }
-    if let Some(w) = t.rt.version(&t.version).and_then(|v| v.deprecation_warning.clone()) {
+    if let Some(w) =
+        t.rt.version(&t.version)
+            .and_then(|v| v.deprecation_warning.clone())
+    {
         warnings.push(w);
     }
     if !causes.is_empty() {
@@ -343,7 +434,10 @@ fn prepare_create(t: &Target, obj: &mut Value, ts: &str) -> ApiResult<()> {
 }
 
 fn secret_string_data(obj: &mut Value) {
-    if obj.get("type").is_none_or(|t| t.is_null() || t.as_str() == Some("")) {
+    if obj
+        .get("type")
+        .is_none_or(|t| t.is_null() || t.as_str() == Some(""))
+    {
         obj["type"] = json!("Opaque");
     }
     if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
@@ -351,7 +445,8 @@ fn secret_string_data(obj: &mut Value) {
             obj["data"] = json!({});
         }
         for (k, v) in sd {
-            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
+            obj["data"][k] =
+                json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
         }
     }
 }
@@ -359,7 +454,15 @@ fn secret_string_data(obj: &mut Value) {
 /// Drop what the server owns from a client's metadata.
 fn reset_server_fields(obj: &mut Value) {
     let m = meta_mut(obj);
-    for f in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+    for f in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "selfLink",
+    ] {
         m.remove(f);
     }
 }
@@ -370,7 +473,9 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
     check_type_meta(t, &obj)?;
     let body_ns = meta_str(&obj, "namespace").to_string();
     if t.rt.namespaced && !body_ns.is_empty() && body_ns != t.namespace {
-        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     let mut store = inner.lock();
     ensure_namespace(&store, t, true)?;
@@ -382,10 +487,20 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
         } else {
             m.remove("namespace");
         }
-        let name = m.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() {
             if let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
-                let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit()).take(5).collect();
+                let suffix: String = uuid::Uuid::new_v4()
+                    .simple()
+                    .to_string()
+                    .chars()
+                    .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    .take(5)
+                    .collect();
                 m.insert("name".into(), json!(format!("{prefix}{suffix}")));
             }
         }
@@ -417,13 +532,32 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
         }
     }
     let av = t.rt.api_version(&t.version);
-    apply::record_update(None, &mut obj, t.schema(), &opts.manager, &av, "", &ts, false);
+    let writer = apply::Writer {
+        schema: t.schema(),
+        manager: &opts.manager,
+        api_version: &av,
+        subresource: "",
+        now: &ts,
+        skip_status: false,
+    };
+    apply::record_update(None, &mut obj, &writer);
     finish_create(inner, &mut store, t, obj, opts, warnings)
 }
 
-fn finish_create(inner: &Inner, store: &mut Store, t: &Target, mut obj: Value, opts: &WriteOptions, warnings: Vec<String>) -> ApiResult<Written> {
+fn finish_create(
+    inner: &Inner,
+    store: &mut Store,
+    t: &Target,
+    mut obj: Value,
+    opts: &WriteOptions,
+    warnings: Vec<String>,
+) -> ApiResult<Written> {
     if opts.dry_run {
-        return Ok(Written { code: 201, body: view(&t.rt, &t.version, &obj), warnings });
+        return Ok(Written {
+            code: 201,
+            body: view(&t.rt, &t.version, &obj),
+            warnings,
+        });
     }
     if t.rt.builtin == Some(Builtin::Crd) {
         let rtype = resource::crd_to_type(&obj)?;
@@ -433,7 +567,11 @@ fn finish_create(inner: &Inner, store: &mut Store, t: &Target, mut obj: Value, o
     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
     let stored = store.put(&t.key(), obj, rv, EventType::Added, None);
     inner.changed.notify_one();
-    Ok(Written { code: 201, body: view(&t.rt, &t.version, &stored), warnings })
+    Ok(Written {
+        code: 201,
+        body: view(&t.rt, &t.version, &stored),
+        warnings,
+    })
 }
 
 /// How an update came in, for managedFields.
@@ -443,12 +581,28 @@ enum Op {
 }
 
 /// Store `new` as the next state of `old` with every update rule applied. `new` is in the requested version.
-fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut new: Value, opts: &WriteOptions, op: Op) -> ApiResult<Written> {
+fn commit(
+    inner: &Inner,
+    store: &mut Store,
+    t: &Target,
+    old: &Arc<Value>,
+    mut new: Value,
+    opts: &WriteOptions,
+    op: Op,
+) -> ApiResult<Written> {
     let old_view = view(&t.rt, &t.version, old);
     // Immutable and server-owned metadata comes from the stored object.
     {
         let m = meta_mut(&mut new);
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation", "selfLink"] {
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "generation",
+            "selfLink",
+        ] {
             match old_view.pointer(&format!("/metadata/{f}")) {
                 Some(v) => m.insert(f.into(), v.clone()),
                 None => m.remove(f),
@@ -485,7 +639,10 @@ fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut ne
     }
     match t.rt.builtin {
         Some(Builtin::Namespace) if t.sub.is_empty() => {
-            new["status"] = old_view.get("status").cloned().unwrap_or(json!({"phase": "Active"}));
+            new["status"] = old_view
+                .get("status")
+                .cloned()
+                .unwrap_or(json!({"phase": "Active"}));
             if new.get("spec").is_none() {
                 new["spec"] = old_view.get("spec").cloned().unwrap_or(json!({}));
             }
@@ -517,18 +674,44 @@ fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut ne
             }
             v
         };
-        let gen = old_view.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let gen = if strip(&old_view) != strip(&new) { gen + 1 } else { gen };
+        let gen = old_view
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let gen = if strip(&old_view) != strip(&new) {
+            gen + 1
+        } else {
+            gen
+        };
         meta_mut(&mut new).insert("generation".into(), json!(gen));
     }
     let ts = now();
     if let Op::Update = op {
         let av = t.rt.api_version(&t.version);
         // managedFields sent by the client are kept as they are (that is how a client resets them).
-        let client_set = new.pointer("/metadata/managedFields").is_some_and(|m| *m != old_view.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null));
+        let client_set = new.pointer("/metadata/managedFields").is_some_and(|m| {
+            *m != old_view
+                .pointer("/metadata/managedFields")
+                .cloned()
+                .unwrap_or(Value::Null)
+        });
         if !client_set {
-            meta_mut(&mut new).insert("managedFields".into(), old_view.pointer("/metadata/managedFields").cloned().unwrap_or(json!([])));
-            apply::record_update(Some(&old_view), &mut new, t.schema(), &opts.manager, &av, &t.sub, &ts, status_sub && t.sub.is_empty());
+            meta_mut(&mut new).insert(
+                "managedFields".into(),
+                old_view
+                    .pointer("/metadata/managedFields")
+                    .cloned()
+                    .unwrap_or(json!([])),
+            );
+            let writer = apply::Writer {
+                schema: t.schema(),
+                manager: &opts.manager,
+                api_version: &av,
+                subresource: &t.sub,
+                now: &ts,
+                skip_status: status_sub && t.sub.is_empty(),
+            };
+            apply::record_update(Some(&old_view), &mut new, &writer);
         }
     }
     // A no-op write stores nothing and keeps the resourceVersion.
@@ -546,12 +729,20 @@ fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut ne
         v
     };
     if comparable(&old_view) == comparable(&new) {
-        return Ok(Written { code: 200, body: old_view, warnings });
+        return Ok(Written {
+            code: 200,
+            body: old_view,
+            warnings,
+        });
     }
     let mut stored = storage_form(&t.rt, new);
     if opts.dry_run {
         meta_mut(&mut stored).insert("resourceVersion".into(), json!(rv_of(old).to_string()));
-        return Ok(Written { code: 200, body: view(&t.rt, &t.version, &stored), warnings });
+        return Ok(Written {
+            code: 200,
+            body: view(&t.rt, &t.version, &stored),
+            warnings,
+        });
     }
     // Finalizers all gone on an object being deleted: it goes now.
     if deleting(&stored) && finalizers(&stored).is_empty() && !namespace_finalizers_pending(&stored, &t.rt) {
@@ -561,7 +752,11 @@ fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut ne
         after_remove(store, &t.rt, &last);
         inner.gc.notify_one();
         inner.changed.notify_one();
-        return Ok(Written { code: 200, body: view(&t.rt, &t.version, &last), warnings });
+        return Ok(Written {
+            code: 200,
+            body: view(&t.rt, &t.version, &last),
+            warnings,
+        });
     }
     if t.rt.builtin == Some(Builtin::Crd) && !deleting(&stored) {
         store.registry.insert_crd(resource::crd_to_type(&stored)?);
@@ -570,18 +765,34 @@ fn commit(inner: &Inner, store: &mut Store, t: &Target, old: &Arc<Value>, mut ne
     meta_mut(&mut stored).insert("resourceVersion".into(), json!(rv.to_string()));
     let saved = store.put(&t.key(), stored, rv, EventType::Modified, Some(old.clone()));
     inner.changed.notify_one();
-    Ok(Written { code: 200, body: view(&t.rt, &t.version, &saved), warnings })
+    Ok(Written {
+        code: 200,
+        body: view(&t.rt, &t.version, &saved),
+        warnings,
+    })
 }
 
 fn namespace_finalizers_pending(obj: &Value, rt: &ResourceType) -> bool {
-    rt.builtin == Some(Builtin::Namespace) && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+    rt.builtin == Some(Builtin::Namespace)
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
 }
 
 /// Bookkeeping after an object is gone for good.
 fn after_remove(store: &mut Store, rt: &ResourceType, last: &Value) {
     if rt.builtin == Some(Builtin::Crd) {
-        let group = last.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
-        let plural = last.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_string();
+        let group = last
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let plural = last
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         store.registry.remove(&group, &plural);
         store.drop_type(&(group, plural));
     }
@@ -593,11 +804,16 @@ pub fn update(inner: &Inner, t: &Target, obj: Value, opts: &WriteOptions) -> Api
     check_type_meta(t, &obj)?;
     let body_name = meta_str(&obj, "name");
     if !body_name.is_empty() && body_name != t.name {
-        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({})", t.name)));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            t.name
+        )));
     }
     let body_ns = meta_str(&obj, "namespace");
     if t.rt.namespaced && !body_ns.is_empty() && body_ns != t.namespace {
-        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     let mut store = inner.lock();
     let Some(old) = store.get(&t.key(), &t.namespace, &t.name) else {
@@ -611,18 +827,28 @@ pub fn update(inner: &Inner, t: &Target, obj: Value, opts: &WriteOptions) -> Api
 }
 
 /// PATCH in any of the four patch types.
-pub fn patch(inner: &Inner, t: &Target, content_type: &str, body: &[u8], opts: &WriteOptions) -> ApiResult<Written> {
+pub fn patch(
+    inner: &Inner,
+    t: &Target,
+    content_type: &str,
+    body: &[u8],
+    opts: &WriteOptions,
+) -> ApiResult<Written> {
     let ct = content_type.split(';').next().unwrap_or_default().trim();
     if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+cbor" {
         let applied = parse_body(body, "yaml")?;
         return server_side_apply(inner, t, applied, opts);
     }
     let patch_doc = match ct {
-        "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => parse_body(body, "json")?,
+        "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => parse_body(body, "json")?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if ct == "application/strategic-merge-patch+json" && t.rt.builtin.is_none() {
-        return Err(ApiError::unsupported_media_type(&format!("{ct} (strategic merge patch is not supported for custom resources; use --type merge or json)")));
+        return Err(ApiError::unsupported_media_type(&format!(
+            "{ct} (strategic merge patch is not supported for custom resources; use --type merge or json)"
+        )));
     }
     let mut store = inner.lock();
     let Some(old) = store.get(&t.key(), &t.namespace, &t.name) else {
@@ -639,7 +865,9 @@ pub fn patch(inner: &Inner, t: &Target, content_type: &str, body: &[u8], opts: &
         }
         _ => {
             if !patch_doc.is_object() {
-                return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
             }
             patch::strategic_merge_patch(&mut doc, &patch_doc)
         }
@@ -650,24 +878,37 @@ pub fn patch(inner: &Inner, t: &Target, content_type: &str, body: &[u8], opts: &
         return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &t.name));
     }
     if meta_str(&doc, "name") != t.name {
-        return Err(ApiError::bad_request(format!("the patch changes metadata.name to {:?}; names are immutable", meta_str(&doc, "name"))));
+        return Err(ApiError::bad_request(format!(
+            "the patch changes metadata.name to {:?}; names are immutable",
+            meta_str(&doc, "name")
+        )));
     }
     commit(inner, &mut store, t, &old, doc, opts, Op::Update)
 }
 
 /// Server-side apply (creates the object when missing).
-pub fn server_side_apply(inner: &Inner, t: &Target, applied: Value, opts: &WriteOptions) -> ApiResult<Written> {
+pub fn server_side_apply(
+    inner: &Inner,
+    t: &Target,
+    applied: Value,
+    opts: &WriteOptions,
+) -> ApiResult<Written> {
     if !applied.is_object() {
         return Err(ApiError::bad_request("an apply configuration must be an object"));
     }
     if opts.manager.is_empty() || opts.manager.starts_with("fallback-") {
-        return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires the fieldManager query parameter"));
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires the fieldManager query parameter",
+        ));
     }
     decode_checks(t, &applied)?;
     check_type_meta(t, &applied)?;
     let name = meta_str(&applied, "name");
     if name != t.name {
-        return Err(ApiError::bad_request(format!("the name of the object ({name}) does not match the name on the URL ({})", t.name)));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            t.name
+        )));
     }
     let mut store = inner.lock();
     let existing = store.get(&t.key(), &t.namespace, &t.name);
@@ -680,7 +921,15 @@ pub fn server_side_apply(inner: &Inner, t: &Target, applied: Value, opts: &Write
                 return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name));
             }
             ensure_namespace(&store, t, true)?;
-            let mut obj = apply::apply(None, &applied, t.schema(), &opts.manager, &av, "", opts.force, &ts, skip_status)?;
+            let writer = apply::Writer {
+                schema: t.schema(),
+                manager: &opts.manager,
+                api_version: &av,
+                subresource: "",
+                now: &ts,
+                skip_status,
+            };
+            let mut obj = apply::apply(None, &applied, &writer, opts.force)?;
             {
                 let m = meta_mut(&mut obj);
                 if t.rt.namespaced {
@@ -718,7 +967,15 @@ pub fn server_side_apply(inner: &Inner, t: &Target, applied: Value, opts: &Write
             if !want_rv.is_empty() && want_rv != meta_str(&old, "resourceVersion") {
                 return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &t.name));
             }
-            let new = apply::apply(Some(&old_view), &applied, t.schema(), &opts.manager, &av, &t.sub, opts.force, &ts, skip_status)?;
+            let writer = apply::Writer {
+                schema: t.schema(),
+                manager: &opts.manager,
+                api_version: &av,
+                subresource: &t.sub,
+                now: &ts,
+                skip_status,
+            };
+            let new = apply::apply(Some(&old_view), &applied, &writer, opts.force)?;
             commit(inner, &mut store, t, &old, new, opts, Op::Apply)
         }
     }
@@ -739,16 +996,37 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     /// From the query and an optional `DeleteOptions` body.
-    pub fn from_request(body: Option<&Value>, query_policy: Option<&str>, query_orphan: Option<&str>, dry_run: bool) -> ApiResult<Self> {
-        let mut o = DeleteOptions { dry_run, ..Default::default() };
+    pub fn from_request(
+        body: Option<&Value>,
+        query_policy: Option<&str>,
+        query_orphan: Option<&str>,
+        dry_run: bool,
+    ) -> ApiResult<Self> {
+        let mut o = DeleteOptions {
+            dry_run,
+            ..Default::default()
+        };
         if let Some(b) = body {
-            o.propagation = b.get("propagationPolicy").and_then(Value::as_str).unwrap_or_default().to_string();
+            o.propagation = b
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
                 o.propagation = "Orphan".into();
             }
-            o.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-            o.rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-            if b.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            o.uid = b
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            o.rv = b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if b.get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
                 o.dry_run = true;
             }
         }
@@ -758,7 +1036,10 @@ impl DeleteOptions {
         if query_orphan == Some("true") {
             o.propagation = "Orphan".into();
         }
-        if !matches!(o.propagation.as_str(), "" | "Background" | "Foreground" | "Orphan") {
+        if !matches!(
+            o.propagation.as_str(),
+            "" | "Background" | "Foreground" | "Orphan"
+        ) {
             return Err(ApiError::bad_request(format!("DeleteOptions.propagationPolicy: Unsupported value: {:?}: supported values: \"Foreground\", \"Background\", \"Orphan\"", o.propagation)));
         }
         Ok(o)
@@ -773,7 +1054,13 @@ pub fn delete(inner: &Inner, t: &Target, opts: &DeleteOptions) -> ApiResult<Writ
     };
     if let Some(uid) = &opts.uid {
         if uid != meta_str(&old, "uid") {
-            return Err(ApiError::conflict_message(format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid")), json!({"name": t.name, "group": t.rt.group, "kind": t.rt.plural})));
+            return Err(ApiError::conflict_message(
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+                json!({"name": t.name, "group": t.rt.group, "kind": t.rt.plural}),
+            ));
         }
     }
     if let Some(rv) = &opts.rv {
@@ -787,15 +1074,29 @@ pub fn delete(inner: &Inner, t: &Target, opts: &DeleteOptions) -> ApiResult<Writ
         inner.gc.notify_one();
         inner.changed.notify_one();
     }
-    Ok(Written { code: 200, body: view(&t.rt, &t.version, &out), warnings: vec![] })
+    Ok(Written {
+        code: 200,
+        body: view(&t.rt, &t.version, &out),
+        warnings: vec![],
+    })
 }
 
 /// Delete with the store locked (also used by the garbage collector). Returns the resulting object state.
-pub fn delete_locked(store: &mut Store, rt: &ResourceType, old: &Arc<Value>, propagation: &str, dry_run: bool) -> Value {
+pub fn delete_locked(
+    store: &mut Store,
+    rt: &ResourceType,
+    old: &Arc<Value>,
+    propagation: &str,
+    dry_run: bool,
+) -> Value {
     let key = (rt.storage_group.clone(), rt.plural.clone());
     let mut obj = (**old).clone();
     let mut fins = finalizers(&obj);
-    let propagation = if propagation.is_empty() { "Background" } else { propagation };
+    let propagation = if propagation.is_empty() {
+        "Background"
+    } else {
+        propagation
+    };
     if propagation == "Orphan" && !dry_run {
         orphan_dependents(store, meta_str(old, "uid"));
     }
@@ -858,9 +1159,18 @@ fn orphan_dependents(store: &mut Store, uid: &str) {
 }
 
 /// DELETE on a collection (with selectors).
-pub fn delete_collection(inner: &Inner, t: &Target, list_opts: &ListOptions, opts: &DeleteOptions) -> ApiResult<Value> {
+pub fn delete_collection(
+    inner: &Inner,
+    t: &Target,
+    list_opts: &ListOptions,
+    opts: &DeleteOptions,
+) -> ApiResult<Value> {
     let mut store = inner.lock();
-    let ns = if t.rt.namespaced && !t.namespace.is_empty() { Some(t.namespace.as_str()) } else { None };
+    let ns = if t.rt.namespaced && !t.namespace.is_empty() {
+        Some(t.namespace.as_str())
+    } else {
+        None
+    };
     let mut items = Vec::new();
     for obj in store.list(&t.key(), ns) {
         let shown = view(&t.rt, &t.version, &obj);
@@ -874,5 +1184,7 @@ pub fn delete_collection(inner: &Inner, t: &Target, list_opts: &ListOptions, opt
     drop(store);
     inner.gc.notify_one();
     inner.changed.notify_one();
-    Ok(json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
+    Ok(
+        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+    )
 }

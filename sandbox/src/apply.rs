@@ -21,14 +21,20 @@ enum ListKind {
 
 fn child_schema<'a>(schema: Option<&'a Value>, field: &str) -> Option<&'a Value> {
     let s = schema?;
-    s.get("properties").and_then(|p| p.get(field)).or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+    s.get("properties")
+        .and_then(|p| p.get(field))
+        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
 }
 
 fn list_kind(schema: Option<&Value>, field: &str) -> ListKind {
     if let Some(s) = schema {
         match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("map") => {
-                let keys = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+                let keys = s
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
                 return ListKind::Map(keys);
             }
             Some("set") => return ListKind::Set,
@@ -64,7 +70,20 @@ pub fn fields_of(obj: &Value, schema: Option<&Value>, skip_status: bool) -> Fiel
         if k == "metadata" {
             if let Value::Object(meta) = v {
                 for (mk, mv) in meta {
-                    if matches!(mk.as_str(), "name" | "namespace" | "uid" | "resourceVersion" | "creationTimestamp" | "generation" | "managedFields" | "deletionTimestamp" | "deletionGracePeriodSeconds" | "selfLink" | "generateName") {
+                    if matches!(
+                        mk.as_str(),
+                        "name"
+                            | "namespace"
+                            | "uid"
+                            | "resourceVersion"
+                            | "creationTimestamp"
+                            | "generation"
+                            | "managedFields"
+                            | "deletionTimestamp"
+                            | "deletionGracePeriodSeconds"
+                            | "selfLink"
+                            | "generateName"
+                    ) {
                         continue;
                     }
                     walk(mv, None, mk, vec![path[0].clone(), format!("f:{mk}")], &mut out);
@@ -79,7 +98,13 @@ pub fn fields_of(obj: &Value, schema: Option<&Value>, skip_status: bool) -> Fiel
 
 fn walk(v: &Value, schema: Option<&Value>, field: &str, path: Path, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() && schema.and_then(|s| s.get("x-kubernetes-map-type")).and_then(Value::as_str) != Some("atomic") => {
+        Value::Object(m)
+            if !m.is_empty()
+                && schema
+                    .and_then(|s| s.get("x-kubernetes-map-type"))
+                    .and_then(Value::as_str)
+                    != Some("atomic") =>
+        {
             for (k, c) in m {
                 let mut p = path.clone();
                 p.push(format!("f:{k}"));
@@ -176,7 +201,10 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = seg.strip_prefix("k:") {
             let keys: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
         } else if let Some(v) = seg.strip_prefix("v:") {
             let want: Value = serde_json::from_str(v).ok()?;
             cur = cur.as_array()?.iter().find(|x| **x == want)?;
@@ -189,7 +217,9 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Remove the field at a path (and a list item for `k:`/`v:` paths). Empty parent maps are left alone.
 pub fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     if last == "." {
         // The item itself: remove it from its list.
         remove_at(obj, parent);
@@ -200,8 +230,13 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
         let next = if let Some(f) = seg.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = seg.strip_prefix("k:") {
-            let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else { return };
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv))))
+            let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else {
+                return;
+            };
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+            })
         } else {
             None
         };
@@ -227,7 +262,12 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
 /// everything else replaced.
 pub fn merge_applied(live: &mut Value, applied: &Value, schema: Option<&Value>, field: &str) {
     match (live, applied) {
-        (Value::Object(l), Value::Object(a)) if schema.and_then(|s| s.get("x-kubernetes-map-type")).and_then(Value::as_str) != Some("atomic") => {
+        (Value::Object(l), Value::Object(a))
+            if schema
+                .and_then(|s| s.get("x-kubernetes-map-type"))
+                .and_then(Value::as_str)
+                != Some("atomic") =>
+        {
             for (k, v) in a {
                 if field.is_empty() && (k == "apiVersion" || k == "kind") {
                     l.insert(k.clone(), v.clone());
@@ -284,11 +324,20 @@ pub struct Manager {
 
 /// Read `metadata.managedFields`.
 pub fn managers(obj: &Value) -> Vec<Manager> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return vec![] };
+    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+        return vec![];
+    };
     list.iter()
         .map(|e| {
             let s = |f: &str| e.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-            Manager { manager: s("manager"), operation: s("operation"), api_version: s("apiVersion"), subresource: s("subresource"), time: s("time"), fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default() }
+            Manager {
+                manager: s("manager"),
+                operation: s("operation"),
+                api_version: s("apiVersion"),
+                subresource: s("subresource"),
+                time: s("time"),
+                fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+            }
         })
         .collect()
 }
@@ -315,24 +364,63 @@ pub fn set_managers(obj: &mut Value, list: &[Manager]) {
     }
 }
 
-/// Record an update (PUT, PATCH, CREATE) by `manager`: fields it changed move to it.
-pub fn record_update(old: Option<&Value>, new: &mut Value, schema: Option<&Value>, manager: &str, api_version: &str, subresource: &str, now: &str, skip_status: bool) {
+/// Who writes, through which endpoint, and how the kind's lists merge.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    /// The version's schema (list types, atomic maps), if any.
+    pub schema: Option<&'a Value>,
+    /// Field manager.
+    pub manager: &'a str,
+    /// `group/version` of the request.
+    pub api_version: &'a str,
+    /// "" or `status`.
+    pub subresource: &'a str,
+    /// Time stamp for changed entries.
+    pub now: &'a str,
+    /// Leave `.status` out (it belongs to the status subresource).
+    pub skip_status: bool,
+}
+
+/// Record an update (PUT, PATCH, CREATE) by `w.manager`: fields it changed move to it.
+pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
+    let Writer {
+        schema,
+        manager,
+        api_version,
+        subresource,
+        now,
+        skip_status,
+    } = *w;
     let mut list = old.map(managers).unwrap_or_default();
     let new_fields = fields_of(new, schema, skip_status);
     let old_fields = old.map(|o| fields_of(o, schema, skip_status)).unwrap_or_default();
-    let changed: FieldSet = new_fields.iter().filter(|p| old.and_then(|o| value_at(o, p)) != value_at(new, p)).cloned().collect();
+    let changed: FieldSet = new_fields
+        .iter()
+        .filter(|p| old.and_then(|o| value_at(o, p)) != value_at(new, p))
+        .cloned()
+        .collect();
     let removed: FieldSet = old_fields.difference(&new_fields).cloned().collect();
     for m in &mut list {
         m.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     if !changed.is_empty() {
-        match list.iter_mut().find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource) {
+        match list
+            .iter_mut()
+            .find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource)
+        {
             Some(m) => {
                 m.fields.extend(changed);
                 m.time = now.to_string();
                 m.api_version = api_version.to_string();
             }
-            None => list.push(Manager { manager: manager.into(), operation: "Update".into(), api_version: api_version.into(), subresource: subresource.into(), time: now.into(), fields: changed }),
+            None => list.push(Manager {
+                manager: manager.into(),
+                operation: "Update".into(),
+                api_version: api_version.into(),
+                subresource: subresource.into(),
+                time: now.into(),
+                fields: changed,
+            }),
         }
     }
     set_managers(new, &list);
@@ -357,8 +445,15 @@ fn display_path(path: &[String]) -> String {
 
 /// Server-side apply of `applied` by `manager` onto `live` (None: the object does not exist yet).
 /// Returns the new object with managedFields updated, or a 409 listing the conflicts.
-#[allow(clippy::too_many_arguments)]
-pub fn apply(live: Option<&Value>, applied: &Value, schema: Option<&Value>, manager: &str, api_version: &str, subresource: &str, force: bool, now: &str, skip_status: bool) -> ApiResult<Value> {
+pub fn apply(live: Option<&Value>, applied: &Value, w: &Writer<'_>, force: bool) -> ApiResult<Value> {
+    let Writer {
+        schema,
+        manager,
+        api_version,
+        subresource,
+        now,
+        skip_status,
+    } = *w;
     let mut list = live.map(managers).unwrap_or_default();
     let applied_fields = fields_of(applied, schema, skip_status);
     let base = live.cloned().unwrap_or_else(|| json!({}));
@@ -380,19 +475,33 @@ pub fn apply(live: Option<&Value>, applied: &Value, schema: Option<&Value>, mana
     if !conflicts.is_empty() && !force {
         let n = conflicts.len();
         let message = if n == 1 {
-            format!("Apply failed with 1 conflict: conflict with \"{}\" using {}: {}", conflicts[0].0, conflicts[0].1, conflicts[0].2)
+            format!(
+                "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
+                conflicts[0].0, conflicts[0].1, conflicts[0].2
+            )
         } else {
-            let lines: Vec<String> = conflicts.iter().map(|(m, v, p)| format!("conflict with \"{m}\" using {v}: {p}")).collect();
+            let lines: Vec<String> = conflicts
+                .iter()
+                .map(|(m, v, p)| format!("conflict with \"{m}\" using {v}: {p}"))
+                .collect();
             format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
         };
         let causes: Vec<Value> = conflicts.iter().map(|(m, v, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {v}"), "field": p})).collect();
         return Err(ApiError::conflict_message(message, json!({"causes": causes})));
     }
     // Fields this manager applied before and dropped now: removed unless someone else owns them.
-    let previous = list.iter().find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource).map(|m| m.fields.clone()).unwrap_or_default();
+    let previous = list
+        .iter()
+        .find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource)
+        .map(|m| m.fields.clone())
+        .unwrap_or_default();
     let mut obj = base.clone();
     for p in previous.difference(&applied_fields) {
-        let shared = list.iter().any(|m| !(m.manager == manager && m.operation == "Apply") && m.subresource == subresource && m.fields.contains(p));
+        let shared = list.iter().any(|m| {
+            !(m.manager == manager && m.operation == "Apply")
+                && m.subresource == subresource
+                && m.fields.contains(p)
+        });
         if !shared {
             remove_at(&mut obj, p);
         }
@@ -404,10 +513,14 @@ pub fn apply(live: Option<&Value>, applied: &Value, schema: Option<&Value>, mana
             if m.manager == manager && m.operation == "Apply" {
                 continue;
             }
-            m.fields.retain(|p| !(applied_fields.contains(p) && value_at(&base, p) != value_at(applied, p)));
+            m.fields
+                .retain(|p| !(applied_fields.contains(p) && value_at(&base, p) != value_at(applied, p)));
         }
     }
-    match list.iter_mut().find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource) {
+    match list
+        .iter_mut()
+        .find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource)
+    {
         Some(m) => {
             if m.fields != applied_fields {
                 m.time = now.to_string();
@@ -415,7 +528,14 @@ pub fn apply(live: Option<&Value>, applied: &Value, schema: Option<&Value>, mana
             m.fields = applied_fields;
             m.api_version = api_version.to_string();
         }
-        None => list.push(Manager { manager: manager.into(), operation: "Apply".into(), api_version: api_version.into(), subresource: subresource.into(), time: now.into(), fields: applied_fields }),
+        None => list.push(Manager {
+            manager: manager.into(),
+            operation: "Apply".into(),
+            api_version: api_version.into(),
+            subresource: subresource.into(),
+            time: now.into(),
+            fields: applied_fields,
+        }),
     }
     set_managers(&mut obj, &list);
     Ok(obj)
@@ -427,22 +547,47 @@ mod tests {
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
+    fn w<'a>(manager: &'a str, schema: Option<&'a Value>) -> Writer<'a> {
+        Writer {
+            schema,
+            manager,
+            api_version: "v1",
+            subresource: "",
+            now: NOW,
+            skip_status: false,
+        }
+    }
+
     #[test]
     fn apply_then_drop_field_removes_it() {
-        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), None, "mgr", "v1", "", false, NOW, false).unwrap_or_default();
+        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), &w("mgr", None), false).unwrap_or_default();
         assert_eq!(first["data"], json!({"x": "1", "y": "2"}));
-        let second = apply(Some(&first), &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}}), None, "mgr", "v1", "", false, NOW, false).unwrap_or_default();
+        let second = apply(
+            Some(&first),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}}),
+            &w("mgr", None),
+            false,
+        )
+        .unwrap_or_default();
         assert_eq!(second["data"], json!({"x": "1"}));
     }
 
     #[test]
     fn conflict_then_force() {
-        let mut live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}});
-        record_update(None, &mut live, None, "kubectl-edit", "v1", "", NOW, false);
-        let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "2"}});
-        let err = apply(Some(&live), &applied, None, "ssa", "v1", "", false, NOW, false).err().map(|e| e.message).unwrap_or_default();
-        assert_eq!(err, "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.x");
-        let forced = apply(Some(&live), &applied, None, "ssa", "v1", "", true, NOW, false).unwrap_or_default();
+        let mut live =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}});
+        record_update(None, &mut live, &w("kubectl-edit", None));
+        let applied =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "2"}});
+        let err = apply(Some(&live), &applied, &w("ssa", None), false)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.x"
+        );
+        let forced = apply(Some(&live), &applied, &w("ssa", None), true).unwrap_or_default();
         assert_eq!(forced["data"]["x"], "2");
         let owners: Vec<String> = managers(&forced).into_iter().map(|m| m.manager).collect();
         assert_eq!(owners, ["ssa"]);
@@ -451,10 +596,28 @@ mod tests {
     #[test]
     fn keyed_lists_merge_by_key() {
         let schema = json!({"properties": {"spec": {"properties": {"items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}}}}}});
-        let a = apply(None, &json!({"spec": {"items": [{"name": "a", "v": 1}]}}), Some(&schema), "one", "v1", "", false, NOW, false).unwrap_or_default();
-        let b = apply(Some(&a), &json!({"spec": {"items": [{"name": "b", "v": 2}]}}), Some(&schema), "two", "v1", "", false, NOW, false).unwrap_or_default();
-        assert_eq!(b["spec"]["items"], json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}]));
+        let a = apply(
+            None,
+            &json!({"spec": {"items": [{"name": "a", "v": 1}]}}),
+            &w("one", Some(&schema)),
+            false,
+        )
+        .unwrap_or_default();
+        let b = apply(
+            Some(&a),
+            &json!({"spec": {"items": [{"name": "b", "v": 2}]}}),
+            &w("two", Some(&schema)),
+            false,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            b["spec"]["items"],
+            json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}])
+        );
         let fields = to_fields_v1(&fields_of(&b, Some(&schema), false));
-        assert!(fields.pointer("/f:spec/f:items/k:{\"name\":\"a\"}/.").is_some(), "{fields}");
+        assert!(
+            fields.pointer("/f:spec/f:items/k:{\"name\":\"a\"}/.").is_some(),
+            "{fields}"
+        );
     }
 }

@@ -30,7 +30,9 @@ pub struct Rule {
 
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rule").field("uses_old_self", &self.uses_old_self).finish()
+        f.debug_struct("Rule")
+            .field("uses_old_self", &self.uses_old_self)
+            .finish()
     }
 }
 
@@ -48,7 +50,10 @@ pub fn compile(text: &str) -> Result<Rule, String> {
         .and_then(|r| r.map_err(|e| format!("compilation failed: {e}")))
         .map(|program| {
             let uses_old_self = program.references().has_variable("oldSelf");
-            Rule { program: Arc::new(program), uses_old_self }
+            Rule {
+                program: Arc::new(program),
+                uses_old_self,
+            }
         });
     if let Ok(mut c) = cache.lock() {
         c.insert(text.to_string(), compiled.clone());
@@ -68,7 +73,10 @@ pub fn to_cel(v: &Value) -> cel::Value {
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
         Value::Object(m) => {
-            let map: HashMap<cel::objects::Key, cel::Value> = m.iter().map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            let map: HashMap<cel::objects::Key, cel::Value> = m
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
             cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
         }
     }
@@ -137,10 +145,34 @@ mod tests {
 
     #[test]
     fn rules_from_cluster_api_evaluate() {
-        assert_eq!(run("self.all(x, self.exists_one(y, x.name == y.name))", json!([{"name": "a"}, {"name": "b"}]), None), Outcome::Pass);
-        assert_eq!(run("self.all(x, self.exists_one(y, x.name == y.name))", json!([{"name": "a"}, {"name": "a"}]), None), Outcome::Fail);
-        assert_eq!(run("[has(self.layout),has(self.diskLayout)].filter(x,x==true).size() == 1", json!({"layout": "x"}), None), Outcome::Pass);
-        assert_eq!(run("!(self in ['Ready','Available'])", json!("Ready"), None), Outcome::Fail);
+        assert_eq!(
+            run(
+                "self.all(x, self.exists_one(y, x.name == y.name))",
+                json!([{"name": "a"}, {"name": "b"}]),
+                None
+            ),
+            Outcome::Pass
+        );
+        assert_eq!(
+            run(
+                "self.all(x, self.exists_one(y, x.name == y.name))",
+                json!([{"name": "a"}, {"name": "a"}]),
+                None
+            ),
+            Outcome::Fail
+        );
+        assert_eq!(
+            run(
+                "[has(self.layout),has(self.diskLayout)].filter(x,x==true).size() == 1",
+                json!({"layout": "x"}),
+                None
+            ),
+            Outcome::Pass
+        );
+        assert_eq!(
+            run("!(self in ['Ready','Available'])", json!("Ready"), None),
+            Outcome::Fail
+        );
         assert_eq!(run("self.matches('^[a-z]+$')", json!("abc"), None), Outcome::Pass);
     }
 
@@ -149,7 +181,10 @@ mod tests {
         let rule = compile("self == oldSelf").expect("compiles");
         assert!(rule.uses_old_self);
         assert_eq!(eval(&rule, &json!(1), Some(&json!(2))), Outcome::Fail);
-        assert_eq!(run("self.replicas >= 0", json!({"replicas": 3}), None), Outcome::Pass);
+        assert_eq!(
+            run("self.replicas >= 0", json!({"replicas": 3}), None),
+            Outcome::Pass
+        );
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { port: 0, state_file: None, history: 100_000, name: "kube-emulator".into(), bookmark_every: Duration::from_secs(10) }
+        ClusterOptions {
+            port: 0,
+            state_file: None,
+            history: 100_000,
+            name: "kube-emulator".into(),
+            bookmark_every: Duration::from_secs(10),
+        }
     }
 }
 
@@ -102,17 +108,42 @@ impl Cluster {
         };
         if !loaded {
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-                let t = Target { rt: inner.lock().registry.by_plural("", "namespaces").ok_or_else(|| ClusterError::LoadState { path: PathBuf::new(), reason: "no namespace type".into() })?, version: "v1".into(), namespace: String::new(), name: String::new(), sub: String::new() };
+                let t = Target {
+                    rt: inner.lock().registry.by_plural("", "namespaces").ok_or_else(|| {
+                        ClusterError::LoadState {
+                            path: PathBuf::new(),
+                            reason: "no namespace type".into(),
+                        }
+                    })?,
+                    version: "v1".into(),
+                    namespace: String::new(),
+                    name: String::new(),
+                    sub: String::new(),
+                };
                 let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-                let opts = WriteOptions { manager: "kube-apiserver".into(), ..Default::default() };
+                let opts = WriteOptions {
+                    manager: "kube-apiserver".into(),
+                    ..Default::default()
+                };
                 if let Err(e) = api::create(&inner, &t, obj, &opts) {
                     tracing::warn!(namespace = ns, error = %e, "could not create a default namespace");
                 }
             }
         }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await.map_err(|source| ClusterError::Bind { port: opts.port, source })?;
-        let addr = listener.local_addr().map_err(|source| ClusterError::Bind { port: opts.port, source })?;
-        let shared = Arc::new(Shared { inner: inner.clone(), bookmark_every: opts.bookmark_every });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .map_err(|source| ClusterError::Bind {
+                port: opts.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+            port: opts.port,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            inner: inner.clone(),
+            bookmark_every: opts.bookmark_every,
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = server::router(shared);
         let mut tasks = vec![tokio::spawn(async move {
@@ -125,10 +156,21 @@ impl Cluster {
         })];
         tasks.push(tokio::spawn(gc::run(Arc::downgrade(&inner), inner.gc.clone())));
         if let Some(path) = &opts.state_file {
-            tasks.push(tokio::spawn(snapshot_loop(Arc::downgrade(&inner), inner.changed.clone(), path.clone())));
+            tasks.push(tokio::spawn(snapshot_loop(
+                Arc::downgrade(&inner),
+                inner.changed.clone(),
+                path.clone(),
+            )));
         }
         tracing::info!(%addr, name = %opts.name, "kube-emulator serving");
-        Ok(Cluster { inner, addr, name: opts.name, state_file: opts.state_file, stop: Some(stop), tasks })
+        Ok(Cluster {
+            inner,
+            addr,
+            name: opts.name,
+            state_file: opts.state_file,
+            stop: Some(stop),
+            tasks,
+        })
     }
 
     /// The listening address.
@@ -156,7 +198,10 @@ impl Cluster {
     /// Write the kubeconfig to a file (parents created).
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), ClusterError> {
         let path = path.as_ref();
-        let werr = |source| ClusterError::Write { path: path.to_path_buf(), source };
+        let werr = |source| ClusterError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(werr)?;
         }
@@ -166,7 +211,12 @@ impl Cluster {
     /// A `kube::Config` for this cluster (namespace `default`).
     pub fn kube_config(&self) -> Result<kube::Config, ClusterError> {
         let url = self.url();
-        let uri = url.parse().map_err(|e: axum::http::uri::InvalidUri| ClusterError::Client { url: url.clone(), reason: e.to_string() })?;
+        let uri = url
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ClusterError::Client {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
         Ok(cfg)
@@ -175,7 +225,10 @@ impl Cluster {
     /// A `kube::Client` for this cluster.
     pub fn client(&self) -> Result<kube::Client, ClusterError> {
         let cfg = self.kube_config()?;
-        kube::Client::try_from(cfg).map_err(|e| ClusterError::Client { url: self.url(), reason: e.to_string() })
+        kube::Client::try_from(cfg).map_err(|e| ClusterError::Client {
+            url: self.url(),
+            reason: e.to_string(),
+        })
     }
 
     /// Write the state file now (no-op without one).
@@ -236,31 +289,60 @@ fn write_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
     let doc = {
         let mut store = inner.lock();
         store.dirty = false;
-        let objects: Vec<Value> = store.dump().into_iter().map(|((g, r), o)| json!({"group": g, "resource": r, "object": *o})).collect();
+        let objects: Vec<Value> = store
+            .dump()
+            .into_iter()
+            .map(|((g, r), o)| json!({"group": g, "resource": r, "object": *o}))
+            .collect();
         json!({"resourceVersion": store.current_rv(), "objects": objects})
     };
     let tmp = path.with_extension("tmp");
-    let werr = |source| ClusterError::Write { path: path.to_path_buf(), source };
+    let werr = |source| ClusterError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap_or_default()).map_err(werr)?;
     std::fs::rename(&tmp, path).map_err(werr)
 }
 
 fn load_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
-    let fail = |reason: String| ClusterError::LoadState { path: path.to_path_buf(), reason };
+    let fail = |reason: String| ClusterError::LoadState {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let doc: Value = serde_json::from_slice(&bytes).map_err(|e| fail(format!("not JSON: {e}")))?;
-    let rv = doc.get("resourceVersion").and_then(Value::as_u64).ok_or_else(|| fail("no resourceVersion".into()))?;
+    let rv = doc
+        .get("resourceVersion")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| fail("no resourceVersion".into()))?;
     let mut objects = Vec::new();
-    for o in doc.get("objects").and_then(Value::as_array).ok_or_else(|| fail("no objects list".into()))? {
-        let g = o.get("group").and_then(Value::as_str).unwrap_or_default().to_string();
-        let r = o.get("resource").and_then(Value::as_str).unwrap_or_default().to_string();
-        let obj = o.get("object").cloned().ok_or_else(|| fail(format!("entry of {r} has no object")))?;
+    for o in doc
+        .get("objects")
+        .and_then(Value::as_array)
+        .ok_or_else(|| fail("no objects list".into()))?
+    {
+        let g = o
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let r = o
+            .get("resource")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let obj = o
+            .get("object")
+            .cloned()
+            .ok_or_else(|| fail(format!("entry of {r} has no object")))?;
         objects.push(((g, r), obj));
     }
     let mut store = inner.lock();
     for ((g, r), obj) in &objects {
         if g == "apiextensions.k8s.io" && r == "customresourcedefinitions" {
-            let t = resource::crd_to_type(obj).map_err(|e| fail(format!("stored CRD is invalid: {}", e.message)))?;
+            let t = resource::crd_to_type(obj)
+                .map_err(|e| fail(format!("stored CRD is invalid: {}", e.message)))?;
             store.registry.insert_crd(t);
         }
     }

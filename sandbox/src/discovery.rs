@@ -19,13 +19,21 @@ pub fn api_versions() -> Value {
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 /// `/apis`.
 pub fn api_groups(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_doc(&g, &vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_doc(&g, &vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -39,8 +47,13 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
     })
 }
 
-fn types_in<'a>(reg: &'a Registry, group: &'a str, version: &'a str) -> impl Iterator<Item = &'a std::sync::Arc<ResourceType>> + 'a {
-    reg.all().filter(move |t| t.group == group && t.version(version).is_some())
+fn types_in<'a>(
+    reg: &'a Registry,
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'a std::sync::Arc<ResourceType>> + 'a {
+    reg.all()
+        .filter(move |t| t.group == group && t.version(version).is_some())
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`.
@@ -65,12 +78,18 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Aggregated discovery for `/api` (core = true) or `/apis`.
@@ -121,9 +140,17 @@ mod tests {
     fn core_resources_have_short_names_and_status() {
         let reg = Registry::new();
         let list = resource_list(&reg, "", "v1").unwrap_or_default();
-        let names: Vec<&str> = list["resources"].as_array().map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect()).unwrap_or_default();
-        assert!(names.contains(&"configmaps") && names.contains(&"namespaces/status"), "{names:?}");
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.contains(&"configmaps") && names.contains(&"namespaces/status"),
+            "{names:?}"
+        );
         let agg = aggregated(&reg, false);
-        assert!(agg["items"].as_array().is_some_and(|i| i.iter().any(|g| g["metadata"]["name"] == "coordination.k8s.io")));
+        assert!(agg["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|g| g["metadata"]["name"] == "coordination.k8s.io")));
     }
 }

@@ -66,7 +66,9 @@ fn pass(store: &mut Store) -> bool {
         let all_gone = uids.iter().all(|u| !owners.contains_key(u));
         let owner_foreground = uids.iter().any(|u| owners.get(u) == Some(&true));
         if (all_gone || owner_foreground) && !deleting(obj) {
-            let Some(rt) = store.registry.by_plural(&key.0, &key.1) else { continue };
+            let Some(rt) = store.registry.by_plural(&key.0, &key.1) else {
+                continue;
+            };
             delete_locked(store, &rt, obj, "Background", false);
             changed = true;
         }
@@ -75,7 +77,9 @@ fn pass(store: &mut Store) -> bool {
         if !deleting(obj) {
             continue;
         }
-        let Some(rt) = store.registry.by_plural(&key.0, &key.1) else { continue };
+        let Some(rt) = store.registry.by_plural(&key.0, &key.1) else {
+            continue;
+        };
         let uid = meta_str(obj, "uid").to_string();
         let mut fins = finalizers(obj);
         // Foreground: the owner goes once its dependents are gone.
@@ -89,7 +93,9 @@ fn pass(store: &mut Store) -> bool {
                 let ns = meta_str(obj, "name").to_string();
                 let mut remaining = 0;
                 for k in store.keys() {
-                    let Some(t) = store.registry.by_plural(&k.0, &k.1) else { continue };
+                    let Some(t) = store.registry.by_plural(&k.0, &k.1) else {
+                        continue;
+                    };
                     if !t.namespaced {
                         continue;
                     }
@@ -108,8 +114,16 @@ fn pass(store: &mut Store) -> bool {
                 }
             }
             Some(Builtin::Crd) if fins.iter().any(|f| f == CRD_CLEANUP) => {
-                let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
-                let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_string();
+                let group = obj
+                    .pointer("/spec/group")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let plural = obj
+                    .pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let ckey = (group.clone(), plural.clone());
                 let mut remaining = 0;
                 if let Some(t) = store.registry.by_plural(&group, &plural) {
@@ -134,17 +148,30 @@ fn pass(store: &mut Store) -> bool {
 
 /// Store new finalizers of an object being deleted; remove it when none are left.
 fn finalize(store: &mut Store, key: &(String, String), obj: &Arc<Value>, fins: &[String]) -> bool {
-    let Some(current) = store.get(key, meta_str(obj, "namespace"), meta_str(obj, "name")) else { return false };
+    let Some(current) = store.get(key, meta_str(obj, "namespace"), meta_str(obj, "name")) else {
+        return false;
+    };
     let mut new = (**obj).clone();
     set_finalizers(&mut new, fins);
     let rv = store.next_rv();
     meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-    let ns_pending = new.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let ns_pending = new
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     if fins.is_empty() && !ns_pending {
         let last = store.remove(key, new, rv);
         if key.0 == "apiextensions.k8s.io" {
-            let group = last.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
-            let plural = last.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_string();
+            let group = last
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let plural = last
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             store.registry.remove(&group, &plural);
             store.drop_type(&(group, plural));
         }

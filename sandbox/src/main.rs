@@ -24,16 +24,37 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    let cluster = Cluster::start_with(ClusterOptions { port: args.port, state_file: args.state.clone(), ..Default::default() }).await.context("starting the emulator")?;
-    cluster.write_kubeconfig(&args.kubeconfig).context("writing the kubeconfig")?;
-    println!("kube-emulator serving on {} (kubeconfig {})", cluster.url(), args.kubeconfig.display());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let cluster = Cluster::start_with(ClusterOptions {
+        port: args.port,
+        state_file: args.state.clone(),
+        ..Default::default()
+    })
+    .await
+    .context("starting the emulator")?;
+    cluster
+        .write_kubeconfig(&args.kubeconfig)
+        .context("writing the kubeconfig")?;
+    println!(
+        "kube-emulator serving on {} (kubeconfig {})",
+        cluster.url(),
+        args.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    cluster.shutdown().await.context("writing the state file on shutdown")?;
+    cluster
+        .shutdown()
+        .await
+        .context("writing the state file on shutdown")?;
     Ok(())
 }

@@ -12,7 +12,9 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.is_object() {
         *obj = json!({});
     }
-    let Value::Object(root) = obj else { unreachable!("the object was just made a map") };
+    let Value::Object(root) = obj else {
+        unreachable!("the object was just made a map")
+    };
     let entry = root.entry("metadata").or_insert_with(|| json!({}));
     if !entry.is_object() {
         *entry = json!({});
@@ -25,12 +27,18 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// A string field of metadata.
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or_default()
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// `metadata.finalizers`.
 pub fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// Set `metadata.finalizers` (removed when empty).
@@ -45,7 +53,16 @@ pub fn set_finalizers(obj: &mut Value, list: &[String]) {
 
 /// Owner uids from `metadata.ownerReferences`.
 pub fn owner_uids(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).map(|a| a.iter().filter_map(|r| r.get("uid")).filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("uid"))
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The resourceVersion as a number (0 when unset or not a number).
@@ -55,7 +72,8 @@ pub fn rv_of(obj: &Value) -> u64 {
 
 /// Whether deletion was requested.
 pub fn deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 const RENAMES: [(&str, &str); 9] = [
@@ -108,8 +126,12 @@ pub fn event_from_v1(ev: &Value) -> Value {
 
 /// Age as `kubectl get` prints it (`5s`, `3m2s`, `4h`, `2d`).
 pub fn human_age(created: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(created) else { return "<unknown>".into() };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(created) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
     if secs < 120 {
         format!("{secs}s")

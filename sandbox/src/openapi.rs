@@ -21,8 +21,13 @@ pub fn v3_root(reg: &Registry) -> Value {
             let p = gv_path(&group, &v);
             // The hash changes whenever the group-version's schemas do, so kubectl's cache stays fresh.
             let doc = v3_group_version(reg, &group, &v).to_string();
-            let hash = doc.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash:016X}")}));
+            let hash = doc.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash:016X}")}),
+            );
         }
     }
     json!({"paths": paths})
@@ -46,7 +51,9 @@ fn object_schema(t: &ResourceType, version: &str) -> Value {
     let gvk = json!([{"group": t.group, "version": version, "kind": t.kind}]);
     let mut schema = match t.version(version).and_then(|v| v.schema.as_deref()) {
         Some(s) => s.clone(),
-        None => json!({"type": "object", "description": format!("{} is a built-in kind served by the emulator.", t.kind), "x-kubernetes-preserve-unknown-fields": true}),
+        None => {
+            json!({"type": "object", "description": format!("{} is a built-in kind served by the emulator.", t.kind), "x-kubernetes-preserve-unknown-fields": true})
+        }
     };
     if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
         props.entry("apiVersion").or_insert(json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
@@ -61,10 +68,21 @@ fn object_schema(t: &ResourceType, version: &str) -> Value {
 pub fn v3_group_version(reg: &Registry, group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    for t in reg.all().filter(|t| t.group == group && t.version(version).is_some()) {
+    for t in reg
+        .all()
+        .filter(|t| t.group == group && t.version(version).is_some())
+    {
         let def = definition_name(t, version);
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let path = if t.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural) } else { format!("{prefix}/{}/{{name}}", t.plural) };
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if t.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", t.plural)
+        };
         let gvk = json!({"group": t.group, "version": version, "kind": t.kind});
         let reference = json!({"$ref": format!("#/components/schemas/{def}")});
         let params = json!([

@@ -26,13 +26,28 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
-    let ops = patch.as_array().ok_or_else(|| ApiError::bad_request("json patch must be a JSON array of operations"))?;
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("json patch must be a JSON array of operations"))?;
     for (i, op) in ops.iter().enumerate() {
         let get = |f: &str| op.get(f).and_then(Value::as_str);
-        let kind = get("op").ok_or_else(|| ApiError::bad_request(format!("json patch operation {i} has no \"op\"")))?;
-        let path = get("path").ok_or_else(|| ApiError::bad_request(format!("json patch operation {i} ({kind}) has no \"path\"")))?;
-        let value = || op.get("value").cloned().ok_or_else(|| ApiError::bad_request(format!("json patch operation {i} ({kind} {path}) has no \"value\"")));
-        let from = || get("from").ok_or_else(|| ApiError::bad_request(format!("json patch operation {i} ({kind}) has no \"from\"")));
+        let kind = get("op")
+            .ok_or_else(|| ApiError::bad_request(format!("json patch operation {i} has no \"op\"")))?;
+        let path = get("path").ok_or_else(|| {
+            ApiError::bad_request(format!("json patch operation {i} ({kind}) has no \"path\""))
+        })?;
+        let value = || {
+            op.get("value").cloned().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "json patch operation {i} ({kind} {path}) has no \"value\""
+                ))
+            })
+        };
+        let from = || {
+            get("from").ok_or_else(|| {
+                ApiError::bad_request(format!("json patch operation {i} ({kind}) has no \"from\""))
+            })
+        };
         match kind {
             "add" => add(target, path, value()?)?,
             "remove" => {
@@ -47,15 +62,24 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
                 add(target, path, v)?;
             }
             "copy" => {
-                let v = target.pointer(from()?).cloned().ok_or_else(|| missing(from().unwrap_or_default()))?;
+                let v = target
+                    .pointer(from()?)
+                    .cloned()
+                    .ok_or_else(|| missing(from().unwrap_or_default()))?;
                 add(target, path, v)?;
             }
             "test" => {
                 if target.pointer(path) != Some(&value()?) {
-                    return Err(ApiError::unprocessable_patch(format!("testing value {path} failed")));
+                    return Err(ApiError::unprocessable_patch(format!(
+                        "testing value {path} failed"
+                    )));
                 }
             }
-            other => return Err(ApiError::bad_request(format!("json patch operation {i} has unknown op {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "json patch operation {i} has unknown op {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -71,9 +95,13 @@ fn unescape(s: &str) -> String {
 
 fn split(path: &str) -> ApiResult<(String, String)> {
     if path.is_empty() {
-        return Err(ApiError::bad_request("json patch on the whole document (path \"\") is not supported"));
+        return Err(ApiError::bad_request(
+            "json patch on the whole document (path \"\") is not supported",
+        ));
     }
-    let idx = path.rfind('/').ok_or_else(|| ApiError::bad_request(format!("json patch path {path:?} must start with '/'")))?;
+    let idx = path
+        .rfind('/')
+        .ok_or_else(|| ApiError::bad_request(format!("json patch path {path:?} must start with '/'")))?;
     Ok((path[..idx].to_string(), unescape(&path[idx + 1..])))
 }
 
@@ -169,7 +197,9 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
                 if let Value::Array(list) = entry {
                     for item in items {
                         let id = item.get(key).cloned();
-                        let pos = list.iter().position(|x| id.is_some() && x.get(key) == id.as_ref());
+                        let pos = list
+                            .iter()
+                            .position(|x| id.is_some() && x.get(key) == id.as_ref());
                         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                         match (pos, delete) {
                             (Some(i), true) => {
@@ -209,14 +239,22 @@ mod tests {
             {"op": "test", "path": "/spec/list/2", "value": 3}, {"op": "move", "from": "/spec/list", "path": "/spec/moved"}]);
         assert!(json_patch(&mut t, &ops).is_ok());
         assert_eq!(t, json!({"spec": {"moved": [0, 2, 3]}}));
-        let err = json_patch(&mut t, &json!([{"op": "remove", "path": "/spec/nope"}])).err().map(|e| (e.code, e.message));
+        let err = json_patch(&mut t, &json!([{"op": "remove", "path": "/spec/nope"}]))
+            .err()
+            .map(|e| (e.code, e.message));
         assert_eq!(err.map(|e| e.0), Some(422));
     }
 
     #[test]
     fn strategic_merge_keyed_lists() {
         let mut t = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}, {"uid": "2", "name": "b"}]}, "data": {"x": "1"}});
-        strategic_merge_patch(&mut t, &json!({"metadata": {"ownerReferences": [{"uid": "2", "$patch": "delete"}, {"uid": "3", "name": "c"}]}, "data": {"$patch": "replace", "y": "2"}}));
-        assert_eq!(t, json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}, {"uid": "3", "name": "c"}]}, "data": {"y": "2"}}));
+        strategic_merge_patch(
+            &mut t,
+            &json!({"metadata": {"ownerReferences": [{"uid": "2", "$patch": "delete"}, {"uid": "3", "name": "c"}]}, "data": {"$patch": "replace", "y": "2"}}),
+        );
+        assert_eq!(
+            t,
+            json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}, {"uid": "3", "name": "c"}]}, "data": {"y": "2"}})
+        );
     }
 }

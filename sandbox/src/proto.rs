@@ -33,7 +33,10 @@ fn fields(mut b: &[u8]) -> ApiResult<Vec<(u32, Wire<'_>)>> {
             2 => {
                 let (len, n) = varint(b).ok_or_else(|| bad("truncated length"))?;
                 let len = usize::try_from(len).map_err(|_| bad("length too large"))?;
-                let end = n.checked_add(len).filter(|e| *e <= b.len()).ok_or_else(|| bad("length past the end"))?;
+                let end = n
+                    .checked_add(len)
+                    .filter(|e| *e <= b.len())
+                    .ok_or_else(|| bad("length past the end"))?;
                 out.push((field, Wire::Bytes(&b[n..end])));
                 b = &b[end..];
             }
@@ -114,13 +117,17 @@ fn time(w: &Wire<'_>) -> ApiResult<Value> {
             secs = s as i64;
         }
     }
-    Ok(chrono::DateTime::from_timestamp(secs, 0).map(|t| json!(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())).unwrap_or(Value::Null))
+    Ok(chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| json!(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()))
+        .unwrap_or(Value::Null))
 }
 
 fn object(b: &[u8], spec: &[(u32, &str, Kind)]) -> ApiResult<Value> {
     let mut out = Map::new();
     for (f, v) in fields(b)? {
-        let Some((_, name, kind)) = spec.iter().find(|(n, _, _)| *n == f) else { continue };
+        let Some((_, name, kind)) = spec.iter().find(|(n, _, _)| *n == f) else {
+            continue;
+        };
         let name = name.to_string();
         match kind {
             Kind::Str => {
@@ -175,7 +182,14 @@ enum Kind {
     MsgList(&'static [(u32, &'static str, Kind)]),
 }
 
-const OWNER_REF: &[(u32, &str, Kind)] = &[(1, "kind", Kind::Str), (3, "name", Kind::Str), (4, "uid", Kind::Str), (5, "apiVersion", Kind::Str), (6, "controller", Kind::Bool), (7, "blockOwnerDeletion", Kind::Bool)];
+const OWNER_REF: &[(u32, &str, Kind)] = &[
+    (1, "kind", Kind::Str),
+    (3, "name", Kind::Str),
+    (4, "uid", Kind::Str),
+    (5, "apiVersion", Kind::Str),
+    (6, "controller", Kind::Bool),
+    (7, "blockOwnerDeletion", Kind::Bool),
+];
 const OBJECT_META: &[(u32, &str, Kind)] = &[
     (1, "name", Kind::Str),
     (2, "generateName", Kind::Str),
@@ -188,13 +202,42 @@ const OBJECT_META: &[(u32, &str, Kind)] = &[
     (13, "ownerReferences", Kind::MsgList(OWNER_REF)),
     (14, "finalizers", Kind::StrList),
 ];
-const OBJECT_REF: &[(u32, &str, Kind)] = &[(1, "kind", Kind::Str), (2, "namespace", Kind::Str), (3, "name", Kind::Str), (4, "uid", Kind::Str), (5, "apiVersion", Kind::Str), (6, "resourceVersion", Kind::Str), (7, "fieldPath", Kind::Str)];
-const CONFIG_MAP: &[(u32, &str, Kind)] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "data", Kind::StrMap), (3, "binaryData", Kind::BytesMap), (4, "immutable", Kind::Bool)];
-const SECRET: &[(u32, &str, Kind)] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "data", Kind::BytesMap), (3, "type", Kind::Str), (4, "stringData", Kind::StrMap), (5, "immutable", Kind::Bool)];
+const OBJECT_REF: &[(u32, &str, Kind)] = &[
+    (1, "kind", Kind::Str),
+    (2, "namespace", Kind::Str),
+    (3, "name", Kind::Str),
+    (4, "uid", Kind::Str),
+    (5, "apiVersion", Kind::Str),
+    (6, "resourceVersion", Kind::Str),
+    (7, "fieldPath", Kind::Str),
+];
+const CONFIG_MAP: &[(u32, &str, Kind)] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "data", Kind::StrMap),
+    (3, "binaryData", Kind::BytesMap),
+    (4, "immutable", Kind::Bool),
+];
+const SECRET: &[(u32, &str, Kind)] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "data", Kind::BytesMap),
+    (3, "type", Kind::Str),
+    (4, "stringData", Kind::StrMap),
+    (5, "immutable", Kind::Bool),
+];
 const NAMESPACE_SPEC: &[(u32, &str, Kind)] = &[(1, "finalizers", Kind::StrList)];
-const NAMESPACE: &[(u32, &str, Kind)] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "spec", Kind::Msg(NAMESPACE_SPEC))];
-const LEASE_SPEC: &[(u32, &str, Kind)] = &[(1, "holderIdentity", Kind::Str), (2, "leaseDurationSeconds", Kind::Int), (5, "leaseTransitions", Kind::Int)];
-const LEASE: &[(u32, &str, Kind)] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "spec", Kind::Msg(LEASE_SPEC))];
+const NAMESPACE: &[(u32, &str, Kind)] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "spec", Kind::Msg(NAMESPACE_SPEC)),
+];
+const LEASE_SPEC: &[(u32, &str, Kind)] = &[
+    (1, "holderIdentity", Kind::Str),
+    (2, "leaseDurationSeconds", Kind::Int),
+    (5, "leaseTransitions", Kind::Int),
+];
+const LEASE: &[(u32, &str, Kind)] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "spec", Kind::Msg(LEASE_SPEC)),
+];
 const EVENT_SOURCE: &[(u32, &str, Kind)] = &[(1, "component", Kind::Str), (2, "host", Kind::Str)];
 const EVENT: &[(u32, &str, Kind)] = &[
     (1, "metadata", Kind::Msg(OBJECT_META)),
@@ -210,11 +253,17 @@ const EVENT: &[(u32, &str, Kind)] = &[
     (14, "reportingComponent", Kind::Str),
     (15, "reportingInstance", Kind::Str),
 ];
-const DELETE_OPTIONS: &[(u32, &str, Kind)] = &[(3, "orphanDependents", Kind::Bool), (4, "propagationPolicy", Kind::Str), (5, "dryRun", Kind::StrList)];
+const DELETE_OPTIONS: &[(u32, &str, Kind)] = &[
+    (3, "orphanDependents", Kind::Bool),
+    (4, "propagationPolicy", Kind::Str),
+    (5, "dryRun", Kind::StrList),
+];
 
 /// Decode a protobuf body into the JSON form of the object.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
-    let rest = body.strip_prefix(MAGIC).ok_or_else(|| ApiError::bad_request("the protobuf body does not start with the k8s\\0 magic"))?;
+    let rest = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| ApiError::bad_request("the protobuf body does not start with the k8s\\0 magic"))?;
     let mut api_version = String::new();
     let mut kind = String::new();
     let mut raw: &[u8] = &[];
@@ -240,7 +289,11 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         "Lease" => LEASE,
         "Event" => EVENT,
         "DeleteOptions" => DELETE_OPTIONS,
-        other => return Err(ApiError::unsupported_media_type(&format!("application/vnd.kubernetes.protobuf for kind {other:?} (send JSON instead)"))),
+        other => {
+            return Err(ApiError::unsupported_media_type(&format!(
+                "application/vnd.kubernetes.protobuf for kind {other:?} (send JSON instead)"
+            )))
+        }
     };
     let mut obj = object(raw, spec)?;
     obj["apiVersion"] = json!(api_version);
@@ -260,12 +313,23 @@ mod tests {
 
     #[test]
     fn decodes_a_configmap_like_kubectl_sends() {
-        let meta = [field(1, b"cm1"), field(11, &[field(1, b"app"), field(2, b"web")].concat())].concat();
-        let cm = [field(1, &meta), field(2, &[field(1, b"a"), field(2, b"b")].concat())].concat();
+        let meta = [
+            field(1, b"cm1"),
+            field(11, &[field(1, b"app"), field(2, b"web")].concat()),
+        ]
+        .concat();
+        let cm = [
+            field(1, &meta),
+            field(2, &[field(1, b"a"), field(2, b"b")].concat()),
+        ]
+        .concat();
         let type_meta = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &cm)].concat();
         let obj = decode(&body).expect("decodes");
-        assert_eq!(obj, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1", "labels": {"app": "web"}}, "data": {"a": "b"}}));
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1", "labels": {"app": "web"}}, "data": {"a": "b"}})
+        );
     }
 
     #[test]

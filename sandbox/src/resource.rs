@@ -85,7 +85,16 @@ impl ResourceType {
 
     /// Verbs served on the main resource.
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 
     /// Whether objects of this type carry `metadata.generation`.
@@ -94,10 +103,27 @@ impl ResourceType {
     }
 }
 
-fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str], builtin: Builtin, status: bool) -> ResourceType {
+// One row of the built-in kinds table; named arguments would only add noise here.
+#[allow(clippy::too_many_arguments)]
+fn builtin(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    short: &[&str],
+    builtin: Builtin,
+    status: bool,
+) -> ResourceType {
     ResourceType {
         group: group.into(),
-        versions: vec![Version { name: version.into(), schema: None, printer_columns: vec![], status_subresource: status, deprecation_warning: None }],
+        versions: vec![Version {
+            name: version.into(),
+            schema: None,
+            printer_columns: vec![],
+            status_subresource: status,
+            deprecation_warning: None,
+        }],
         storage_version: version.into(),
         plural: plural.into(),
         singular: kind.to_lowercase(),
@@ -126,20 +152,68 @@ impl Default for Registry {
 impl Registry {
     /// The built-in kinds only.
     pub fn new() -> Self {
-        let mut events_v1 = builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], Builtin::Event, false);
+        let mut events_v1 = builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            Builtin::Event,
+            false,
+        );
         events_v1.storage_group = String::new();
-        let mut crd = builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], Builtin::Crd, true);
+        let mut crd = builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            Builtin::Crd,
+            true,
+        );
         crd.categories = vec!["api-extensions".into()];
         let all = [
-            builtin("", "v1", "namespaces", "Namespace", false, &["ns"], Builtin::Namespace, true),
+            builtin(
+                "",
+                "v1",
+                "namespaces",
+                "Namespace",
+                false,
+                &["ns"],
+                Builtin::Namespace,
+                true,
+            ),
             builtin("", "v1", "secrets", "Secret", true, &[], Builtin::Secret, false),
-            builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], Builtin::ConfigMap, false),
+            builtin(
+                "",
+                "v1",
+                "configmaps",
+                "ConfigMap",
+                true,
+                &["cm"],
+                Builtin::ConfigMap,
+                false,
+            ),
             builtin("", "v1", "events", "Event", true, &["ev"], Builtin::Event, false),
             events_v1,
-            builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], Builtin::Lease, false),
+            builtin(
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                "Lease",
+                true,
+                &[],
+                Builtin::Lease,
+                false,
+            ),
             crd,
         ];
-        let types = all.into_iter().map(|t| ((t.group.clone(), t.plural.clone()), Arc::new(t))).collect();
+        let types = all
+            .into_iter()
+            .map(|t| ((t.group.clone(), t.plural.clone()), Arc::new(t)))
+            .collect();
         Registry { types }
     }
 
@@ -178,14 +252,15 @@ impl Registry {
             }
         }
         for (_, versions) in &mut out {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         out
     }
 
     /// Whether a kind with this group is a CRD-defined one.
     pub fn insert_crd(&mut self, t: ResourceType) {
-        self.types.insert((t.group.clone(), t.plural.clone()), Arc::new(t));
+        self.types
+            .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
     }
 
     /// Stop serving a CRD's kind.
@@ -200,9 +275,13 @@ impl Registry {
 
 /// Kubernetes version priority: GA > beta > alpha, higher numbers first (v1 > v1beta2 > v1beta1 > v1alpha1).
 pub fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let Ok(major) = digits.parse::<u32>() else { return (0, 0, 0) };
+    let Ok(major) = digits.parse::<u32>() else {
+        return (0, 0, 0);
+    };
     let tail = &rest[digits.len()..];
     if tail.is_empty() {
         return (3, major, 0);
@@ -219,19 +298,38 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
 
 /// Check a CustomResourceDefinition and build the resource type it defines.
 pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let mut causes = Vec::new();
     let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
-    let s = |p: &str| spec.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        spec.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let group = s("/group");
     let plural = s("/names/plural");
     let kind = s("/names/kind");
     let scope = s("/scope");
-    let required = |causes: &mut Vec<Cause>, field: &str| causes.push(Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() });
+    let required = |causes: &mut Vec<Cause>, field: &str| {
+        causes.push(Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: field.into(),
+        })
+    };
     if group.is_empty() {
         required(&mut causes, "spec.group");
     } else if !group.contains('.') {
-        causes.push(Cause { reason: "FieldValueInvalid".into(), message: format!("Invalid value: {group:?}: should be a domain with at least one dot"), field: "spec.group".into() });
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {group:?}: should be a domain with at least one dot"),
+            field: "spec.group".into(),
+        });
     }
     if plural.is_empty() {
         required(&mut causes, "spec.names.plural");
@@ -240,18 +338,47 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
         required(&mut causes, "spec.names.kind");
     }
     if scope != "Namespaced" && scope != "Cluster" {
-        causes.push(Cause { reason: "FieldValueNotSupported".into(), message: format!("Unsupported value: {scope:?}: supported values: \"Cluster\", \"Namespaced\""), field: "spec.scope".into() });
+        causes.push(Cause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {scope:?}: supported values: \"Cluster\", \"Namespaced\""),
+            field: "spec.scope".into(),
+        });
     }
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(Cause { reason: "FieldValueInvalid".into(), message: format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"), field: "metadata.name".into() });
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+            field: "metadata.name".into(),
+        });
     }
-    let versions = spec.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if versions.is_empty() {
-        causes.push(Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: []: must have exactly one version marked as storage version".into(), field: "spec.versions".into() });
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: "Invalid value: []: must have exactly one version marked as storage version".into(),
+            field: "spec.versions".into(),
+        });
     }
-    let storage: Vec<&Value> = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).collect();
+    let storage: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .collect();
     if !versions.is_empty() && storage.len() != 1 {
-        causes.push(Cause { reason: "FieldValueInvalid".into(), message: format!("Invalid value: {:?}: must have exactly one version marked as storage version", versions.iter().filter_map(|v| v.get("name").and_then(Value::as_str)).collect::<Vec<_>>()), field: "spec.versions".into() });
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: {:?}: must have exactly one version marked as storage version",
+                versions
+                    .iter()
+                    .filter_map(|v| v.get("name").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+            ),
+            field: "spec.versions".into(),
+        });
     }
     let mut served = Vec::new();
     for (i, v) in versions.iter().enumerate() {
@@ -262,7 +389,11 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
         }
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         if let Some(schema) = &schema {
-            crate::validation::check_structural(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"), &mut causes);
+            crate::validation::check_structural(
+                schema,
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                &mut causes,
+            );
         } else {
             required(&mut causes, &format!("spec.versions[{i}].schema.openAPIV3Schema"));
         }
@@ -272,27 +403,62 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
         served.push(Version {
             name: vname.to_string(),
             schema: schema.map(Arc::new),
-            printer_columns: v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default(),
+            printer_columns: v
+                .get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             status_subresource: v.pointer("/subresources/status").is_some(),
             deprecation_warning: if v.get("deprecated").and_then(Value::as_bool) == Some(true) {
-                Some(v.get("deprecationWarning").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("{group}/{vname} {kind} is deprecated")))
+                Some(
+                    v.get("deprecationWarning")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{group}/{vname} {kind} is deprecated")),
+                )
             } else {
                 None
             },
         });
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", &name, causes));
+        return Err(ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            &name,
+            causes,
+        ));
     }
-    served.sort_by(|a, b| version_priority(&b.name).cmp(&version_priority(&a.name)));
-    let strings = |p: &str| spec.pointer(p).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+    served.sort_by_key(|v| std::cmp::Reverse(version_priority(&v.name)));
+    let strings = |p: &str| {
+        spec.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default()
+    };
     let singular = s("/names/singular");
     Ok(ResourceType {
         group: group.clone(),
         versions: served,
-        storage_version: storage.first().and_then(|v| v.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(),
-        singular: if singular.is_empty() { kind.to_lowercase() } else { singular },
-        list_kind: { let l = s("/names/listKind"); if l.is_empty() { format!("{kind}List") } else { l } },
+        storage_version: storage
+            .first()
+            .and_then(|v| v.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        singular: if singular.is_empty() {
+            kind.to_lowercase()
+        } else {
+            singular
+        },
+        list_kind: {
+            let l = s("/names/listKind");
+            if l.is_empty() {
+                format!("{kind}List")
+            } else {
+                l
+            }
+        },
         plural,
         kind,
         namespaced: scope == "Namespaced",
@@ -317,8 +483,20 @@ pub fn crd_status(crd: &Value, now: &str) -> Value {
             accepted["listKind"] = json!(format!("{kind}List"));
         }
     }
-    let mut stored: Vec<Value> = crd.pointer("/status/storedVersions").and_then(Value::as_array).cloned().unwrap_or_default();
-    if let Some(sv) = crd.pointer("/spec/versions").and_then(Value::as_array).and_then(|vs| vs.iter().find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))).and_then(|v| v.get("name")) {
+    let mut stored: Vec<Value> = crd
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(sv) = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        })
+        .and_then(|v| v.get("name"))
+    {
         if !stored.contains(sv) {
             stored.push(sv.clone());
         }
@@ -340,7 +518,7 @@ mod tests {
     #[test]
     fn versions_sort_like_kubernetes() {
         let mut v = vec!["v1alpha1", "v1beta1", "v1", "v2", "v1beta2", "foo"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 
@@ -349,6 +527,9 @@ mod tests {
         let crd = json!({"metadata": {"name": "foos.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
             "names": {"plural": "foos", "kind": "Foo"}, "versions": [{"name": "v1", "served": true, "storage": false, "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
         let err = crd_to_type(&crd).err().map(|e| e.message).unwrap_or_default();
-        assert!(err.contains("must have exactly one version marked as storage version"), "{err}");
+        assert!(
+            err.contains("must have exactly one version marked as storage version"),
+            "{err}"
+        );
     }
 }

@@ -29,7 +29,11 @@ impl LabelSelector {
             if part.is_empty() {
                 continue;
             }
-            let bad = || ApiError::bad_request(format!("unable to parse requirement: found '{part}', expected: in, notin, =, ==, !=, gt, lt"));
+            let bad = || {
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: found '{part}', expected: in, notin, =, ==, !=, gt, lt"
+                ))
+            };
             if let Some(key) = part.strip_prefix('!') {
                 reqs.push((check_key(key.trim())?, Op::NotExists));
             } else if let Some((k, v)) = part.split_once("!=") {
@@ -74,7 +78,8 @@ impl LabelSelector {
 }
 
 fn check_key(k: &str) -> ApiResult<String> {
-    let valid = !k.is_empty() && k.len() <= 316 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    let valid =
+        !k.is_empty() && k.len() <= 316 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
     if valid {
         Ok(k.to_string())
     } else {
@@ -84,7 +89,13 @@ fn check_key(k: &str) -> ApiResult<String> {
 
 fn parse_set(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
 }
 
 // Split on commas outside parentheses.
@@ -130,7 +141,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             reqs.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -172,7 +185,11 @@ mod tests {
             ("!missing,tier in (front)", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).map(|s| s.matches(&obj)).ok(), Some(want), "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).map(|s| s.matches(&obj)).ok(),
+                Some(want),
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
@@ -180,8 +197,12 @@ mod tests {
     #[test]
     fn field_selector_forms() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace!=x").map(|s| s.matches(&obj)).unwrap_or(false));
-        assert!(!FieldSelector::parse("status.phase=Pending").map(|s| s.matches(&obj)).unwrap_or(true));
+        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace!=x")
+            .map(|s| s.matches(&obj))
+            .unwrap_or(false));
+        assert!(!FieldSelector::parse("status.phase=Pending")
+            .map(|s| s.matches(&obj))
+            .unwrap_or(true));
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

@@ -50,6 +50,8 @@ pub struct Event {
 
 /// (storage group, plural).
 pub type ResourceKey = (String, String);
+/// Events to replay and a receiver for the ones after them.
+pub type Replay = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 /// (namespace, name).
 pub type ObjectKey = (String, String);
 
@@ -72,7 +74,16 @@ impl Store {
     /// An empty store with the built-in types.
     pub fn new(history_cap: usize) -> Self {
         let (tx, _) = broadcast::channel(65536);
-        Store { rv: 1, registry: Registry::new(), objects: HashMap::new(), history: VecDeque::new(), history_cap, compacted_rv: 0, tx, dirty: false }
+        Store {
+            rv: 1,
+            registry: Registry::new(),
+            objects: HashMap::new(),
+            history: VecDeque::new(),
+            history_cap,
+            compacted_rv: 0,
+            tx,
+            dirty: false,
+        }
     }
 
     /// The last resourceVersion handed out.
@@ -93,14 +104,23 @@ impl Store {
 
     /// One object.
     pub fn get(&self, key: &ResourceKey, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects.get(key)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// All objects of a type, in (namespace, name) order, optionally in one namespace.
     pub fn list(&self, key: &ResourceKey, ns: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(map) = self.objects.get(key) else { return vec![] };
+        let Some(map) = self.objects.get(key) else {
+            return vec![];
+        };
         match ns {
-            Some(ns) => map.range((ns.to_string(), String::new())..).take_while(|((n, _), _)| n == ns).map(|(_, v)| v.clone()).collect(),
+            Some(ns) => map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
             None => map.values().cloned().collect(),
         }
     }
@@ -121,20 +141,47 @@ impl Store {
     }
 
     /// Store an object (its metadata.resourceVersion already set to `rv`) and record the event.
-    pub fn put(&mut self, key: &ResourceKey, obj: Value, rv: u64, etype: EventType, old: Option<Arc<Value>>) -> Arc<Value> {
+    pub fn put(
+        &mut self,
+        key: &ResourceKey,
+        obj: Value,
+        rv: u64,
+        etype: EventType,
+        old: Option<Arc<Value>>,
+    ) -> Arc<Value> {
         let (ns, name) = object_key(&obj);
         let obj = Arc::new(obj);
-        self.objects.entry(key.clone()).or_default().insert((ns.clone(), name), obj.clone());
-        self.record(Event { rv, key: key.clone(), namespace: ns, etype, object: obj.clone(), old });
+        self.objects
+            .entry(key.clone())
+            .or_default()
+            .insert((ns.clone(), name), obj.clone());
+        self.record(Event {
+            rv,
+            key: key.clone(),
+            namespace: ns,
+            etype,
+            object: obj.clone(),
+            old,
+        });
         obj
     }
 
     /// Remove an object; `last` is its final state (resourceVersion = `rv`).
     pub fn remove(&mut self, key: &ResourceKey, last: Value, rv: u64) -> Arc<Value> {
         let (ns, name) = object_key(&last);
-        let old = self.objects.get_mut(key).and_then(|m| m.remove(&(ns.clone(), name)));
+        let old = self
+            .objects
+            .get_mut(key)
+            .and_then(|m| m.remove(&(ns.clone(), name)));
         let obj = Arc::new(last);
-        self.record(Event { rv, key: key.clone(), namespace: ns, etype: EventType::Deleted, object: obj.clone(), old });
+        self.record(Event {
+            rv,
+            key: key.clone(),
+            namespace: ns,
+            etype: EventType::Deleted,
+            object: obj.clone(),
+            old,
+        });
         obj
     }
 
@@ -158,12 +205,15 @@ impl Store {
 
     /// Events after `rv` (exclusive) plus a receiver for later ones, taken atomically. `None` when `rv` is older
     /// than the kept history.
-    pub fn watch_from(&self, rv: u64) -> Option<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>)> {
+    pub fn watch_from(&self, rv: u64) -> Option<Replay> {
         if rv < self.compacted_rv {
             return None;
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
-        Some((self.history.range(start..).cloned().collect(), self.tx.subscribe()))
+        Some((
+            self.history.range(start..).cloned().collect(),
+            self.tx.subscribe(),
+        ))
     }
 
     /// A receiver for events from now on.
@@ -195,6 +245,11 @@ impl Store {
 
 /// (namespace, name) of an object.
 pub fn object_key(obj: &Value) -> ObjectKey {
-    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (s("/metadata/namespace"), s("/metadata/name"))
 }

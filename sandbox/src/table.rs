@@ -8,7 +8,11 @@ use crate::resource::{Builtin, ResourceType};
 
 /// Evaluate a printer-column JSONPath (`.spec.x`, `.items[0].y`, `.list[*].name`, `.conditions[?(@.type=="Ready")].status`).
 pub fn jsonpath(obj: &Value, path: &str) -> Vec<Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut cur = vec![obj.clone()];
     let mut rest = path;
     while !rest.is_empty() {
@@ -53,7 +57,10 @@ fn find_close(s: &str) -> Option<usize> {
 fn index(v: &Value, inner: &str) -> Vec<Value> {
     let Some(items) = v.as_array() else {
         return match inner.trim_matches(['\'', '"']) {
-            "*" => v.as_object().map(|m| m.values().cloned().collect()).unwrap_or_default(),
+            "*" => v
+                .as_object()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default(),
             key => v.get(key).cloned().into_iter().collect(),
         };
     };
@@ -62,7 +69,12 @@ fn index(v: &Value, inner: &str) -> Vec<Value> {
     }
     if let Ok(i) = inner.parse::<i64>() {
         let idx = if i < 0 { items.len() as i64 + i } else { i };
-        return usize::try_from(idx).ok().and_then(|i| items.get(i)).cloned().into_iter().collect();
+        return usize::try_from(idx)
+            .ok()
+            .and_then(|i| items.get(i))
+            .cloned()
+            .into_iter()
+            .collect();
     }
     if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
         let (lhs, op, rhs) = if let Some((l, r)) = filter.split_once("==") {
@@ -81,7 +93,9 @@ fn index(v: &Value, inner: &str) -> Vec<Value> {
                 match op {
                     "exists" => !got.is_empty(),
                     _ => {
-                        let eq = got.first().is_some_and(|g| g.as_str().map(str::to_string).unwrap_or_else(|| g.to_string()) == want);
+                        let eq = got.first().is_some_and(|g| {
+                            g.as_str().map(str::to_string).unwrap_or_else(|| g.to_string()) == want
+                        });
                         (op == "==") == eq
                     }
                 }
@@ -102,7 +116,18 @@ struct Column {
 }
 
 fn col(name: &str, ty: &str, path: Option<&str>) -> Column {
-    Column { name: name.into(), ty: ty.into(), format: if name == "Name" { "name".into() } else { String::new() }, description: String::new(), priority: 0, path: path.map(str::to_string) }
+    Column {
+        name: name.into(),
+        ty: ty.into(),
+        format: if name == "Name" {
+            "name".into()
+        } else {
+            String::new()
+        },
+        description: String::new(),
+        priority: 0,
+        path: path.map(str::to_string),
+    }
 }
 
 fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
@@ -129,11 +154,23 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
             return cols;
         }
         None => {
-            let printer = rt.version(version).map(|v| v.printer_columns.clone()).unwrap_or_default();
-            let has_age = printer.iter().any(|c| c.get("jsonPath").and_then(Value::as_str) == Some(".metadata.creationTimestamp"));
+            let printer = rt
+                .version(version)
+                .map(|v| v.printer_columns.clone())
+                .unwrap_or_default();
+            let has_age = printer
+                .iter()
+                .any(|c| c.get("jsonPath").and_then(Value::as_str) == Some(".metadata.creationTimestamp"));
             for c in &printer {
                 let s = |f: &str| c.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-                cols.push(Column { name: s("name"), ty: s("type"), format: s("format"), description: s("description"), priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0), path: Some(s("jsonPath")) });
+                cols.push(Column {
+                    name: s("name"),
+                    ty: s("type"),
+                    format: s("format"),
+                    description: s("description"),
+                    priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                    path: Some(s("jsonPath")),
+                });
             }
             if !has_age {
                 cols.push(col("Age", "date", Some(".metadata.creationTimestamp")));
@@ -148,10 +185,25 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
 fn cell(c: &Column, obj: &Value, rt: &ResourceType) -> Value {
     let Some(path) = &c.path else {
         return match c.name.as_str() {
-            "Data" => json!(obj.get("data").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0)),
+            "Data" => json!(obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map(|m| m.len())
+                .unwrap_or(0)),
             "Object" => {
-                let io = obj.get("involvedObject").or_else(|| obj.get("regarding")).cloned().unwrap_or(Value::Null);
-                json!(format!("{}/{}", io.get("kind").and_then(Value::as_str).unwrap_or_default().to_lowercase(), io.get("name").and_then(Value::as_str).unwrap_or_default()))
+                let io = obj
+                    .get("involvedObject")
+                    .or_else(|| obj.get("regarding"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                json!(format!(
+                    "{}/{}",
+                    io.get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                    io.get("name").and_then(Value::as_str).unwrap_or_default()
+                ))
             }
             _ => Value::Null,
         };
@@ -166,16 +218,29 @@ fn cell(c: &Column, obj: &Value, rt: &ResourceType) -> Value {
     if found.len() == 1 {
         let v = &found[0];
         return match (c.ty.as_str(), v) {
-            ("string", Value::String(_)) | ("integer", Value::Number(_)) | ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) => v.clone(),
+            ("string", Value::String(_))
+            | ("integer", Value::Number(_))
+            | ("number", Value::Number(_))
+            | ("boolean", Value::Bool(_)) => v.clone(),
             (_, Value::String(s)) => json!(s),
             (_, other) => json!(other.to_string()),
         };
     }
-    json!(found.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(","))
+    json!(found
+        .iter()
+        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// A Table of objects. `include_object`: `None`, `Metadata` (default) or `Object`.
-pub fn table(rt: &ResourceType, version: &str, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    version: &str,
+    objects: &[Value],
+    list_meta: Value,
+    include_object: &str,
+) -> Value {
     let cols = columns(rt, version);
     let defs: Vec<Value> = cols
         .iter()
@@ -203,7 +268,10 @@ mod tests {
     #[test]
     fn jsonpath_subset() {
         let obj = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Other", "status": "False"}]}, "spec": {"list": [{"n": "a"}, {"n": "b"}]}});
-        assert_eq!(jsonpath(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
+        assert_eq!(
+            jsonpath(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![json!("True")]
+        );
         assert_eq!(jsonpath(&obj, ".spec.list[*].n"), vec![json!("a"), json!("b")]);
         assert_eq!(jsonpath(&obj, ".spec.list[1].n"), vec![json!("b")]);
         assert!(jsonpath(&obj, ".spec.missing").is_empty());

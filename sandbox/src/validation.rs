@@ -19,7 +19,11 @@ pub struct Report {
 }
 
 fn cause(reason: &str, field: &str, message: String) -> Cause {
-    Cause { reason: reason.into(), field: field.into(), message }
+    Cause {
+        reason: reason.into(),
+        field: field.into(),
+        message,
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -58,7 +62,10 @@ pub fn validate(schema: &Value, obj: &mut Value, old: Option<&Value>) -> Report 
     prune_root(schema, obj, &mut report.unknown);
     default(schema, obj);
     // Root: apiVersion, kind and metadata are the server's, not the schema's.
-    if let (Some(props), Some(m)) = (schema.get("properties").and_then(Value::as_object), obj.as_object()) {
+    if let (Some(props), Some(m)) = (
+        schema.get("properties").and_then(Value::as_object),
+        obj.as_object(),
+    ) {
         for (k, v) in m {
             if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
@@ -70,7 +77,9 @@ pub fn validate(schema: &Value, obj: &mut Value, old: Option<&Value>) -> Report 
         if let Some(req) = schema.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {
                 if !m.contains_key(r) {
-                    report.causes.push(cause("FieldValueRequired", r, "Required value".into()));
+                    report
+                        .causes
+                        .push(cause("FieldValueRequired", r, "Required value".into()));
                 }
             }
         }
@@ -103,13 +112,19 @@ fn prune_root(schema: &Value, obj: &mut Value, unknown: &mut Vec<String>) {
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn prune(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true);
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             let keys: Vec<String> = m.keys().cloned().collect();
@@ -121,8 +136,10 @@ fn prune(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
                             prune(s, c, &format!("{path}.{k}"), unknown);
                         }
                     }
-                    None if preserves(schema) || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
-                    None if props.is_none() && schema.get("additionalProperties") == Some(&Value::Bool(true)) => {}
+                    None if preserves(schema)
+                        || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
+                    None if props.is_none()
+                        && schema.get("additionalProperties") == Some(&Value::Bool(true)) => {}
                     None => {
                         m.remove(&k);
                         unknown.push(format!("{path}.{k}"));
@@ -201,9 +218,11 @@ fn format_ok(format: &str, s: &str) -> bool {
     match format {
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
-        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)),
+        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        }),
         "uri" => s.contains(':') && !s.contains(' '),
-        "byte" => s.len() % 4 == 0 && res.iter().any(|(n, r)| *n == "byte" && r.is_match(s)),
+        "byte" => s.len().is_multiple_of(4) && res.iter().any(|(n, r)| *n == "byte" && r.is_match(s)),
         _ => match res.iter().find(|(n, _)| *n == format) {
             Some((_, r)) => r.is_match(s),
             None => true,
@@ -212,10 +231,13 @@ fn format_ok(format: &str, s: &str) -> bool {
 }
 
 fn pattern(p: &str) -> Option<Regex> {
-    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<Regex>>>> = OnceLock::new();
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<Regex>>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut c = cache.lock().ok()?;
-    c.entry(p.to_string()).or_insert_with(|| Regex::new(p).ok()).clone()
+    c.entry(p.to_string())
+        .or_insert_with(|| Regex::new(p).ok())
+        .clone()
 }
 
 fn num(v: &Value) -> Option<f64> {
@@ -237,7 +259,11 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
     let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
     if v.is_null() {
         if !nullable && !ty.is_empty() {
-            out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {ty}: \"null\"")));
+            out.push(cause(
+                "FieldValueTypeInvalid",
+                path,
+                format!("Invalid value: \"null\": {path} in body must be of type {ty}: \"null\""),
+            ));
         }
         return;
     }
@@ -249,17 +275,44 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
         t => t == actual,
     } || (int_or_string && matches!(actual, "integer" | "string"));
     if int_or_string && !matches!(actual, "integer" | "string") {
-        out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{actual}\": {path} in body must be of type integer,string: \"{actual}\"")));
+        out.push(cause(
+            "FieldValueTypeInvalid",
+            path,
+            format!(
+                "Invalid value: \"{actual}\": {path} in body must be of type integer,string: \"{actual}\""
+            ),
+        ));
         return;
     }
     if !type_ok {
-        out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\"")));
+        out.push(cause(
+            "FieldValueTypeInvalid",
+            path,
+            format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""),
+        ));
         return;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(v) {
-            let list: Vec<String> = allowed.iter().map(|a| if a.is_string() { a.to_string() } else { format!("{a}") }).collect();
-            out.push(cause("FieldValueNotSupported", path, format!("Unsupported value: {}: supported values: {}", show(v), list.join(", "))));
+            let list: Vec<String> = allowed
+                .iter()
+                .map(|a| {
+                    if a.is_string() {
+                        a.to_string()
+                    } else {
+                        format!("{a}")
+                    }
+                })
+                .collect();
+            out.push(cause(
+                "FieldValueNotSupported",
+                path,
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    show(v),
+                    list.join(", ")
+                ),
+            ));
         }
     }
     for sub in ["allOf"] {
@@ -276,12 +329,23 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
                 .filter(|s| {
                     let mut errs = Vec::new();
                     check(s, v, old, path, &mut errs);
-                    errs.is_empty() && s.get("required").and_then(Value::as_array).is_none_or(|r| r.iter().filter_map(Value::as_str).all(|f| v.get(f).is_some()))
+                    errs.is_empty()
+                        && s.get("required")
+                            .and_then(Value::as_array)
+                            .is_none_or(|r| r.iter().filter_map(Value::as_str).all(|f| v.get(f).is_some()))
                 })
                 .count();
             if passing == 0 || (need_one && passing > 1) {
-                let what = if need_one { "must validate one and only one schema (oneOf)" } else { "must validate at least one schema (anyOf)" };
-                out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body {what}", show(v))));
+                let what = if need_one {
+                    "must validate one and only one schema (oneOf)"
+                } else {
+                    "must validate at least one schema (anyOf)"
+                };
+                out.push(cause(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {}: {path} in body {what}", show(v)),
+                ));
             }
         }
     }
@@ -289,22 +353,38 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
         Value::String(s) => {
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                 if s.chars().count() as u64 > max {
-                    out.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
+                    out.push(cause(
+                        "FieldValueTooLong",
+                        path,
+                        format!("Too long: may not be more than {max} bytes"),
+                    ));
                 }
             }
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
                 if (s.chars().count() as u64) < min {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long"),
+                    ));
                 }
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
                 if pattern(p).is_some_and(|r| !r.is_match(s)) {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body should match '{p}'")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("Invalid value: {s:?}: {path} in body should match '{p}'"),
+                    ));
                 }
             }
             if let Some(f) = schema.get("format").and_then(Value::as_str) {
                 if !int_or_string && !format_ok(f, s) {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {s:?}: {path} in body must be of type {f}: {s:?}")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("Invalid value: {s:?}: {path} in body must be of type {f}: {s:?}"),
+                    ));
                 }
             }
         }
@@ -314,24 +394,57 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
             let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if let Some(min) = schema.get("minimum").and_then(num) {
                 if f < min || (excl_min && f == min) {
-                    let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", fmt_num(min))));
+                    let rel = if excl_min {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {v}: {path} in body should be {rel} {}",
+                            fmt_num(min)
+                        ),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maximum").and_then(num) {
                 if f > max || (excl_max && f == max) {
-                    let rel = if excl_max { "less than" } else { "less than or equal to" };
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be {rel} {}", fmt_num(max))));
+                    let rel = if excl_max {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {v}: {path} in body should be {rel} {}",
+                            fmt_num(max)
+                        ),
+                    ));
                 }
             }
             if let Some(m) = schema.get("multipleOf").and_then(num) {
                 if m != 0.0 && (f / m).fract() != 0.0 {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body should be a multiple of {}", fmt_num(m))));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {v}: {path} in body should be a multiple of {}",
+                            fmt_num(m)
+                        ),
+                    ));
                 }
             }
             match schema.get("format").and_then(Value::as_str) {
                 Some("int32") if n.as_i64().is_some_and(|i| i32::try_from(i).is_err()) => {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {v}: {path} in body must be of type int32: {v}")));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("Invalid value: {v}: {path} in body must be of type int32: {v}"),
+                    ));
                 }
                 _ => {}
             }
@@ -339,36 +452,80 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
         Value::Array(items) => {
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < min {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} items", items.len())));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should have at least {min} items",
+                            items.len()
+                        ),
+                    ));
                 }
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
                 if items.len() as u64 > max {
-                    out.push(cause("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", items.len())));
+                    out.push(cause(
+                        "FieldValueTooMany",
+                        path,
+                        format!("Too many: {}: must have at most {max} items", items.len()),
+                    ));
                 }
             }
             let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
             if list_type == Some("set") || schema.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
                 for (i, item) in items.iter().enumerate() {
                     if items[..i].contains(item) {
-                        out.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: {}", if item.is_object() { item.to_string() } else { show(item) })));
+                        out.push(cause(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!(
+                                "Duplicate value: {}",
+                                if item.is_object() {
+                                    item.to_string()
+                                } else {
+                                    show(item)
+                                }
+                            ),
+                        ));
                     }
                 }
             }
-            let keys: Vec<&str> = schema.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             if list_type == Some("map") && !keys.is_empty() {
-                let key_of = |x: &Value| keys.iter().map(|k| x.get(*k).cloned().unwrap_or(Value::Null)).collect::<Vec<_>>();
+                let key_of = |x: &Value| {
+                    keys.iter()
+                        .map(|k| x.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect::<Vec<_>>()
+                };
                 for (i, item) in items.iter().enumerate() {
                     let k = key_of(item);
                     if items[..i].iter().any(|o| key_of(o) == k) {
-                        let shown: Map<String, Value> = keys.iter().zip(k).map(|(n, v)| (n.to_string(), v)).collect();
-                        out.push(cause("FieldValueDuplicate", &format!("{path}[{i}]"), format!("Duplicate value: map[string]interface {{}}{}", Value::Object(shown))));
+                        let shown: Map<String, Value> =
+                            keys.iter().zip(k).map(|(n, v)| (n.to_string(), v)).collect();
+                        out.push(cause(
+                            "FieldValueDuplicate",
+                            &format!("{path}[{i}]"),
+                            format!(
+                                "Duplicate value: map[string]interface {{}}{}",
+                                Value::Object(shown)
+                            ),
+                        ));
                     }
                 }
             }
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    check(s, item, correlate(schema, old, item, i), &format!("{path}[{i}]"), out);
+                    check(
+                        s,
+                        item,
+                        correlate(schema, old, item, i),
+                        &format!("{path}[{i}]"),
+                        out,
+                    );
                 }
             }
         }
@@ -376,24 +533,43 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !m.contains_key(r) {
-                        out.push(cause("FieldValueRequired", &join(path, r), "Required value".into()));
+                        out.push(cause(
+                            "FieldValueRequired",
+                            &join(path, r),
+                            "Required value".into(),
+                        ));
                     }
                 }
             }
             if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
                 if m.len() as u64 > max {
-                    out.push(cause("FieldValueTooMany", path, format!("Too many: {}: must have at most {max} items", m.len())));
+                    out.push(cause(
+                        "FieldValueTooMany",
+                        path,
+                        format!("Too many: {}: must have at most {max} items", m.len()),
+                    ));
                 }
             }
             if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
                 if (m.len() as u64) < min {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body should have at least {min} properties", m.len())));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should have at least {min} properties",
+                            m.len()
+                        ),
+                    ));
                 }
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             for (k, c) in m {
-                let embedded_meta = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
+                let embedded_meta = schema
+                    .get("x-kubernetes-embedded-resource")
+                    .and_then(Value::as_bool)
+                    == Some(true)
+                    && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
                 if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
                     if !embedded_meta || props.and_then(|p| p.get(k)).is_some() {
                         check(s, c, old.and_then(|o| o.get(k)), &join(path, k), out);
@@ -407,11 +583,16 @@ fn check(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
 
 /// The old item that corresponds to a new list item: by map keys for `x-kubernetes-list-type: map`, else none.
 fn correlate<'a>(schema: &Value, old: Option<&'a Value>, item: &Value, _i: usize) -> Option<&'a Value> {
-    let keys: Vec<&str> = schema.get("x-kubernetes-list-map-keys").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).collect())?;
+    let keys: Vec<&str> = schema
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|k| k.iter().filter_map(Value::as_str).collect())?;
     if schema.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
         return None;
     }
-    old?.as_array()?.iter().find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k)))
+    old?.as_array()?
+        .iter()
+        .find(|o| keys.iter().all(|k| o.get(*k) == item.get(*k)))
 }
 
 /// Evaluate every `x-kubernetes-validations` rule in the schema tree.
@@ -422,11 +603,17 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
     }
     if let Some(list) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
         for r in list {
-            let Some(text) = r.get("rule").and_then(Value::as_str) else { continue };
+            let Some(text) = r.get("rule").and_then(Value::as_str) else {
+                continue;
+            };
             let compiled = match cel::compile(text) {
                 Ok(c) => c,
                 Err(e) => {
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {e}", show(v))));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!("Invalid value: {}: {e}", show(v)),
+                    ));
                     continue;
                 }
             };
@@ -446,20 +633,41 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
                         .or_else(|| r.get("message").and_then(Value::as_str).map(str::to_string))
                         .unwrap_or_else(|| format!("failed rule: {text}"));
                     let field = match r.get("fieldPath").and_then(Value::as_str) {
-                        Some(fp) => format!("{path}{}", if path.is_empty() { fp.trim_start_matches('.') } else { fp }),
+                        Some(fp) => format!(
+                            "{path}{}",
+                            if path.is_empty() {
+                                fp.trim_start_matches('.')
+                            } else {
+                                fp
+                            }
+                        ),
                         None => path.to_string(),
                     };
                     let (reason, text) = match r.get("reason").and_then(Value::as_str) {
                         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {msg}")),
-                        Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {msg}")),
-                        Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {msg}")),
-                        _ => ("FieldValueInvalid", format!("Invalid value: {}: {msg}", show_cel(schema, v))),
+                        Some("FieldValueRequired") => {
+                            ("FieldValueRequired", format!("Required value: {msg}"))
+                        }
+                        Some("FieldValueDuplicate") => {
+                            ("FieldValueDuplicate", format!("Duplicate value: {msg}"))
+                        }
+                        _ => (
+                            "FieldValueInvalid",
+                            format!("Invalid value: {}: {msg}", show_cel(schema, v)),
+                        ),
                     };
                     out.push(cause(reason, &field, text));
                 }
                 Outcome::Error(e) => {
                     // A rule that reads an absent field without has() errors in the real server too.
-                    out.push(cause("FieldValueInvalid", path, format!("Invalid value: {}: {e} evaluating rule: {text}", show_cel(schema, v))));
+                    out.push(cause(
+                        "FieldValueInvalid",
+                        path,
+                        format!(
+                            "Invalid value: {}: {e} evaluating rule: {text}",
+                            show_cel(schema, v)
+                        ),
+                    ));
                 }
             }
         }
@@ -480,7 +688,14 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    rules(s, item, correlate(schema, old, item, i), &format!("{path}[{i}]"), out, false);
+                    rules(
+                        s,
+                        item,
+                        correlate(schema, old, item, i),
+                        &format!("{path}[{i}]"),
+                        out,
+                        false,
+                    );
                 }
             }
         }
@@ -521,29 +736,54 @@ fn strip_root(v: &Value) -> Value {
 pub fn check_structural(schema: &Value, path: &str, out: &mut Vec<Cause>) {
     fn walk(s: &Value, path: &str, out: &mut Vec<Cause>) {
         let Some(m) = s.as_object() else {
-            out.push(cause("FieldValueInvalid", path, "Invalid value: must be an object".into()));
+            out.push(cause(
+                "FieldValueInvalid",
+                path,
+                "Invalid value: must be an object".into(),
+            ));
             return;
         };
-        let has_type = m.get("type").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
-        let free = m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) || m.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+        let has_type = m
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty());
+        let free = m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true)
+            || m.get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
         if !has_type && !free {
-            out.push(cause("FieldValueRequired", &format!("{path}.type"), "Required value: must not be empty for specified object fields".into()));
+            out.push(cause(
+                "FieldValueRequired",
+                &format!("{path}.type"),
+                "Required value: must not be empty for specified object fields".into(),
+            ));
         }
         if let Some(t) = m.get("type").and_then(Value::as_str) {
-            if !matches!(t, "object" | "array" | "string" | "integer" | "number" | "boolean") {
+            if !matches!(
+                t,
+                "object" | "array" | "string" | "integer" | "number" | "boolean"
+            ) {
                 out.push(cause("FieldValueNotSupported", &format!("{path}.type"), format!("Unsupported value: {t:?}: supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\"")));
             }
         }
         if let Some(p) = m.get("pattern").and_then(Value::as_str) {
             if Regex::new(p).is_err() {
-                out.push(cause("FieldValueInvalid", &format!("{path}.pattern"), format!("Invalid value: {p:?}: must be a valid regular expression")));
+                out.push(cause(
+                    "FieldValueInvalid",
+                    &format!("{path}.pattern"),
+                    format!("Invalid value: {p:?}: must be a valid regular expression"),
+                ));
             }
         }
         if let Some(list) = m.get("x-kubernetes-validations").and_then(Value::as_array) {
             for (i, r) in list.iter().enumerate() {
                 if let Some(text) = r.get("rule").and_then(Value::as_str) {
                     if let Err(e) = cel::compile(text) {
-                        out.push(cause("FieldValueInvalid", &format!("{path}.x-kubernetes-validations[{i}].rule"), format!("Invalid value: {text:?}: {e}")));
+                        out.push(cause(
+                            "FieldValueInvalid",
+                            &format!("{path}.x-kubernetes-validations[{i}].rule"),
+                            format!("Invalid value: {text:?}: {e}"),
+                        ));
                     }
                 }
             }
@@ -565,7 +805,9 @@ pub fn check_structural(schema: &Value, path: &str, out: &mut Vec<Cause>) {
 /// Whether a name is an RFC 1123 subdomain (the rule for most object names).
 pub fn dns_subdomain(name: &str) -> bool {
     static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").ok());
+    let re = RE.get_or_init(|| {
+        Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").ok()
+    });
     name.len() <= 253 && re.as_ref().is_some_and(|r| r.is_match(name))
 }
 
@@ -576,9 +818,16 @@ pub fn dns_label(name: &str) -> bool {
 
 /// Check metadata.name, labels and annotations the way the real server does.
 pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if name.is_empty() {
-        out.push(cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required".into()));
+        out.push(cause(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required".into(),
+        ));
     } else if label_name && !dns_label(name) {
         out.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")));
     } else if !label_name && !dns_subdomain(name) {
@@ -588,25 +837,38 @@ pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
     let value_re = VALUE.get_or_init(|| Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").ok());
     if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
         for (k, v) in labels {
-            let ok_key = k.rsplit('/').next().is_some_and(|n| !n.is_empty() && n.len() <= 63 && value_re.as_ref().is_some_and(|r| r.is_match(n)));
+            let ok_key = k.rsplit('/').next().is_some_and(|n| {
+                !n.is_empty() && n.len() <= 63 && value_re.as_ref().is_some_and(|r| r.is_match(n))
+            });
             if !ok_key {
                 out.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")));
             }
             match v.as_str() {
                 Some(s) if s.len() <= 63 && value_re.as_ref().is_some_and(|r| r.is_match(s)) => {}
-                Some(s) => out.push(cause("FieldValueInvalid", &format!("metadata.labels"), format!("Invalid value: {s:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"))),
+                Some(s) => out.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: {s:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"))),
                 None => out.push(cause("FieldValueTypeInvalid", &format!("metadata.labels.{k}"), "Invalid value: must be a string".into())),
             }
         }
     }
     if let Some(ann) = obj.pointer("/metadata/annotations").and_then(Value::as_object) {
-        let total: usize = ann.iter().map(|(k, v)| k.len() + v.as_str().map(str::len).unwrap_or(0)).sum();
+        let total: usize = ann
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map(str::len).unwrap_or(0))
+            .sum();
         if total > 262_144 {
-            out.push(cause("FieldValueTooLong", "metadata.annotations", "Too long: may not be more than 262144 bytes".into()));
+            out.push(cause(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                "Too long: may not be more than 262144 bytes".into(),
+            ));
         }
         for (k, v) in ann {
             if !v.is_string() {
-                out.push(cause("FieldValueTypeInvalid", &format!("metadata.annotations.{k}"), "Invalid value: must be a string".into()));
+                out.push(cause(
+                    "FieldValueTypeInvalid",
+                    &format!("metadata.annotations.{k}"),
+                    "Invalid value: must be a string".into(),
+                ));
             }
         }
     }

@@ -39,7 +39,11 @@ pub struct WatchParams {
 pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
     let key = (t.rt.storage_group.clone(), t.rt.plural.clone());
-    let ns = if t.rt.namespaced { t.namespace.clone() } else { String::new() };
+    let ns = if t.rt.namespaced {
+        t.namespace.clone()
+    } else {
+        String::new()
+    };
     let setup = {
         let store = inner.lock();
         let current = store.current_rv();
@@ -47,10 +51,16 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         match (p.send_initial_events, start_rv) {
             (false, Some(rv)) => match store.watch_from(rv) {
                 Some((events, rx)) => Ok((Vec::new(), events, rx, rv)),
-                None => Err(ApiError::gone(format!("too old resource version: {rv} ({})", store.compacted_rv() + 1))),
+                None => Err(ApiError::gone(format!(
+                    "too old resource version: {rv} ({})",
+                    store.compacted_rv() + 1
+                ))),
             },
             _ if !p.resource_version.is_empty() && p.resource_version != "0" && start_rv.is_none() => {
-                Err(ApiError::bad_request(format!("invalid resource version {:?}: it must be a decimal number", p.resource_version)))
+                Err(ApiError::bad_request(format!(
+                    "invalid resource version {:?}: it must be a decimal number",
+                    p.resource_version
+                )))
             }
             _ => {
                 let initial: Vec<Arc<Value>> = store.list(&key, if ns.is_empty() { None } else { Some(&ns) });
@@ -64,7 +74,13 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         let send = |etype: &str, obj: &Value, first: &mut bool| {
             let object = match &p.table {
                 Some(include) => {
-                    let mut tbl = table::table(&t.rt, &t.version, std::slice::from_ref(obj), json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}), include);
+                    let mut tbl = table::table(
+                        &t.rt,
+                        &t.version,
+                        std::slice::from_ref(obj),
+                        json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))}),
+                        include,
+                    );
                     if !*first {
                         tbl["columnDefinitions"] = json!([]);
                     }
@@ -80,7 +96,8 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         let (initial, replay, mut rx, mut last_rv) = match setup {
             Ok(s) => s,
             Err(e) => {
-                let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+                let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
+                    .unwrap_or_default();
                 line.push(b'\n');
                 let _ = tx.send(line).await;
                 return;

@@ -7,7 +7,10 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy, ResourceExt, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy, ResourceExt,
+    WatchEvent, WatchParams,
+};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, CustomResource, CustomResourceExt};
@@ -17,7 +20,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
-#[kube(group = "example.com", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
 #[kube(printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".spec.size"}"#)]
 pub struct WidgetSpec {
     size: i64,
@@ -34,7 +43,9 @@ async fn cluster_with_crd() -> (Cluster, Client) {
     let cluster = Cluster::start().await.expect("cluster starts");
     let client = cluster.client().expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &Widget::crd()).await.expect("CRD created");
+    crds.create(&PostParams::default(), &Widget::crd())
+        .await
+        .expect("CRD created");
     (cluster, client)
 }
 
@@ -66,10 +77,16 @@ async fn watcher_sees_objects_created_after_it_started() {
         let api = api.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            api.create(&PostParams::default(), &cm("late", "1")).await.expect("create");
+            api.create(&PostParams::default(), &cm("late", "1"))
+                .await
+                .expect("create");
         })
     };
-    let got = tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.expect("event in time").expect("no error").expect("an object");
+    let got = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("no error")
+        .expect("an object");
     assert_eq!(got.name_any(), "late");
     creator.await.expect("creator");
 }
@@ -79,10 +96,16 @@ async fn streaming_list_watcher_gets_initial_objects() {
     let cluster = Cluster::start().await.expect("starts");
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
     for i in 0..3 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), "x")).await.expect("create");
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), "x"))
+            .await
+            .expect("create");
     }
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default().streaming_lists())).applied_objects();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .applied_objects();
     let handle = tokio::spawn(async move { stream.for_each(|_| async {}).await });
     reader.wait_until_ready().await.expect("store ready");
     assert_eq!(reader.state().len(), 3);
@@ -103,19 +126,34 @@ async fn reflector_converges_on_updates_and_deletes() {
     let stream = reflector(writer, watcher(api.clone(), watcher::Config::default()));
     let handle = tokio::spawn(async move { stream.for_each(|_| async {}).await });
     for i in 0..20 {
-        api.create(&PostParams::default(), &cm(&format!("r{i}"), "0")).await.expect("create");
+        api.create(&PostParams::default(), &cm(&format!("r{i}"), "0"))
+            .await
+            .expect("create");
     }
     for i in 0..10 {
-        api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "1"}}))).await.expect("patch");
+        api.patch(
+            &format!("r{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "1"}})),
+        )
+        .await
+        .expect("patch");
     }
     for i in 15..20 {
-        api.delete(&format!("r{i}"), &DeleteParams::default()).await.expect("delete");
+        api.delete(&format!("r{i}"), &DeleteParams::default())
+            .await
+            .expect("delete");
     }
     eventually("store matches the server", || {
         let reader = reader.clone();
         async move {
             let state = reader.state();
-            state.len() == 15 && state.iter().filter(|c| c.data.as_ref().and_then(|d| d.get("k")).map(String::as_str) == Some("1")).count() == 10
+            state.len() == 15
+                && state
+                    .iter()
+                    .filter(|c| c.data.as_ref().and_then(|d| d.get("k")).map(String::as_str) == Some("1"))
+                    .count()
+                    == 10
         }
     })
     .await;
@@ -127,10 +165,21 @@ async fn controller_reconciles_when_an_owned_object_changes() {
     let (_cluster, client) = cluster_with_crd().await;
     let widgets: Api<Widget> = Api::default_namespaced(client.clone());
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    let w = widgets.create(&PostParams::default(), &Widget::new("w1", WidgetSpec { size: 1, color: None })).await.expect("widget");
+    let w = widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("w1", WidgetSpec { size: 1, color: None }),
+        )
+        .await
+        .expect("widget");
     let owner = json!({"apiVersion": "example.com/v1", "kind": "Widget", "name": "w1", "uid": w.uid(), "controller": true});
-    let child: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w1-child", "ownerReferences": [owner]}, "data": {"k": "a"}})).expect("child");
-    cms.create(&PostParams::default(), &child).await.expect("child created");
+    let child: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "w1-child", "ownerReferences": [owner]}, "data": {"k": "a"}}),
+    )
+    .expect("child");
+    cms.create(&PostParams::default(), &child)
+        .await
+        .expect("child created");
 
     let count = Arc::new(AtomicUsize::new(0));
     let ctx = count.clone();
@@ -152,7 +201,13 @@ async fn controller_reconciles_when_an_owned_object_changes() {
     })
     .await;
     let before = count.load(Ordering::SeqCst);
-    cms.patch("w1-child", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "b"}}))).await.expect("patch child");
+    cms.patch(
+        "w1-child",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "b"}})),
+    )
+    .await
+    .expect("patch child");
     eventually("reconcile after the owned ConfigMap changed", || {
         let c = count.clone();
         async move { c.load(Ordering::SeqCst) > before }
@@ -166,25 +221,49 @@ async fn server_side_apply_conflicts_then_force_takes_ownership() {
     let cluster = Cluster::start().await.expect("starts");
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
     let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "one", "extra": "x"}});
-    api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&cfg)).await.expect("alice applies");
-    let bob = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "two"}});
-    let err = api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(&bob)).await.expect_err("conflict");
+    api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&cfg))
+        .await
+        .expect("alice applies");
+    let bob =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "two"}});
+    let err = api
+        .patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(&bob))
+        .await
+        .expect_err("conflict");
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
-            assert_eq!(s.message, "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.k");
+            assert_eq!(
+                s.message,
+                "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.k"
+            );
         }
         other => panic!("unexpected error {other}"),
     }
-    let forced = api.patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(&bob)).await.expect("forced");
-    assert_eq!(forced.data.as_ref().and_then(|d| d.get("k")).map(String::as_str), Some("two"));
+    let forced = api
+        .patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(&bob))
+        .await
+        .expect("forced");
+    assert_eq!(
+        forced.data.as_ref().and_then(|d| d.get("k")).map(String::as_str),
+        Some("two")
+    );
     // Alice drops "extra": she was its only owner, so it goes.
     let alice2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
-    let after = api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&alice2)).await.expect("alice reapplies");
+    let after = api
+        .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&alice2))
+        .await
+        .expect("alice reapplies");
     let data = after.data.unwrap_or_default();
     assert_eq!(data.get("extra"), None);
     assert_eq!(data.get("k").map(String::as_str), Some("two"));
-    let managers: Vec<String> = after.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    let managers: Vec<String> = after
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
     assert!(managers.contains(&"bob".to_string()), "{managers:?}");
 }
 
@@ -192,40 +271,85 @@ async fn server_side_apply_conflicts_then_force_takes_ownership() {
 async fn stale_update_is_a_conflict_and_generation_follows_spec() {
     let (_cluster, client) = cluster_with_crd().await;
     let widgets: Api<Widget> = Api::default_namespaced(client);
-    let w = widgets.create(&PostParams::default(), &Widget::new("g", WidgetSpec { size: 1, color: None })).await.expect("create");
+    let w = widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("g", WidgetSpec { size: 1, color: None }),
+        )
+        .await
+        .expect("create");
     assert_eq!(w.metadata.generation, Some(1));
     let mut stale = w.clone();
     let mut fresh = w.clone();
     fresh.spec.size = 2;
-    let updated = widgets.replace("g", &PostParams::default(), &fresh).await.expect("update");
+    let updated = widgets
+        .replace("g", &PostParams::default(), &fresh)
+        .await
+        .expect("update");
     assert_eq!(updated.metadata.generation, Some(2));
     stale.spec.size = 3;
     match widgets.replace("g", &PostParams::default(), &stale).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-            assert!(s.message.contains("the object has been modified"), "{}", s.message);
+            assert!(
+                s.message.contains("the object has been modified"),
+                "{}",
+                s.message
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
     // Status goes through /status only and does not bump generation.
-    let st = widgets.patch_status("g", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}}))).await.expect("status");
+    let st = widgets
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
+        .await
+        .expect("status");
     assert_eq!(st.metadata.generation, Some(2));
     assert_eq!(st.status.map(|s| s.ready), Some(true));
-    let main = widgets.patch("g", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": false}, "metadata": {"labels": {"a": "b"}}}))).await.expect("main patch");
-    assert_eq!(main.status.map(|s| s.ready), Some(true), "main endpoint must ignore status");
+    let main = widgets
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": false}, "metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .expect("main patch");
+    assert_eq!(
+        main.status.map(|s| s.ready),
+        Some(true),
+        "main endpoint must ignore status"
+    );
     assert_eq!(main.metadata.generation, Some(2), "labels are not spec");
 }
 
 #[tokio::test]
 async fn watch_from_an_expired_version_is_gone() {
-    let cluster = Cluster::start_with(ClusterOptions { history: 5, ..Default::default() }).await.expect("starts");
+    let cluster = Cluster::start_with(ClusterOptions {
+        history: 5,
+        ..Default::default()
+    })
+    .await
+    .expect("starts");
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
-    let first = api.create(&PostParams::default(), &cm("h0", "0")).await.expect("create");
+    let first = api
+        .create(&PostParams::default(), &cm("h0", "0"))
+        .await
+        .expect("create");
     for i in 1..20 {
-        api.create(&PostParams::default(), &cm(&format!("h{i}"), "0")).await.expect("create");
+        api.create(&PostParams::default(), &cm(&format!("h{i}"), "0"))
+            .await
+            .expect("create");
     }
     let rv = first.resource_version().expect("rv");
-    let mut stream = api.watch(&WatchParams::default(), &rv).await.expect("watch starts").boxed();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .expect("watch starts")
+        .boxed();
     match stream.try_next().await {
         Ok(Some(WatchEvent::Error(e))) => assert_eq!(e.code, 410),
         other => panic!("expected a 410 ERROR event, got {other:?}"),
@@ -234,14 +358,28 @@ async fn watch_from_an_expired_version_is_gone() {
 
 #[tokio::test]
 async fn watch_ends_at_timeout_and_sends_bookmarks() {
-    let cluster = Cluster::start_with(ClusterOptions { bookmark_every: Duration::from_millis(100), ..Default::default() }).await.expect("starts");
+    let cluster = Cluster::start_with(ClusterOptions {
+        bookmark_every: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("starts");
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
     let list = api.list(&ListParams::default()).await.expect("list");
     let rv = list.metadata.resource_version.expect("rv");
     let mut params = WatchParams::default().timeout(1);
     params.bookmarks = true;
-    let events: Vec<_> = api.watch(&params, &rv).await.expect("watch").try_collect().await.expect("clean end");
-    assert!(events.iter().any(|e| matches!(e, WatchEvent::Bookmark(_))), "{events:?}");
+    let events: Vec<_> = api
+        .watch(&params, &rv)
+        .await
+        .expect("watch")
+        .try_collect()
+        .await
+        .expect("clean end");
+    assert!(
+        events.iter().any(|e| matches!(e, WatchEvent::Bookmark(_))),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -251,10 +389,18 @@ async fn finalizers_hold_deletion_until_removed() {
     let mut c = cm("fin", "x");
     c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &c).await.expect("create");
-    api.delete("fin", &DeleteParams::default()).await.expect("delete accepted");
+    api.delete("fin", &DeleteParams::default())
+        .await
+        .expect("delete accepted");
     let held = api.get("fin").await.expect("still there");
     assert!(held.metadata.deletion_timestamp.is_some());
-    api.patch("fin", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.expect("remove finalizer");
+    api.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("remove finalizer");
     assert!(api.get_opt("fin").await.expect("get").is_none());
 }
 
@@ -265,17 +411,41 @@ async fn owner_deletion_collects_dependents_and_orphan_keeps_them() {
     let make = |owner: &str, uid: &str, name: &str| -> ConfigMap {
         serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid}]}})).expect("cm")
     };
-    let o1 = api.create(&PostParams::default(), &cm("owner1", "x")).await.expect("owner1");
-    let o2 = api.create(&PostParams::default(), &cm("owner2", "x")).await.expect("owner2");
-    api.create(&PostParams::default(), &make("owner1", &o1.uid().expect("uid"), "dep1")).await.expect("dep1");
-    api.create(&PostParams::default(), &make("owner2", &o2.uid().expect("uid"), "dep2")).await.expect("dep2");
-    api.delete("owner1", &DeleteParams::foreground()).await.expect("foreground delete");
+    let o1 = api
+        .create(&PostParams::default(), &cm("owner1", "x"))
+        .await
+        .expect("owner1");
+    let o2 = api
+        .create(&PostParams::default(), &cm("owner2", "x"))
+        .await
+        .expect("owner2");
+    api.create(
+        &PostParams::default(),
+        &make("owner1", &o1.uid().expect("uid"), "dep1"),
+    )
+    .await
+    .expect("dep1");
+    api.create(
+        &PostParams::default(),
+        &make("owner2", &o2.uid().expect("uid"), "dep2"),
+    )
+    .await
+    .expect("dep2");
+    api.delete("owner1", &DeleteParams::foreground())
+        .await
+        .expect("foreground delete");
     eventually("owner1 and dep1 gone", || {
         let api = api.clone();
-        async move { api.get_opt("owner1").await.ok().flatten().is_none() && api.get_opt("dep1").await.ok().flatten().is_none() }
+        async move {
+            api.get_opt("owner1").await.ok().flatten().is_none()
+                && api.get_opt("dep1").await.ok().flatten().is_none()
+        }
     })
     .await;
-    let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..Default::default() };
+    let orphan = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..Default::default()
+    };
     api.delete("owner2", &orphan).await.expect("orphan delete");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let dep2 = api.get("dep2").await.expect("dep2 survives");
@@ -287,24 +457,41 @@ async fn namespace_deletion_removes_its_objects() {
     let cluster = Cluster::start().await.expect("starts");
     let client = cluster.client().expect("client");
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns")).await.expect("ns");
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns"),
+    )
+    .await
+    .expect("ns");
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
-    api.create(&PostParams::default(), &cm("inside", "x")).await.expect("cm");
-    nss.delete("doomed", &DeleteParams::default()).await.expect("delete ns");
+    api.create(&PostParams::default(), &cm("inside", "x"))
+        .await
+        .expect("cm");
+    nss.delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete ns");
     eventually("namespace gone", || {
         let nss = nss.clone();
         async move { nss.get_opt("doomed").await.ok().flatten().is_none() }
     })
     .await;
-    let err = api.create(&PostParams::default(), &cm("late", "x")).await.expect_err("namespace is gone");
-    assert!(matches!(err, kube::Error::Api(s) if s.code == 404 && s.message == "namespaces \"doomed\" not found"));
+    let err = api
+        .create(&PostParams::default(), &cm("late", "x"))
+        .await
+        .expect_err("namespace is gone");
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == 404 && s.message == "namespaces \"doomed\" not found")
+    );
 }
 
 #[tokio::test]
 async fn dry_run_stores_nothing() {
     let cluster = Cluster::start().await.expect("starts");
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
-    let pp = PostParams { dry_run: true, ..Default::default() };
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     api.create(&pp, &cm("dry", "x")).await.expect("dry create");
     assert!(api.get_opt("dry").await.expect("get").is_none());
 }
@@ -315,7 +502,13 @@ async fn list_pages_with_limit_and_continue_and_selectors() {
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
     for i in 0..7 {
         let mut c = cm(&format!("p{i}"), "x");
-        c.metadata.labels = Some([("parity".to_string(), if i % 2 == 0 { "even" } else { "odd" }.to_string())].into());
+        c.metadata.labels = Some(
+            [(
+                "parity".to_string(),
+                if i % 2 == 0 { "even" } else { "odd" }.to_string(),
+            )]
+            .into(),
+        );
         api.create(&PostParams::default(), &c).await.expect("create");
     }
     let mut names = Vec::new();
@@ -334,9 +527,15 @@ async fn list_pages_with_limit_and_continue_and_selectors() {
         }
     }
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
-    let even = api.list(&ListParams::default().labels("parity=even")).await.expect("labels");
+    let even = api
+        .list(&ListParams::default().labels("parity=even"))
+        .await
+        .expect("labels");
     assert_eq!(even.items.len(), 4);
-    let one = api.list(&ListParams::default().fields("metadata.name=p3")).await.expect("fields");
+    let one = api
+        .list(&ListParams::default().fields("metadata.name=p3"))
+        .await
+        .expect("fields");
     assert_eq!(one.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["p3"]);
 }
 
@@ -344,29 +543,63 @@ async fn list_pages_with_limit_and_continue_and_selectors() {
 async fn clusters_are_independent_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
-    let a = Cluster::start_with(ClusterOptions { state_file: Some(state.clone()), ..Default::default() }).await.expect("a");
+    let a = Cluster::start_with(ClusterOptions {
+        state_file: Some(state.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("a");
     let b = Cluster::start().await.expect("b");
     let api_a: Api<ConfigMap> = Api::default_namespaced(a.client().expect("client"));
     let api_b: Api<ConfigMap> = Api::default_namespaced(b.client().expect("client"));
-    let created = api_a.create(&PostParams::default(), &cm("kept", "1")).await.expect("create");
-    assert!(api_b.get_opt("kept").await.expect("get").is_none(), "cluster b must not see cluster a's objects");
+    let created = api_a
+        .create(&PostParams::default(), &cm("kept", "1"))
+        .await
+        .expect("create");
+    assert!(
+        api_b.get_opt("kept").await.expect("get").is_none(),
+        "cluster b must not see cluster a's objects"
+    );
     a.shutdown().await.expect("shutdown writes state");
-    let again = Cluster::start_with(ClusterOptions { state_file: Some(state), ..Default::default() }).await.expect("restart");
+    let again = Cluster::start_with(ClusterOptions {
+        state_file: Some(state),
+        ..Default::default()
+    })
+    .await
+    .expect("restart");
     let api: Api<ConfigMap> = Api::default_namespaced(again.client().expect("client"));
     let kept = api.get("kept").await.expect("object survived");
     assert_eq!(kept.uid(), created.uid());
-    let next = api.create(&PostParams::default(), &cm("after", "1")).await.expect("create after restart");
-    let rv = |c: &ConfigMap| c.resource_version().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
-    assert!(rv(&next) > rv(&kept), "resourceVersion keeps increasing across restarts");
+    let next = api
+        .create(&PostParams::default(), &cm("after", "1"))
+        .await
+        .expect("create after restart");
+    let rv = |c: &ConfigMap| {
+        c.resource_version()
+            .and_then(|r| r.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        rv(&next) > rv(&kept),
+        "resourceVersion keeps increasing across restarts"
+    );
 }
 
 #[tokio::test]
 async fn deleting_a_crd_stops_serving_its_kind() {
     let (_cluster, client) = cluster_with_crd().await;
     let widgets: Api<Widget> = Api::default_namespaced(client.clone());
-    widgets.create(&PostParams::default(), &Widget::new("w", WidgetSpec { size: 1, color: None })).await.expect("widget");
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("w", WidgetSpec { size: 1, color: None }),
+        )
+        .await
+        .expect("widget");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.delete("widgets.example.com", &DeleteParams::default()).await.expect("delete crd");
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .expect("delete crd");
     eventually("CRD gone", || {
         let crds = crds.clone();
         async move { crds.get_opt("widgets.example.com").await.ok().flatten().is_none() }
