@@ -507,6 +507,7 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
         m.remove("managedFields");
     }
     reset_server_fields(&mut obj_ref);
+    meta::normalize(&mut obj_ref);
     let mut obj = storage_form(&t.rt, view(&t.rt, &t.version, &obj_ref));
     if t.status_sub() && t.rt.builtin.is_none() {
         // Custom resources with a status subresource drop status on create.
@@ -663,6 +664,7 @@ fn commit(
             return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &name, vec![Cause { reason: "FieldValueForbidden".into(), field: "metadata.finalizers".into(), message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{added:?}}}") }]));
         }
     }
+    meta::normalize(&mut new);
     let warnings = admit(t, &mut new, Some(&old_view), opts.strict)?;
     // Generation: bumps when anything but metadata and status changes.
     if t.rt.has_generation() {
@@ -938,6 +940,7 @@ pub fn server_side_apply(
             }
             let managed = obj.pointer("/metadata/managedFields").cloned();
             reset_server_fields(&mut obj);
+            meta::normalize(&mut obj);
             let mut obj = storage_form(&t.rt, obj);
             if skip_status && t.rt.builtin.is_none() {
                 if let Some(m) = obj.as_object_mut() {

@@ -25,6 +25,19 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
+/// Drop what Go's `omitempty` would not print: empty strings, maps and lists in metadata.
+pub fn normalize(obj: &mut Value) {
+    if let Some(Value::Object(m)) = obj.get_mut("metadata") {
+        m.retain(|_, v| match v {
+            Value::String(s) => !s.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Null => false,
+            _ => true,
+        });
+    }
+}
+
 /// A string field of metadata.
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj.get("metadata")

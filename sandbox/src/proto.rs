@@ -130,6 +130,8 @@ fn object(b: &[u8], spec: &[(u32, &str, Kind)]) -> ApiResult<Value> {
         };
         let name = name.to_string();
         match kind {
+            // proto2 optional strings arrive even when empty; JSON omits them.
+            Kind::Str if bytes(&v).is_empty() => {}
             Kind::Str => {
                 out.insert(name, string(&v));
             }
