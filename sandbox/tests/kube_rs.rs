@@ -13,7 +13,7 @@ use kube::api::{
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, CustomResource, CustomResourceExt};
+use kube::{Client, CustomResource, CustomResourceExt, Resource};
 use kube_emulator::{Cluster, ClusterOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -609,4 +609,26 @@ async fn deleting_a_crd_stops_serving_its_kind() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 404),
         other => panic!("expected 404 once the CRD is gone, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn discovery_finds_crds_and_recorded_events_show_in_core_events() {
+    let (_cluster, client) = cluster_with_crd().await;
+    let discovery = kube::discovery::Discovery::new(client.clone()).run().await.expect("discovery");
+    let (ar, caps) = discovery.resolve_gvk(&kube::core::GroupVersionKind::gvk("example.com", "v1", "Widget")).expect("Widget discovered");
+    assert_eq!(ar.plural, "widgets");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+
+    let widgets: Api<Widget> = Api::default_namespaced(client.clone());
+    let w = widgets.create(&PostParams::default(), &Widget::new("ev", WidgetSpec { size: 1, color: None })).await.expect("widget");
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), kube::runtime::events::Reporter { controller: "widget-controller".into(), instance: None });
+    let event = kube::runtime::events::Event { type_: kube::runtime::events::EventType::Normal, reason: "Reconciled".into(), note: Some("widget is ready".into()), action: "Reconcile".into(), secondary: None };
+    recorder.publish(&event, &w.object_ref(&())).await.expect("publish");
+    recorder.publish(&event, &w.object_ref(&())).await.expect("publish again (series patch)");
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
+    let list = core.list(&ListParams::default()).await.expect("core events");
+    let ev = list.items.iter().find(|e| e.reason.as_deref() == Some("Reconciled")).expect("event visible as core/v1");
+    assert_eq!(ev.message.as_deref(), Some("widget is ready"));
+    assert_eq!(ev.involved_object.name.as_deref(), Some("ev"));
+    assert_eq!(list.items.len(), 1, "the second publish updates the same event");
 }
