@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,6 +27,9 @@ pub enum ClusterError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The certificates for HTTPS could not be made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The state file exists but cannot be read or parsed.
     #[error("cannot load the state file {path}: {reason}; delete it to start empty")]
     LoadState {
@@ -65,6 +69,8 @@ pub struct ClusterOptions {
     pub name: String,
     /// How often watches with allowWatchBookmarks get a BOOKMARK.
     pub bookmark_every: Duration,
+    /// Serve HTTPS with a CA generated for this cluster (the kubeconfig carries the CA).
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -75,6 +81,7 @@ impl Default for ClusterOptions {
             history: 100_000,
             name: "kube-emulator".into(),
             bookmark_every: Duration::from_secs(10),
+            tls: false,
         }
     }
 }
@@ -85,6 +92,7 @@ pub struct Cluster {
     inner: Arc<Inner>,
     addr: SocketAddr,
     name: String,
+    tls: Option<crate::tls::Tls>,
     state_file: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -146,14 +154,29 @@ impl Cluster {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = server::router(shared);
-        let mut tasks = vec![tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "emulator server stopped");
+        let tls = if opts.tls {
+            Some(crate::tls::Tls::generate()?)
+        } else {
+            None
+        };
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let mut tasks = match &tls {
+            Some(tls) => {
+                let listener = tls.listener(listener);
+                vec![tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                        tracing::error!(error = %e, "emulator server stopped");
+                    }
+                })]
             }
-        })];
+            None => vec![tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "emulator server stopped");
+                }
+            })],
+        };
         tasks.push(tokio::spawn(gc::run(Arc::downgrade(&inner), inner.gc.clone())));
         if let Some(path) = &opts.state_file {
             tasks.push(tokio::spawn(snapshot_loop(
@@ -167,6 +190,7 @@ impl Cluster {
             inner,
             addr,
             name: opts.name,
+            tls,
             state_file: opts.state_file,
             stop: Some(stop),
             tasks,
@@ -178,9 +202,15 @@ impl Cluster {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (or `https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// PEM of the cluster CA when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     /// A kubeconfig (YAML) that points at this cluster, with `default` as the namespace.
@@ -188,7 +218,10 @@ impl Cluster {
         let n = &self.name;
         let cfg = json!({
             "apiVersion": "v1", "kind": "Config", "current-context": n, "preferences": {},
-            "clusters": [{"name": n, "cluster": {"server": self.url()}}],
+            "clusters": [{"name": n, "cluster": match &self.tls {
+                Some(tls) => json!({"server": self.url(), "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem)}),
+                None => json!({"server": self.url()}),
+            }}],
             "users": [{"name": n, "user": {"token": "kube-emulator"}}],
             "contexts": [{"name": n, "context": {"cluster": n, "user": n, "namespace": "default"}}],
         });
@@ -219,6 +252,9 @@ impl Cluster {
             })?;
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
+        if let Some(tls) = &self.tls {
+            cfg.root_cert = Some(vec![tls.ca_der.clone()]);
+        }
         Ok(cfg)
     }
 

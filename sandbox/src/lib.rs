@@ -21,6 +21,7 @@ pub mod select;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validation;
 pub mod watch;
 

@@ -20,6 +20,9 @@ struct Args {
     /// State file: loaded at start when present, kept up to date while running.
     #[arg(long, env = "KUBE_EMULATOR_STATE")]
     state: Option<PathBuf>,
+    /// Serve HTTPS with a freshly generated CA (written into the kubeconfig).
+    #[arg(long, env = "KUBE_EMULATOR_TLS")]
+    tls: bool,
 }
 
 #[tokio::main]

@@ -614,21 +614,89 @@ async fn deleting_a_crd_stops_serving_its_kind() {
 #[tokio::test]
 async fn discovery_finds_crds_and_recorded_events_show_in_core_events() {
     let (_cluster, client) = cluster_with_crd().await;
-    let discovery = kube::discovery::Discovery::new(client.clone()).run().await.expect("discovery");
-    let (ar, caps) = discovery.resolve_gvk(&kube::core::GroupVersionKind::gvk("example.com", "v1", "Widget")).expect("Widget discovered");
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let (ar, caps) = discovery
+        .resolve_gvk(&kube::core::GroupVersionKind::gvk("example.com", "v1", "Widget"))
+        .expect("Widget discovered");
     assert_eq!(ar.plural, "widgets");
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
 
     let widgets: Api<Widget> = Api::default_namespaced(client.clone());
-    let w = widgets.create(&PostParams::default(), &Widget::new("ev", WidgetSpec { size: 1, color: None })).await.expect("widget");
-    let recorder = kube::runtime::events::Recorder::new(client.clone(), kube::runtime::events::Reporter { controller: "widget-controller".into(), instance: None });
-    let event = kube::runtime::events::Event { type_: kube::runtime::events::EventType::Normal, reason: "Reconciled".into(), note: Some("widget is ready".into()), action: "Reconcile".into(), secondary: None };
-    recorder.publish(&event, &w.object_ref(&())).await.expect("publish");
-    recorder.publish(&event, &w.object_ref(&())).await.expect("publish again (series patch)");
+    let w = widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("ev", WidgetSpec { size: 1, color: None }),
+        )
+        .await
+        .expect("widget");
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "widget-controller".into(),
+            instance: None,
+        },
+    );
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: "Reconciled".into(),
+        note: Some("widget is ready".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &w.object_ref(&()))
+        .await
+        .expect("publish");
+    recorder
+        .publish(&event, &w.object_ref(&()))
+        .await
+        .expect("publish again (series patch)");
     let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
     let list = core.list(&ListParams::default()).await.expect("core events");
-    let ev = list.items.iter().find(|e| e.reason.as_deref() == Some("Reconciled")).expect("event visible as core/v1");
+    let ev = list
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Reconciled"))
+        .expect("event visible as core/v1");
     assert_eq!(ev.message.as_deref(), Some("widget is ready"));
     assert_eq!(ev.involved_object.name.as_deref(), Some("ev"));
     assert_eq!(list.items.len(), 1, "the second publish updates the same event");
+}
+
+#[tokio::test]
+async fn https_cluster_with_a_generated_ca() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .expect("starts");
+    assert!(cluster.url().starts_with("https://127.0.0.1:"));
+    assert!(cluster
+        .ca_pem()
+        .is_some_and(|p| p.starts_with("-----BEGIN CERTIFICATE-----")));
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
+    api.create(&PostParams::default(), &cm("tls", "1"))
+        .await
+        .expect("create over HTTPS");
+    assert_eq!(
+        api.get("tls")
+            .await
+            .expect("get")
+            .data
+            .and_then(|d| d.get("k").cloned())
+            .as_deref(),
+        Some("1")
+    );
+    // A client without the CA is refused.
+    let mut untrusted = cluster.kube_config().expect("config");
+    untrusted.root_cert = None;
+    let client = Client::try_from(untrusted).expect("client");
+    assert!(Api::<ConfigMap>::default_namespaced(client)
+        .get("tls")
+        .await
+        .is_err());
 }

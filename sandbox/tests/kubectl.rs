@@ -375,6 +375,27 @@ async fn cluster_api_crds_install_client_and_server_side() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_over_https_with_the_generated_ca() {
+    let cluster = Cluster::start_with(kube_emulator::ClusterOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .expect("cluster");
+    let k = Kubectl::new(&cluster);
+    let kubeconfig = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
+    assert!(
+        kubeconfig.contains("certificate-authority-data") && kubeconfig.contains("https://127.0.0.1:"),
+        "{kubeconfig}"
+    );
+    k.ok(&["create", "namespace", "secure"]);
+    assert_eq!(
+        k.ok(&["get", "namespace", "secure", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+}
+
 #[test]
 fn binary_serves_and_keeps_state_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
