@@ -626,7 +626,10 @@ fn commit(
                 }
             }
         }
-        // Keep managedFields from the request so the status manager is recorded.
+        // Server-side apply computed the managers already; keep them.
+        if let (Op::Apply, Some(mf)) = (&op, new.pointer("/metadata/managedFields").cloned()) {
+            meta_mut(&mut only_status).insert("managedFields".into(), mf);
+        }
         new = only_status;
     } else if status_sub {
         match old_view.get("status") {
@@ -905,6 +908,11 @@ pub fn server_side_apply(
     }
     decode_checks(t, &applied)?;
     check_type_meta(t, &applied)?;
+    let mut applied = applied;
+    // Apply configurations may leave the name out (typical for status patches): the URL names the object.
+    if meta_str(&applied, "name").is_empty() {
+        meta_mut(&mut applied).insert("name".into(), json!(t.name));
+    }
     let name = meta_str(&applied, "name");
     if name != t.name {
         return Err(ApiError::bad_request(format!(

@@ -700,3 +700,62 @@ async fn https_cluster_with_a_generated_ca() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn controllers_apply_status_without_metadata() {
+    let (_cluster, client) = cluster_with_crd().await;
+    let widgets: Api<Widget> = Api::default_namespaced(client);
+    let created = widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("st", WidgetSpec { size: 2, color: None }),
+        )
+        .await
+        .expect("create");
+    let status = json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"ready": true}});
+    let after = widgets
+        .patch_status(
+            "st",
+            &PatchParams::apply("widget-controller").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("status apply");
+    assert_eq!(after.status.map(|s| s.ready), Some(true));
+    assert_eq!(after.spec.size, 2, "status apply leaves spec alone");
+    assert_eq!(after.metadata.generation, created.metadata.generation);
+    let entry = after
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("widget-controller"))
+        .expect("manager recorded");
+    assert_eq!(
+        (entry.operation.as_deref(), entry.subresource.as_deref()),
+        (Some("Apply"), Some("status"))
+    );
+    // Re-applying the same status is a no-op: no new resourceVersion.
+    let again = widgets
+        .patch_status(
+            "st",
+            &PatchParams::apply("widget-controller").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("again");
+    assert_eq!(again.metadata.resource_version, after.metadata.resource_version);
+    // generateName picks a unique name.
+    let mut gen = Widget::new("", WidgetSpec { size: 1, color: None });
+    gen.metadata.name = None;
+    gen.metadata.generate_name = Some("auto-".into());
+    let made = widgets
+        .create(&PostParams::default(), &gen)
+        .await
+        .expect("generateName");
+    assert!(
+        made.name_any().starts_with("auto-") && made.name_any().len() == 10,
+        "{}",
+        made.name_any()
+    );
+}
