@@ -29,6 +29,8 @@ pub struct Inner {
     pub gc: Arc<Notify>,
     /// Wakes the snapshot writer.
     pub changed: Arc<Notify>,
+    /// Set to true when the cluster stops: open watches end so clients reconnect.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Inner {
@@ -38,6 +40,7 @@ impl Inner {
             store: Mutex::new(Store::new(history)),
             gc: Arc::new(Notify::new()),
             changed: Arc::new(Notify::new()),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 

@@ -288,10 +288,22 @@ impl Cluster {
     /// Stop serving; writes the state file first when there is one.
     pub async fn shutdown(mut self) -> Result<(), ClusterError> {
         let result = self.snapshot();
+        self.inner.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for t in self.tasks.drain(..) {
+        // The first task is the server: let it close its connections (watches end on `closing`), so clients
+        // reconnect instead of talking to a stopped cluster over a kept-alive connection.
+        let mut tasks = std::mem::take(&mut self.tasks).into_iter();
+        if let Some(server) = tasks.next() {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the emulator server did not stop within 5s");
+            }
+        }
+        for t in tasks {
             t.abort();
         }
         result
@@ -300,10 +312,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.inner.closing.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for t in &self.tasks {
+        // The server task winds down by itself after the stop signal; the helpers are stopped here.
+        for t in self.tasks.iter().skip(1) {
             t.abort();
         }
     }

@@ -141,6 +141,10 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                 }
             }
         }
+        let mut closing = inner.closing.subscribe();
+        if *closing.borrow() {
+            return;
+        }
         let deadline = tokio::time::sleep(p.timeout.unwrap_or(Duration::from_secs(1800)));
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(p.bookmark_every.max(Duration::from_millis(50)));
@@ -148,6 +152,7 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
+                _ = closing.changed() => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if p.bookmarks => {
                     let rv = inner.lock().current_rv().max(last_rv);

@@ -759,3 +759,52 @@ async fn controllers_apply_status_without_metadata() {
         made.name_any()
     );
 }
+
+#[tokio::test]
+async fn watchers_resume_after_the_cluster_restarts_on_the_same_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let first = Cluster::start_with(ClusterOptions {
+        state_file: Some(state.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("first");
+    let port = first.addr().port();
+    let client = first.client().expect("client");
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("before", "1"))
+        .await
+        .expect("create");
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let handle = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    reader.wait_until_ready().await.expect("ready");
+    first.shutdown().await.expect("shutdown");
+    let second = Cluster::start_with(ClusterOptions {
+        port,
+        state_file: Some(state),
+        ..Default::default()
+    })
+    .await
+    .expect("restart on the same port");
+    let api2: Api<ConfigMap> = Api::default_namespaced(second.client().expect("client"));
+    api2.create(&PostParams::default(), &cm("after", "1"))
+        .await
+        .expect("create after restart");
+    eventually(
+        "the old client's watcher sees the object created after the restart",
+        || {
+            let reader = reader.clone();
+            async move {
+                reader.state().iter().any(|c| c.name_any() == "after")
+                    && reader.state().iter().any(|c| c.name_any() == "before")
+            }
+        },
+    )
+    .await;
+    handle.abort();
+}
