@@ -396,7 +396,12 @@ fn admit(t: &Target, obj: &mut Value, old: Option<&Value>, strict: bool) -> ApiR
                     .map(|u| format!("unknown field \"{}\"", u.trim_start_matches('.'))),
             );
         }
-        causes.extend(report.causes);
+        let mut found = report.causes;
+        if let Some(old) = old {
+            // Validation ratcheting (on by default since 1.30): a value that did not change may stay invalid.
+            found.retain(|c| c.reason == "FieldValueRequired" || !validation::unchanged(old, obj, &c.field));
+        }
+        causes.extend(found);
     }
     if let Some(w) =
         t.rt.version(&t.version)

@@ -200,3 +200,14 @@ impl ApiError {
         Self::new(422, "Invalid", message)
     }
 }
+
+impl ApiError {
+    /// 413 RequestEntityTooLarge.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+}

@@ -28,9 +28,16 @@ pub struct Shared {
     pub bookmark_every: Duration,
 }
 
+/// Largest request body the API server accepts.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
 /// The axum router of one cluster.
 pub fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+    // The real server takes bodies up to 3 MiB; read a bit more so larger ones get a proper Status (413).
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1024))
+        .with_state(shared)
 }
 
 fn json_response(code: u16, body: &Value, content_type: &str, warnings: &[String]) -> Response {
@@ -69,6 +76,9 @@ async fn handle(
         .into_owned()
         .collect();
     tracing::debug!(%method, %uri, "request");
+    if body.len() > MAX_BODY {
+        return error_response(&ApiError::too_large(MAX_BODY));
+    }
     let is_watch =
         method == Method::GET && matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     if is_watch {

@@ -873,3 +873,33 @@ pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
         }
     }
 }
+
+/// The value at a dotted cause path (`spec.items[0].name`), if it resolves.
+fn value_at_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for part in path.split('.') {
+        let (field, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !field.is_empty() {
+            cur = cur.get(field)?;
+        }
+        for idx in indexes.split('[').filter(|x| !x.is_empty()) {
+            let i: usize = idx.trim_end_matches(']').parse().ok()?;
+            cur = cur.get(i)?;
+        }
+    }
+    Some(cur)
+}
+
+/// Whether the value at a cause's field path is the same in both objects (for ratcheting).
+pub fn unchanged(old: &Value, new: &Value, path: &str) -> bool {
+    if path.is_empty() {
+        return false;
+    }
+    match (value_at_path(old, path), value_at_path(new, path)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}

@@ -81,6 +81,8 @@ async fn every_failure_is_a_status_with_code_and_reason() {
         assert_status(status(a, "GET", &format!("{CMS}?continue=%21%21"), "application/json", ""), 400, "BadRequest", "continue key is not valid");
         assert_status(status(a, "POST", &format!("{CMS}?dryRun=Some"), "application/json", &cm), 400, "BadRequest", "dryRun: Unsupported value");
         assert_status(status(a, "PATCH", &format!("{CMS}/x"), "application/apply-patch+yaml", "data: {}"), 400, "BadRequest", "requires the fieldManager");
+        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"}, "data": {"a": "x".repeat(3 * 1024 * 1024)}}).to_string();
+        assert_status(status(a, "POST", CMS, "application/json", &huge), 413, "RequestEntityTooLarge", "limit is 3145728");
         // The history holds 3 events: an old continue token is 410 Expired.
         for i in 0..5 {
             let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("h{i}")}}).to_string();

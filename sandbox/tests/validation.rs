@@ -404,3 +404,60 @@ async fn cluster_api_objects_of_both_versions_validate_with_their_own_rules() {
         Some("cluster.x-k8s.io/v1beta1")
     );
 }
+
+#[tokio::test]
+async fn tightened_schemas_ratchet_unchanged_values() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    install(&client, &format!("{FIXTURES}/thing-crd.yaml")).await;
+    let things = api(&client, "example.com", "v1", "Thing", "things");
+    things
+        .create(
+            &PostParams::default(),
+            &obj(thing("r", json!({"name": "r", "replicas": 8}))),
+        )
+        .await
+        .expect("valid under the old schema");
+    // Tighten replicas to at most 5: the stored 8 is now invalid.
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let text = std::fs::read_to_string(format!("{FIXTURES}/thing-crd.yaml")).expect("read fixture");
+    let mut version = serde_yaml::from_str::<Value>(&text).expect("yaml")["spec"]["versions"][0].clone();
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["maximum"] =
+        json!(5);
+    let tighten = json!({"spec": {"versions": [version]}});
+    crds.patch(
+        "things.example.com",
+        &PatchParams::default(),
+        &Patch::Merge(tighten),
+    )
+    .await
+    .expect("tighten");
+    things
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"even": 2}})),
+        )
+        .await
+        .expect("unrelated change is accepted (ratcheting)");
+    match things
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 9}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            r#"Thing.example.com "r" is invalid: spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5"#
+        ),
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
