@@ -101,6 +101,7 @@ pub fn eval(rule: &Rule, self_value: &Value, old_self: Option<&Value>) -> Outcom
     let old = old_self.map(to_cel);
     let run = move || {
         let mut ctx = Context::with_env(env);
+        kubernetes_library(&mut ctx);
         ctx.add_variable_from_value("self", self_value);
         if let Some(old) = old {
             ctx.add_variable_from_value("oldSelf", old);
@@ -116,11 +117,47 @@ pub fn eval(rule: &Rule, self_value: &Value, old_self: Option<&Value>) -> Outcom
     }
 }
 
+/// Functions of the Kubernetes CEL library that CRDs use in validation rules.
+fn kubernetes_library(ctx: &mut Context<'_, '_>) {
+    let _ = ctx.add_function("isURL", |s: Arc<String>| {
+        let s = s.as_str();
+        s.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.is_empty()
+                && !s.contains(' ')
+        }) || (s.starts_with('/') && !s.contains(' '))
+    });
+    let _ = ctx.add_function("isQuantity", |s: Arc<String>| is_quantity(&s));
+}
+
+/// A Kubernetes resource quantity (`100m`, `1.5Gi`, `2e3`).
+fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return false;
+    }
+    matches!(
+        suffix,
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
 /// Evaluate an expression to a string (for `messageExpression`).
 pub fn eval_string(text: &str, self_value: &Value, old_self: Option<&Value>) -> Option<String> {
     let rule = compile(text).ok()?;
     let env = env();
     let mut ctx = Context::with_env(env);
+    kubernetes_library(&mut ctx);
     ctx.add_variable_from_value("self", to_cel(self_value));
     if let Some(old) = old_self {
         ctx.add_variable_from_value("oldSelf", to_cel(old));
@@ -183,6 +220,21 @@ mod tests {
         assert_eq!(eval(&rule, &json!(1), Some(&json!(2))), Outcome::Fail);
         assert_eq!(
             run("self.replicas >= 0", json!({"replicas": 3}), None),
+            Outcome::Pass
+        );
+    }
+
+    #[test]
+    fn kubernetes_library_functions() {
+        assert_eq!(
+            run("isURL(self)", json!("https://example.com/x"), None),
+            Outcome::Pass
+        );
+        assert_eq!(run("isURL(self)", json!("not a url"), None), Outcome::Fail);
+        assert_eq!(run("isQuantity(self)", json!("1.5Gi"), None), Outcome::Pass);
+        assert_eq!(run("isQuantity(self)", json!("lots"), None), Outcome::Fail);
+        assert_eq!(
+            run("self.lowerAscii() == 'abc'", json!("ABC"), None),
             Outcome::Pass
         );
     }
