@@ -307,32 +307,29 @@ pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
     } else {
         None
     };
-    let all = store.list(&t.key(), ns);
-    drop(store);
     let mut items = Vec::new();
     let mut more = 0usize;
     let mut last_key = None;
-    for obj in all {
-        let key = (
-            meta_str(&obj, "namespace").to_string(),
-            meta_str(&obj, "name").to_string(),
-        );
-        if let Some(s) = &start {
-            if key <= *s {
-                continue;
-            }
-        }
-        let shown = view(&t.rt, &t.version, &obj);
-        if !opts.labels.matches(&shown) || !opts.fields.matches(&shown) {
-            continue;
+    // Selectors see the requested version; only events.k8s.io Events differ from their stored form.
+    let converted = t.rt.builtin == Some(Builtin::Event) && t.rt.group == "events.k8s.io";
+    store.scan(&t.key(), ns, start.as_ref(), |key, obj| {
+        let matches = |o: &Value| opts.labels.matches(o) && opts.fields.matches(o);
+        let ok = if converted {
+            matches(&view(&t.rt, &t.version, obj))
+        } else {
+            matches(obj)
+        };
+        if !ok {
+            return;
         }
         if opts.limit > 0 && items.len() >= opts.limit {
             more += 1;
-            continue;
+            return;
         }
-        last_key = Some(key);
-        items.push(shown);
-    }
+        last_key = Some(key.clone());
+        items.push(view(&t.rt, &t.version, obj));
+    });
+    drop(store);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if more > 0 {
         if let Some((ns, name)) = last_key {
@@ -677,13 +674,15 @@ fn commit(
     }
     meta::normalize(&mut new);
     let warnings = admit(t, &mut new, Some(&old_view), opts.strict)?;
-    // Generation: bumps when anything but metadata and status changes.
+    // Generation: bumps when anything but metadata changes (and status, when it is a subresource).
     if t.rt.has_generation() {
         let strip = |v: &Value| {
             let mut v = v.clone();
             if let Some(m) = v.as_object_mut() {
                 m.remove("metadata");
-                m.remove("status");
+                if status_sub {
+                    m.remove("status");
+                }
             }
             v
         };

@@ -46,6 +46,8 @@ pub struct Event {
     pub object: Arc<Value>,
     /// The object before the change, for selector transitions.
     pub old: Option<Arc<Value>>,
+    /// The watch line of this event in the storage version, serialized once for all watchers.
+    pub line: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// (storage group, plural).
@@ -125,6 +127,32 @@ impl Store {
         }
     }
 
+    /// Visit the objects of a type in (namespace, name) order, optionally in one namespace, after a key.
+    pub fn scan(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        after: Option<&ObjectKey>,
+        mut f: impl FnMut(&ObjectKey, &Arc<Value>),
+    ) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let Some(map) = self.objects.get(key) else { return };
+        let lower = match (after, ns) {
+            (Some(a), _) => Excluded(a.clone()),
+            (None, Some(ns)) => Included((ns.to_string(), String::new())),
+            (None, None) => Unbounded,
+        };
+        for (k, v) in map.range((lower, Unbounded)) {
+            if ns.is_some_and(|ns| k.0 != ns) {
+                if ns.is_some_and(|ns| k.0.as_str() > ns) {
+                    break;
+                }
+                continue;
+            }
+            f(k, v);
+        }
+    }
+
     /// Number of objects of every type.
     pub fn len(&self) -> usize {
         self.objects.values().map(BTreeMap::len).sum()
@@ -162,6 +190,7 @@ impl Store {
             etype,
             object: obj.clone(),
             old,
+            line: Default::default(),
         });
         obj
     }
@@ -181,6 +210,7 @@ impl Store {
             etype: EventType::Deleted,
             object: obj.clone(),
             old,
+            line: Default::default(),
         });
         obj
     }

@@ -116,13 +116,22 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                 return;
             }
         }
+        // Objects are stored in this form: no conversion and one shared serialization per event.
+        let converted =
+            t.rt.builtin == Some(crate::resource::Builtin::Event) && t.rt.group == "events.k8s.io";
+        let shared = !converted && p.table.is_none() && t.version == t.rt.storage_version;
         let deliver = |ev: &Event, first: &mut bool| -> Option<Vec<u8>> {
             if ev.key != key || (!ns.is_empty() && ev.namespace != ns) {
                 return None;
             }
-            let new = view(&t.rt, &t.version, &ev.object);
-            let now_match = matches(&new);
-            let was_match = ev.old.as_ref().map(|o| matches(&view(&t.rt, &t.version, o)));
+            let (now_match, was_match) = if converted {
+                (
+                    matches(&view(&t.rt, &t.version, &ev.object)),
+                    ev.old.as_ref().map(|o| matches(&view(&t.rt, &t.version, o))),
+                )
+            } else {
+                (matches(&ev.object), ev.old.as_ref().map(|o| matches(o)))
+            };
             let etype = match (ev.etype, was_match, now_match) {
                 (EventType::Added, _, true) => "ADDED",
                 (EventType::Modified, Some(true), true) => "MODIFIED",
@@ -131,7 +140,10 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                 (EventType::Deleted, _, true) | (EventType::Deleted, Some(true), _) => "DELETED",
                 _ => return None,
             };
-            Some(send(etype, &new, first))
+            if shared && etype == ev.etype.as_str() {
+                return Some(ev.line.get_or_init(|| line(etype, &ev.object)).clone());
+            }
+            Some(send(etype, &view(&t.rt, &t.version, &ev.object), first))
         };
         for ev in replay {
             last_rv = ev.rv;
@@ -196,4 +208,17 @@ fn bookmark(t: &Target, rv: u64, initial_end: bool) -> Vec<u8> {
     let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
     line.push(b'\n');
     line
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    etype: &'a str,
+    object: &'a Value,
+}
+
+fn line(etype: &str, object: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&Line { etype, object }).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
