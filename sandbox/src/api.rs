@@ -273,8 +273,83 @@ pub struct ListOptions {
     pub continue_token: String,
 }
 
+/// A list result: items as stored (shared), shown in the requested version when serialized.
+#[derive(Debug)]
+pub struct Listed {
+    /// `kind` of the list.
+    pub kind: String,
+    /// `apiVersion` of the list and its items.
+    pub api_version: String,
+    /// List metadata (resourceVersion, continue).
+    pub metadata: Value,
+    /// Stored objects.
+    pub items: Vec<Arc<Value>>,
+    rt: Arc<ResourceType>,
+    version: String,
+}
+
+impl Listed {
+    /// Items in the requested version.
+    pub fn views(&self) -> Vec<Value> {
+        self.items
+            .iter()
+            .map(|o| view(&self.rt, &self.version, o))
+            .collect()
+    }
+
+    /// The list object.
+    pub fn to_value(&self) -> Value {
+        json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": self.metadata, "items": self.views()})
+    }
+
+    /// Serialize without copying objects that are already in the requested form.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum Item<'a> {
+            Stored(&'a Value),
+            Shown(Value),
+        }
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            kind: &'a str,
+            #[serde(rename = "apiVersion")]
+            api_version: &'a str,
+            metadata: &'a Value,
+            items: Vec<Item<'a>>,
+        }
+        let converted = self.rt.builtin == Some(Builtin::Event) && self.rt.group == "events.k8s.io";
+        let items = self
+            .items
+            .iter()
+            .map(|o| {
+                let same = !converted
+                    && o.get("apiVersion").and_then(Value::as_str) == Some(self.api_version.as_str())
+                    && o.get("kind").and_then(Value::as_str) == Some(self.rt.kind.as_str());
+                if same {
+                    Item::Stored(o)
+                } else {
+                    Item::Shown(view(&self.rt, &self.version, o))
+                }
+            })
+            .collect();
+        serde_json::to_vec(&Body {
+            kind: &self.kind,
+            api_version: &self.api_version,
+            metadata: &self.metadata,
+            items,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// LIST: returns the list object.
 pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
+    list_shared(inner, t, opts).map(|l| l.to_value())
+}
+
+/// LIST without copying the objects.
+pub fn list_shared(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Listed> {
     let store = inner.lock();
     let (start, rv) = if opts.continue_token.is_empty() {
         (None, store.current_rv())
@@ -308,7 +383,7 @@ pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
         None
     };
     let mut items = Vec::new();
-    let mut more = 0usize;
+    let mut more = false;
     let mut last_key = None;
     // Selectors see the requested version; only events.k8s.io Events differ from their stored form.
     let converted = t.rt.builtin == Some(Builtin::Event) && t.rt.group == "events.k8s.io";
@@ -320,28 +395,34 @@ pub fn list(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<Value> {
             matches(obj)
         };
         if !ok {
-            return;
+            return true;
         }
         if opts.limit > 0 && items.len() >= opts.limit {
-            more += 1;
-            return;
+            // One more match shows a next page exists; remainingItemCount is optional in the API.
+            more = true;
+            return false;
         }
         last_key = Some(key.clone());
-        items.push(view(&t.rt, &t.version, obj));
+        items.push(obj.clone());
+        true
     });
     drop(store);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if more > 0 {
+    if more {
         if let Some((ns, name)) = last_key {
             let token = json!({"rv": rv, "ns": ns, "name": name});
             metadata["continue"] =
                 json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()));
-            metadata["remainingItemCount"] = json!(more);
         }
     }
-    Ok(
-        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": metadata, "items": items}),
-    )
+    Ok(Listed {
+        kind: t.rt.list_kind.clone(),
+        api_version: t.rt.api_version(&t.version),
+        metadata,
+        items,
+        rt: t.rt.clone(),
+        version: t.version.clone(),
+    })
 }
 
 fn ensure_namespace(store: &Store, t: &Target, creating: bool) -> ApiResult<()> {

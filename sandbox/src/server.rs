@@ -341,18 +341,20 @@ fn verb(
                 return Err(ApiError::method_not_allowed("GET", &t.sub));
             }
             let opts = list_options(query)?;
-            let list = api::list(inner, &t, &opts)?;
+            let list = api::list_shared(inner, &t, &opts)?;
             match table_include(headers, query) {
-                Some(include) => {
-                    let items = list["items"].as_array().cloned().unwrap_or_default();
-                    Ok(json_response(
-                        200,
-                        &table::table(&t.rt, &t.version, &items, list["metadata"].clone(), &include),
-                        "application/json;as=Table;v=v1;g=meta.k8s.io",
-                        &[],
-                    ))
+                Some(include) => Ok(json_response(
+                    200,
+                    &table::table(&t.rt, &t.version, &list.views(), list.metadata.clone(), &include),
+                    "application/json;as=Table;v=v1;g=meta.k8s.io",
+                    &[],
+                )),
+                None => {
+                    let mut resp = Response::new(Body::from(list.to_json()));
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    Ok(resp)
                 }
-                None => Ok(json_response(200, &list, "application/json", &[])),
             }
         }
         ("GET", false) => {

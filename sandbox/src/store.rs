@@ -127,13 +127,14 @@ impl Store {
         }
     }
 
-    /// Visit the objects of a type in (namespace, name) order, optionally in one namespace, after a key.
+    /// Visit the objects of a type in (namespace, name) order, optionally in one namespace, after a key;
+    /// `f` returns false to stop early.
     pub fn scan(
         &self,
         key: &ResourceKey,
         ns: Option<&str>,
         after: Option<&ObjectKey>,
-        mut f: impl FnMut(&ObjectKey, &Arc<Value>),
+        mut f: impl FnMut(&ObjectKey, &Arc<Value>) -> bool,
     ) {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let Some(map) = self.objects.get(key) else { return };
@@ -149,7 +150,9 @@ impl Store {
                 }
                 continue;
             }
-            f(k, v);
+            if !f(k, v) {
+                break;
+            }
         }
     }
 
