@@ -336,15 +336,34 @@ async fn snapshot_loop(inner: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Not
 }
 
 fn write_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
-    let doc = {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        group: &'a str,
+        resource: &'a str,
+        object: &'a Value,
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        #[serde(rename = "resourceVersion")]
+        resource_version: u64,
+        objects: Vec<Entry<'a>>,
+    }
+    // Take the shared objects under the lock; serialize after releasing it.
+    let (rv, dump) = {
         let mut store = inner.lock();
         store.dirty = false;
-        let objects: Vec<Value> = store
-            .dump()
-            .into_iter()
-            .map(|((g, r), o)| json!({"group": g, "resource": r, "object": *o}))
-            .collect();
-        json!({"resourceVersion": store.current_rv(), "objects": objects})
+        (store.current_rv(), store.dump())
+    };
+    let doc = Doc {
+        resource_version: rv,
+        objects: dump
+            .iter()
+            .map(|((g, r), o)| Entry {
+                group: g,
+                resource: r,
+                object: o,
+            })
+            .collect(),
     };
     let tmp = path.with_extension("tmp");
     let werr = |source| ClusterError::Write {
