@@ -60,8 +60,18 @@ fn pass(store: &mut Store) -> bool {
         if uids.is_empty() {
             continue;
         }
-        for u in &uids {
-            has_dependents.insert(u.clone(), true);
+        // Only dependents with blockOwnerDeletion hold an owner in foreground deletion.
+        for r in obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true) {
+                if let Some(u) = r.get("uid").and_then(Value::as_str) {
+                    has_dependents.insert(u.to_string(), true);
+                }
+            }
         }
         let all_gone = uids.iter().all(|u| !owners.contains_key(u));
         let owner_foreground = uids.iter().any(|u| owners.get(u) == Some(&true));

@@ -69,7 +69,11 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
                 add(target, path, v)?;
             }
             "test" => {
-                if target.pointer(path) != Some(&value()?) {
+                // Like the API server's json-patch: a missing path tests equal to null (kube-rs's finalizer
+                // helper relies on this).
+                let want = value()?;
+                let got = target.pointer(path).cloned().unwrap_or(Value::Null);
+                if got != want {
                     return Err(ApiError::unprocessable_patch(format!(
                         "testing value {path} failed"
                     )));

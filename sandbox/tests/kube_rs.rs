@@ -808,3 +808,104 @@ async fn watchers_resume_after_the_cluster_restarts_on_the_same_port() {
     .await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let cluster = Cluster::start().await.expect("starts");
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
+    let owner = api
+        .create(&PostParams::default(), &cm("fg-owner", "x"))
+        .await
+        .expect("owner");
+    let dep: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "fg-dep", "finalizers": ["example.com/slow"],
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg-owner", "uid": owner.uid(), "blockOwnerDeletion": true}]}}))
+    .expect("dep");
+    api.create(&PostParams::default(), &dep).await.expect("dep");
+    api.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    eventually("dependent marked for deletion", || {
+        let api = api.clone();
+        async move {
+            api.get("fg-dep")
+                .await
+                .is_ok_and(|d| d.metadata.deletion_timestamp.is_some())
+        }
+    })
+    .await;
+    let held = api
+        .get("fg-owner")
+        .await
+        .expect("owner still there while its dependent is");
+    assert_eq!(held.finalizers(), ["foregroundDeletion"]);
+    api.patch(
+        "fg-dep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release dependent");
+    eventually("owner gone after its dependent", || {
+        let api = api.clone();
+        async move { api.get_opt("fg-owner").await.ok().flatten().is_none() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+    let (_cluster, client) = cluster_with_crd().await;
+    let widgets: Api<Widget> = Api::default_namespaced(client.clone());
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("fz", WidgetSpec { size: 1, color: None }),
+        )
+        .await
+        .expect("widget");
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let ctx = Arc::new((widgets.clone(), cleaned.clone()));
+    let controller = Controller::new(widgets.clone(), watcher::Config::default())
+        .run(
+            |obj: Arc<Widget>, ctx: Arc<(Api<Widget>, Arc<AtomicUsize>)>| async move {
+                let cleaned = ctx.1.clone();
+                finalizer(&ctx.0, "example.com/cleanup", obj, |event| async move {
+                    match event {
+                        Finalizer::Apply(_) => Ok::<_, kube::Error>(Action::await_change()),
+                        Finalizer::Cleanup(_) => {
+                            cleaned.fetch_add(1, Ordering::SeqCst);
+                            Ok(Action::await_change())
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| kube::Error::Service(e.to_string().into()))
+            },
+            |_obj, _err, _ctx| Action::requeue(Duration::from_millis(100)),
+            ctx,
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    eventually("finalizer added", || {
+        let widgets = widgets.clone();
+        async move {
+            widgets
+                .get("fz")
+                .await
+                .is_ok_and(|w| w.finalizers() == ["example.com/cleanup"])
+        }
+    })
+    .await;
+    widgets
+        .delete("fz", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("cleanup ran and the object is gone", || {
+        let widgets = widgets.clone();
+        let cleaned = cleaned.clone();
+        async move { cleaned.load(Ordering::SeqCst) >= 1 && widgets.get_opt("fz").await.ok().flatten().is_none() }
+    })
+    .await;
+    handle.abort();
+}
