@@ -1,0 +1,246 @@
+//! CEL for `x-kubernetes-validations`: compiled once per rule text, evaluated with `self` (and `oldSelf` for
+//! transition rules) bound to the JSON value at the rule's schema node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cel::{Context, Env, Program};
+use serde_json::Value;
+
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // The Kubernetes CEL environment includes the strings and lists extension libraries.
+        let _ = env.add_extension(cel::extensions::strings);
+        let _ = env.add_extension(cel::extensions::lists);
+        let _ = env.add_extension(cel::extensions::math);
+        Arc::new(env)
+    })
+    .clone()
+}
+
+/// A compiled rule.
+#[derive(Clone)]
+pub struct Rule {
+    program: Arc<Program>,
+    /// Whether the rule reads `oldSelf` (a transition rule).
+    pub uses_old_self: bool,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("uses_old_self", &self.uses_old_self)
+            .finish()
+    }
+}
+
+/// Compile (cached by text). The error is the compiler's message.
+pub fn compile(text: &str) -> Result<Rule, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Result<Rule, String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
+        return hit;
+    }
+    let text_owned = text.to_string();
+    // The parser must never take the emulator down, whatever a CRD author writes.
+    let compiled = std::panic::catch_unwind(move || env().compile(&text_owned))
+        .map_err(|_| "compilation failed: the CEL parser gave up on this expression".to_string())
+        .and_then(|r| r.map_err(|e| format!("compilation failed: {e}")))
+        .map(|program| {
+            let uses_old_self = program.references().has_variable("oldSelf");
+            Rule {
+                program: Arc::new(program),
+                uses_old_self,
+            }
+        });
+    if let Ok(mut c) = cache.lock() {
+        c.insert(text.to_string(), compiled.clone());
+    }
+    compiled
+}
+
+/// JSON to a CEL value: integers as `int`, objects as maps with string keys.
+pub fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => cel::Value::Float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => {
+            let map: HashMap<cel::objects::Key, cel::Value> = m
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The rule holds.
+    Pass,
+    /// The rule evaluated to false.
+    Fail,
+    /// The rule could not be evaluated (type error, missing field without `has()`).
+    Error(String),
+}
+
+/// Evaluate a rule.
+pub fn eval(rule: &Rule, self_value: &Value, old_self: Option<&Value>) -> Outcome {
+    let env = env();
+    let program = rule.program.clone();
+    let self_value = to_cel(self_value);
+    let old = old_self.map(to_cel);
+    let run = move || {
+        let mut ctx = Context::with_env(env);
+        kubernetes_library(&mut ctx);
+        ctx.add_variable_from_value("self", self_value);
+        if let Some(old) = old {
+            ctx.add_variable_from_value("oldSelf", old);
+        }
+        program.execute(&ctx).map_err(|e| e.to_string())
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(cel::Value::Bool(true))) => Outcome::Pass,
+        Ok(Ok(cel::Value::Bool(false))) => Outcome::Fail,
+        Ok(Ok(other)) => Outcome::Error(format!("rule did not evaluate to a bool: {other:?}")),
+        Ok(Err(e)) => Outcome::Error(e),
+        Err(_) => Outcome::Error("the CEL interpreter failed on this rule".into()),
+    }
+}
+
+/// Functions of the Kubernetes CEL library that CRDs use in validation rules.
+fn kubernetes_library(ctx: &mut Context<'_, '_>) {
+    let _ = ctx.add_function("isURL", |s: Arc<String>| {
+        let s = s.as_str();
+        s.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !rest.is_empty()
+                && !s.contains(' ')
+        }) || (s.starts_with('/') && !s.contains(' '))
+    });
+    let _ = ctx.add_function("isQuantity", |s: Arc<String>| is_quantity(&s));
+}
+
+/// A Kubernetes resource quantity (`100m`, `1.5Gi`, `2e3`).
+fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return false;
+    }
+    matches!(
+        suffix,
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// Evaluate an expression to a string (for `messageExpression`).
+pub fn eval_string(text: &str, self_value: &Value, old_self: Option<&Value>) -> Option<String> {
+    let rule = compile(text).ok()?;
+    let env = env();
+    let mut ctx = Context::with_env(env);
+    kubernetes_library(&mut ctx);
+    ctx.add_variable_from_value("self", to_cel(self_value));
+    if let Some(old) = old_self {
+        ctx.add_variable_from_value("oldSelf", to_cel(old));
+    }
+    match rule.program.execute(&ctx) {
+        Ok(cel::Value::String(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(rule: &str, v: Value, old: Option<Value>) -> Outcome {
+        match compile(rule) {
+            Ok(r) => eval(&r, &v, old.as_ref()),
+            Err(e) => Outcome::Error(e),
+        }
+    }
+
+    #[test]
+    fn rules_from_cluster_api_evaluate() {
+        assert_eq!(
+            run(
+                "self.all(x, self.exists_one(y, x.name == y.name))",
+                json!([{"name": "a"}, {"name": "b"}]),
+                None
+            ),
+            Outcome::Pass
+        );
+        assert_eq!(
+            run(
+                "self.all(x, self.exists_one(y, x.name == y.name))",
+                json!([{"name": "a"}, {"name": "a"}]),
+                None
+            ),
+            Outcome::Fail
+        );
+        assert_eq!(
+            run(
+                "[has(self.layout),has(self.diskLayout)].filter(x,x==true).size() == 1",
+                json!({"layout": "x"}),
+                None
+            ),
+            Outcome::Pass
+        );
+        assert_eq!(
+            run("!(self in ['Ready','Available'])", json!("Ready"), None),
+            Outcome::Fail
+        );
+        assert_eq!(run("self.matches('^[a-z]+$')", json!("abc"), None), Outcome::Pass);
+    }
+
+    #[test]
+    fn transition_rules_see_old_self() {
+        let rule = compile("self == oldSelf").expect("compiles");
+        assert!(rule.uses_old_self);
+        assert_eq!(eval(&rule, &json!(1), Some(&json!(2))), Outcome::Fail);
+        assert_eq!(
+            run("self.replicas >= 0", json!({"replicas": 3}), None),
+            Outcome::Pass
+        );
+    }
+
+    #[test]
+    fn kubernetes_library_functions() {
+        assert_eq!(
+            run("isURL(self)", json!("https://example.com/x"), None),
+            Outcome::Pass
+        );
+        assert_eq!(run("isURL(self)", json!("not a url"), None), Outcome::Fail);
+        assert_eq!(run("isQuantity(self)", json!("1.5Gi"), None), Outcome::Pass);
+        assert_eq!(run("isQuantity(self)", json!("lots"), None), Outcome::Fail);
+        assert_eq!(
+            run("self.lowerAscii() == 'abc'", json!("ABC"), None),
+            Outcome::Pass
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(matches!(compile("self.("), Err(e) if e.starts_with("compilation failed")));
+    }
+}

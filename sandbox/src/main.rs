@@ -1,0 +1,63 @@
+//! `kube-emulator`: one emulated cluster for kubectl scripts and people. Writes the kubeconfig once serving and
+//! runs until SIGINT/SIGTERM, then writes the state file (if any).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use kube_emulator::{Cluster, ClusterOptions};
+
+/// Serve an emulated Kubernetes API on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(name = "kube-emulator", version)]
+struct Args {
+    /// Where to write the kubeconfig that points at the emulator.
+    #[arg(long, env = "KUBE_EMULATOR_KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0, env = "KUBE_EMULATOR_PORT")]
+    port: u16,
+    /// State file: loaded at start when present, kept up to date while running.
+    #[arg(long, env = "KUBE_EMULATOR_STATE")]
+    state: Option<PathBuf>,
+    /// Serve HTTPS with a freshly generated CA (written into the kubeconfig).
+    #[arg(long, env = "KUBE_EMULATOR_TLS")]
+    tls: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let cluster = Cluster::start_with(ClusterOptions {
+        port: args.port,
+        state_file: args.state.clone(),
+        ..Default::default()
+    })
+    .await
+    .context("starting the emulator")?;
+    cluster
+        .write_kubeconfig(&args.kubeconfig)
+        .context("writing the kubeconfig")?;
+    println!(
+        "kube-emulator serving on {} (kubeconfig {})",
+        cluster.url(),
+        args.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    cluster
+        .shutdown()
+        .await
+        .context("writing the state file on shutdown")?;
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! CRD validation as the real API server does it: a table of invalid objects with the exact messages, transition
+//! rules, defaulting and pruning, and the real Cluster API CRDs accepting and refusing objects of both versions.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Client;
+use kube_emulator::Cluster;
+use serde_json::{json, Value};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const CAPI: &str = "/work/shared/capi-crds";
+
+async fn install(client: &Client, path: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        if v.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(v).expect("object");
+        crds.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("install {path}: {e}"));
+    }
+}
+
+fn api(client: &Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::default_namespaced_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
+    )
+}
+
+fn obj(v: Value) -> DynamicObject {
+    serde_json::from_value(v).expect("object")
+}
+
+async fn create_err(api: &Api<DynamicObject>, v: Value) -> (u16, String) {
+    match api.create(&PostParams::default(), &obj(v)).await {
+        Ok(o) => panic!("expected a rejection, the server stored {:?}", o.data),
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn thing(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": name}, "spec": spec})
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_with_the_servers_messages() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    install(&client, &format!("{FIXTURES}/thing-crd.yaml")).await;
+    let things = api(&client, "example.com", "v1", "Thing", "things");
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"name": "a", "replicas": "three"}),
+            r#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#,
+        ),
+        (json!({"replicas": 1}), "spec.name: Required value"),
+        (
+            json!({"name": "abcdefghijkl"}),
+            "spec.name: Too long: may not be more than 10 bytes",
+        ),
+        (
+            json!({"name": "ABC"}),
+            r#"spec.name: Invalid value: "ABC": spec.name in body should match '^[a-z]+$'"#,
+        ),
+        (
+            json!({"name": ""}),
+            r#"[spec.name: Invalid value: "": spec.name in body should be at least 1 chars long, spec.name: Invalid value: "": spec.name in body should match '^[a-z]+$']"#,
+        ),
+        (
+            json!({"name": "a", "replicas": -1}),
+            "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0",
+        ),
+        (
+            json!({"name": "a", "replicas": 11}),
+            "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10",
+        ),
+        (
+            json!({"name": "a", "ratio": 0}),
+            "spec.ratio: Invalid value: 0: spec.ratio in body should be greater than 0",
+        ),
+        (
+            json!({"name": "a", "ratio": 1}),
+            "spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1",
+        ),
+        (
+            json!({"name": "a", "even": 3}),
+            "spec.even: Invalid value: 3: spec.even in body should be a multiple of 2",
+        ),
+        (
+            json!({"name": "a", "mode": "turbo"}),
+            r#"spec.mode: Unsupported value: "turbo": supported values: "fast", "slow", "legacy""#,
+        ),
+        (
+            json!({"name": "a", "uid": "nope"}),
+            r#"spec.uid: Invalid value: "nope": spec.uid in body must be of type uuid: "nope""#,
+        ),
+        (
+            json!({"name": "a", "created": "yesterday"}),
+            r#"spec.created: Invalid value: "yesterday": spec.created in body must be of type date-time: "yesterday""#,
+        ),
+        (
+            json!({"name": "a", "ip": "300.1.1.1"}),
+            r#"spec.ip: Invalid value: "300.1.1.1": spec.ip in body must be of type ipv4: "300.1.1.1""#,
+        ),
+        (
+            json!({"name": "a", "data": "!!!"}),
+            r#"spec.data: Invalid value: "!!!": spec.data in body must be of type byte: "!!!""#,
+        ),
+        (
+            json!({"name": "a", "port": true}),
+            r#"spec.port: Invalid value: "boolean": spec.port in body must be of type integer,string: "boolean""#,
+        ),
+        (
+            json!({"name": "a", "tags": ["a", "b", "c", "d"]}),
+            "spec.tags: Too many: 4: must have at most 3 items",
+        ),
+        (
+            json!({"name": "a", "tags": []}),
+            "spec.tags: Invalid value: 0: spec.tags in body should have at least 1 items",
+        ),
+        (
+            json!({"name": "a", "tags": ["a", "a"]}),
+            r#"spec.tags[1]: Duplicate value: "a""#,
+        ),
+        (
+            json!({"name": "a", "items": [{"name": "x"}, {"name": "x"}]}),
+            r#"spec.items[1]: Duplicate value: map[string]interface {}{"name":"x"}"#,
+        ),
+        (
+            json!({"name": "a", "items": [{"value": 1}]}),
+            "spec.items[0].name: Required value",
+        ),
+        (
+            json!({"name": "a", "items": [{"name": "x", "value": 0}]}),
+            r#"spec.items[0]: Invalid value: "object": value must be positive"#,
+        ),
+        (
+            json!({"name": "a", "labels": {"a": "1", "b": "2", "c": "3"}}),
+            "spec.labels: Too many: 3: must have at most 2 items",
+        ),
+        (
+            json!({"name": "a", "labels": {"a": 1}}),
+            r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#,
+        ),
+        (
+            json!({"name": "a", "nested": {}}),
+            "spec.nested.a: Required value",
+        ),
+        (
+            json!({"name": "a", "nested": {"a": "yes"}}),
+            r#"spec.nested.a: Invalid value: "string": spec.nested.a in body must be of type boolean: "string""#,
+        ),
+        (
+            json!({"name": "a", "notNullable": null}),
+            r#"spec.notNullable: Invalid value: "null": spec.notNullable in body must be of type string: "null""#,
+        ),
+        (
+            json!({"name": "a", "minReplicas": 6}),
+            r#"spec: Invalid value: "object": minReplicas must not exceed maxReplicas"#,
+        ),
+        (
+            json!({"name": "a", "mode": "legacy"}),
+            r#"spec: Invalid value: "object": mode legacy needs legacyConfig (thing a)"#,
+        ),
+        (
+            json!({"name": "a", "secret": "x"}),
+            "spec.secret: Forbidden: secret must not be set",
+        ),
+        (
+            json!("not-an-object"),
+            r#"spec: Invalid value: "string": spec in body must be of type object: "string""#,
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let name = format!("bad-{i}");
+        let (code, message) = create_err(&things, thing(&name, spec.clone())).await;
+        assert_eq!(code, 422, "case {i} {spec}: {message}");
+        assert_eq!(
+            message,
+            format!("Thing.example.com \"{name}\" is invalid: {want}"),
+            "case {i} {spec}"
+        );
+    }
+    // Several failures are listed together.
+    let (_, message) = create_err(&things, thing("many", json!({"replicas": 20, "mode": "x"}))).await;
+    assert!(
+        message.starts_with("Thing.example.com \"many\" is invalid: [")
+            && message.contains("spec.name: Required value")
+            && message.contains("spec.replicas: Invalid value: 20"),
+        "{message}"
+    );
+    // Object names are checked too.
+    let (code, message) = create_err(&things, thing("Bad_Name", json!({"name": "a"}))).await;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn defaults_pruning_and_transition_rules() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    install(&client, &format!("{FIXTURES}/thing-crd.yaml")).await;
+    let things = api(&client, "example.com", "v1", "Thing", "things");
+    let created = things
+        .create(&PostParams::default(), &obj(thing("t", json!({"name": "t", "immutable": "x", "counter": 5, "unknown": 1, "free": {"any": {"thing": true}}, "nullableField": null}))))
+        .await
+        .expect("valid thing");
+    let spec = &created.data["spec"];
+    assert_eq!(
+        (spec["minReplicas"].clone(), spec["maxReplicas"].clone()),
+        (json!(1), json!(5)),
+        "defaults applied"
+    );
+    assert!(spec.get("unknown").is_none(), "unknown fields are pruned: {spec}");
+    assert_eq!(
+        spec["free"],
+        json!({"any": {"thing": true}}),
+        "preserve-unknown-fields keeps everything"
+    );
+    let patch = |p: Value| {
+        let things = things.clone();
+        async move { things.patch("t", &PatchParams::default(), &Patch::Merge(p)).await }
+    };
+    match patch(json!({"spec": {"immutable": "y"}})).await {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            r#"Thing.example.com "t" is invalid: spec.immutable: Invalid value: "string": immutable is immutable"#
+        ),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    match patch(json!({"spec": {"counter": 4}})).await {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            r#"Thing.example.com "t" is invalid: spec.counter: Invalid value: "integer": counter may not decrease"#
+        ),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    patch(json!({"spec": {"counter": 6}}))
+        .await
+        .expect("increase is fine");
+}
+
+#[tokio::test]
+async fn crds_with_broken_schemas_are_refused() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd = |schema: Value| {
+        obj(
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "bads.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "bads", "kind": "Bad"},
+                     "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}}]}}),
+        )
+    };
+    let err = crds.create(&PostParams::default(), &crd(json!({"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-validations": [{"rule": "self.("}]}}}))).await;
+    match err {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(s.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.(\": compilation failed"), "{}", s.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let err = crds
+        .create(
+            &PostParams::default(),
+            &crd(json!({"type": "object", "properties": {"spec": {"properties": {}}}})),
+        )
+        .await;
+    assert!(
+        matches!(err, Err(kube::Error::Api(s)) if s.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value"))
+    );
+}
+
+fn capi_path(file: &str) -> String {
+    format!("{CAPI}/{file}")
+}
+
+fn health_condition(version: &str, ctype: &str) -> Value {
+    if version == "v1beta1" {
+        json!({"type": ctype, "status": "False", "timeout": "300s"})
+    } else {
+        json!({"type": ctype, "status": "False", "timeoutSeconds": 300})
+    }
+}
+
+fn cluster_class(version: &str, name: &str, condition: &str) -> Value {
+    let spec = if version == "v1beta1" {
+        json!({
+            "controlPlane": {"ref": {"apiVersion": "controlplane.cluster.x-k8s.io/v1beta1", "kind": "KubeadmControlPlaneTemplate", "name": "cp"},
+                             "machineHealthCheck": {"unhealthyMachineConditions": [health_condition(version, condition)]}},
+            "infrastructure": {"ref": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "DevClusterTemplate", "name": "infra"}},
+        })
+    } else {
+        json!({
+            "controlPlane": {"templateRef": {"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlaneTemplate", "name": "cp"},
+                             "healthCheck": {"checks": {"unhealthyMachineConditions": [health_condition(version, condition)]}}},
+            "infrastructure": {"templateRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DevClusterTemplate", "name": "infra"}},
+        })
+    };
+    json!({"apiVersion": format!("cluster.x-k8s.io/{version}"), "kind": "ClusterClass", "metadata": {"name": name}, "spec": spec})
+}
+
+fn capi_cluster(version: &str, name: &str, condition: &str) -> Value {
+    let topology = if version == "v1beta1" {
+        json!({"class": "cc", "version": "v1.32.0", "controlPlane": {"replicas": 1, "machineHealthCheck": {"unhealthyMachineConditions": [health_condition(version, condition)]}}})
+    } else {
+        json!({"classRef": {"name": "cc"}, "version": "v1.32.0", "controlPlane": {"replicas": 1, "healthCheck": {"checks": {"unhealthyMachineConditions": [health_condition(version, condition)]}}}})
+    };
+    json!({"apiVersion": format!("cluster.x-k8s.io/{version}"), "kind": "Cluster", "metadata": {"name": name}, "spec": {"topology": topology}})
+}
+
+#[tokio::test]
+async fn cluster_api_objects_of_both_versions_validate_with_their_own_rules() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    for f in [
+        "cluster.x-k8s.io_clusterclasses.yaml",
+        "cluster.x-k8s.io_clusters.yaml",
+    ] {
+        install(&client, &capi_path(f)).await;
+    }
+    for version in ["v1beta1", "v1beta2"] {
+        let classes = api(
+            &client,
+            "cluster.x-k8s.io",
+            version,
+            "ClusterClass",
+            "clusterclasses",
+        );
+        let clusters = api(&client, "cluster.x-k8s.io", version, "Cluster", "clusters");
+        classes
+            .create(
+                &PostParams::default(),
+                &obj(cluster_class(version, &format!("cc-{version}"), "Custom")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("valid {version} ClusterClass refused: {e}"));
+        clusters
+            .create(
+                &PostParams::default(),
+                &obj(capi_cluster(version, &format!("c-{version}"), "Custom")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("valid {version} Cluster refused: {e}"));
+        let prefix = if version == "v1beta1" {
+            "spec.controlPlane.machineHealthCheck"
+        } else {
+            "spec.controlPlane.healthCheck.checks"
+        };
+        let (code, message) = create_err(&classes, cluster_class(version, "bad-cc", "Ready")).await;
+        assert_eq!(code, 422);
+        assert_eq!(
+            message,
+            format!("ClusterClass.cluster.x-k8s.io \"bad-cc\" is invalid: {prefix}.unhealthyMachineConditions[0].type: Invalid value: \"string\": type must not be one of: Ready, Available, HealthCheckSucceeded, OwnerRemediated, ExternallyRemediated")
+        );
+        let (code, message) = create_err(&clusters, capi_cluster(version, "bad-c", "Available")).await;
+        assert_eq!(code, 422);
+        assert!(
+            message.contains("type must not be one of: Ready, Available"),
+            "{message}"
+        );
+        let mut missing = cluster_class(version, "no-infra", "Custom");
+        if let Some(spec) = missing["spec"].as_object_mut() {
+            spec.remove("infrastructure");
+        }
+        if version == "v1beta2" {
+            let (_, message) = create_err(&classes, missing).await;
+            assert!(
+                message.contains("spec.infrastructure: Required value"),
+                "{message}"
+            );
+        }
+    }
+    // Objects are stored once and served in both versions (no conversion strategy: apiVersion is rewritten).
+    let v1beta1 = api(&client, "cluster.x-k8s.io", "v1beta1", "Cluster", "clusters");
+    let seen = v1beta1
+        .get("c-v1beta2")
+        .await
+        .expect("v1beta2 object readable as v1beta1");
+    assert_eq!(
+        seen.types.map(|t| t.api_version).as_deref(),
+        Some("cluster.x-k8s.io/v1beta1")
+    );
+}
+
+#[tokio::test]
+async fn tightened_schemas_ratchet_unchanged_values() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    install(&client, &format!("{FIXTURES}/thing-crd.yaml")).await;
+    let things = api(&client, "example.com", "v1", "Thing", "things");
+    things
+        .create(
+            &PostParams::default(),
+            &obj(thing("r", json!({"name": "r", "replicas": 8}))),
+        )
+        .await
+        .expect("valid under the old schema");
+    // Tighten replicas to at most 5: the stored 8 is now invalid.
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let text = std::fs::read_to_string(format!("{FIXTURES}/thing-crd.yaml")).expect("read fixture");
+    let mut version = serde_yaml::from_str::<Value>(&text).expect("yaml")["spec"]["versions"][0].clone();
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["maximum"] =
+        json!(5);
+    let tighten = json!({"spec": {"versions": [version]}});
+    crds.patch(
+        "things.example.com",
+        &PatchParams::default(),
+        &Patch::Merge(tighten),
+    )
+    .await
+    .expect("tighten");
+    things
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"even": 2}})),
+        )
+        .await
+        .expect("unrelated change is accepted (ratcheting)");
+    match things
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 9}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            r#"Thing.example.com "r" is invalid: spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5"#
+        ),
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
