@@ -1,1 +1,3 @@
 //! stackhost
+
+pub mod oci;
