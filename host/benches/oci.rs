@@ -4,7 +4,6 @@
 //! Run: `cargo bench -p stackhost --bench oci` (needs scripts/deps/oci.sh).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;
@@ -40,8 +39,11 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             .await
             .expect("push");
         let key = signature::generate_key(b"bench").expect("key");
-        let signer = SigningKey::from_pem(Path::new("bench.key"), key.private_pem.as_bytes(), b"bench").expect("signer");
-        signature::sign(&client, &r, &digest, &signer).await.expect("sign");
+        let signer = SigningKey::from_pem(Path::new("bench.key"), key.private_pem.as_bytes(), b"bench")
+            .expect("signer");
+        signature::sign(&client, &r, &digest, &signer)
+            .await
+            .expect("sign");
         Setup {
             _registry: registry,
             client,
@@ -82,7 +84,11 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(20));
 
     for compile in [false, true] {
-        let what = if compile { "pull_verify_compile_instantiate" } else { "pull_verify" };
+        let what = if compile {
+            "pull_verify_compile_instantiate"
+        } else {
+            "pull_verify"
+        };
         group.bench_function(format!("{what}/cold_cache"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

@@ -47,7 +47,8 @@ struct Keys {
 fn keys() -> Keys {
     let k = signature::generate_key(b"test").expect("generate key");
     Keys {
-        signer: SigningKey::from_pem(Path::new("cosign.key"), k.private_pem.as_bytes(), b"test").expect("load key"),
+        signer: SigningKey::from_pem(Path::new("cosign.key"), k.private_pem.as_bytes(), b"test")
+            .expect("load key"),
         public_pem: k.public_pem,
     }
 }
@@ -79,7 +80,9 @@ async fn push(registry: &Registry, reference: &str, pad: usize) -> (String, Vec<
 
 async fn sign(registry: &Registry, reference: &str, digest: &str, keys: &Keys) {
     let r = registry.parse(reference).expect("reference");
-    signature::sign(registry, &r, digest, &keys.signer).await.expect("sign");
+    signature::sign(registry, &r, digest, &keys.signer)
+        .await
+        .expect("sign");
 }
 
 fn layer_digest(bytes: &[u8]) -> String {
@@ -103,7 +106,11 @@ async fn push_sign_pull_verify_then_warm_cache() -> TestResult {
     assert_eq!(pulled.bytes.as_slice(), bytes.as_slice());
     assert_eq!(pulled.cache, CacheOutcome::Fetched);
     assert!(matches!(&pulled.verdict, Verdict::Signed(v) if v.digest == digest && v.key == "cosign.pub"));
-    let world = pulled.config.as_ref().and_then(|c| c.component.clone()).ok_or("no world")?;
+    let world = pulled
+        .config
+        .as_ref()
+        .and_then(|c| c.component.clone())
+        .ok_or("no world")?;
     assert_eq!(world.imports, PROVIDER_IMPORTS);
     assert_eq!(world.exports, [artifact::PROVIDER_EXPORT_NAME]);
 
@@ -131,35 +138,78 @@ async fn unsigned_and_wrongly_signed_plugins_are_refused_with_reference_digest_a
     let via_proxy = format!("{}/plugins/unsigned:v1", proxy.addr);
 
     let cache = tempfile::tempdir()?;
-    let err = fetcher(&registry, cache.path(), policy(&keys)).pull(&via_proxy).await.unwrap_err();
+    let err = fetcher(&registry, cache.path(), policy(&keys))
+        .pull(&via_proxy)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unsigned { .. }), "{msg}");
-    assert!(msg.contains(&via_proxy) && msg.contains(&digest) && msg.contains(&signature::signature_tag(&digest)), "{msg}");
+    assert!(
+        msg.contains(&via_proxy) && msg.contains(&digest) && msg.contains(&signature::signature_tag(&digest)),
+        "{msg}"
+    );
     // Refused before the component was downloaded.
-    assert_eq!(proxy.count(&format!("GET /v2/plugins/unsigned/blobs/{}", layer_digest(&bytes))), 0);
+    assert_eq!(
+        proxy.count(&format!(
+            "GET /v2/plugins/unsigned/blobs/{}",
+            layer_digest(&bytes)
+        )),
+        0
+    );
 
     // Explicitly allowed: accepted, and says so.
-    let allowing = SignaturePolicy { keys: vec![], allow_unsigned: true };
-    let pulled = fetcher(&registry, cache.path(), allowing).pull(&reference).await?;
+    let allowing = SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
+    let pulled = fetcher(&registry, cache.path(), allowing)
+        .pull(&reference)
+        .await?;
     assert_eq!(pulled.verdict, Verdict::UnsignedAllowed);
 
     // Signed by someone else: refused even when unsigned would be allowed.
     sign(&registry, &reference, &digest, &other).await;
-    let lenient = SignaturePolicy { allow_unsigned: true, ..policy(&keys) };
-    let err = fetcher(&registry, cache.path(), lenient).pull(&reference).await.unwrap_err();
+    let lenient = SignaturePolicy {
+        allow_unsigned: true,
+        ..policy(&keys)
+    };
+    let err = fetcher(&registry, cache.path(), lenient)
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::BadSignature { .. }), "{msg}");
-    assert!(msg.contains("does not verify with the trusted key(s) cosign.pub") && msg.contains(&digest), "{msg}");
+    assert!(
+        msg.contains("does not verify with the trusted key(s) cosign.pub") && msg.contains(&digest),
+        "{msg}"
+    );
 
     // A valid signature of a *different* digest copied under this digest's tag is refused.
     let other_ref = format!("{}/plugins/unsigned:v2", reg.addr);
     let (digest2, _) = push(&registry, &other_ref, 20).await;
     sign(&registry, &other_ref, &digest2, &keys).await;
-    let sig2 = registry.fetch_manifest(&registry.parse(&format!("{}/plugins/unsigned:{}", reg.addr, signature::signature_tag(&digest2)))?).await?;
-    let target = registry.parse(&format!("{}/plugins/unsigned:{}", reg.addr, signature::signature_tag(&digest)))?;
+    let sig2 = registry
+        .fetch_manifest(&registry.parse(&format!(
+            "{}/plugins/unsigned:{}",
+            reg.addr,
+            signature::signature_tag(&digest2)
+        ))?)
+        .await?;
+    let target = registry.parse(&format!(
+        "{}/plugins/unsigned:{}",
+        reg.addr,
+        signature::signature_tag(&digest)
+    ))?;
     registry.push_manifest(&target, &sig2.bytes, OCI_MANIFEST).await?;
-    let err = fetcher(&registry, cache.path(), policy(&keys)).pull(&reference).await.unwrap_err();
-    assert!(err.to_string().contains(&format!("is for {digest2}, not for this digest")), "{err}");
+    let err = fetcher(&registry, cache.path(), policy(&keys))
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
+    assert!(
+        err.to_string()
+            .contains(&format!("is for {digest2}, not for this digest")),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -178,28 +228,53 @@ async fn wrong_media_types_are_refused_naming_what_was_expected() -> TestResult 
     registry.push_blob(&r, layer, "layer").await?;
     let m = Manifest::new(
         Descriptor::for_bytes("application/vnd.oci.image.config.v1+json", config),
-        vec![Descriptor::for_bytes("application/vnd.oci.image.layer.v1.tar", layer)],
+        vec![Descriptor::for_bytes(
+            "application/vnd.oci.image.layer.v1.tar",
+            layer,
+        )],
     );
     registry.push_manifest(&r, &m.to_bytes(), OCI_MANIFEST).await?;
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
-    let err = f.pull(&format!("{}/plugins/image:v1", reg.addr)).await.unwrap_err();
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
+    let err = f
+        .pull(&format!("{}/plugins/image:v1", reg.addr))
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::WrongMediaType { .. }), "{msg}");
     assert!(msg.contains("config has media type `application/vnd.oci.image.config.v1+json`, expected `application/vnd.wasm.config.v0+json`"), "{msg}");
 
     // A wasm config with a non-wasm layer.
     let r2 = registry.parse(&format!("{}/plugins/badlayer:v1", reg.addr))?;
-    let wasm_config = br#"{"created":"2026-01-01T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
+    let wasm_config =
+        br#"{"created":"2026-01-01T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
     registry.push_blob(&r2, wasm_config, "config").await?;
     registry.push_blob(&r2, layer, "layer").await?;
     let m = Manifest::new(
         Descriptor::for_bytes(artifact::WASM_CONFIG_V0, wasm_config),
-        vec![Descriptor::for_bytes("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        vec![Descriptor::for_bytes(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            layer,
+        )],
     );
     registry.push_manifest(&r2, &m.to_bytes(), OCI_MANIFEST).await?;
-    let err = f.pull(&format!("{}/plugins/badlayer:v1", reg.addr)).await.unwrap_err();
-    assert!(err.to_string().contains("layer has media type `application/vnd.oci.image.layer.v1.tar+gzip`, expected `application/wasm`"), "{err}");
+    let err = f
+        .pull(&format!("{}/plugins/badlayer:v1", reg.addr))
+        .await
+        .expect_err("should fail");
+    assert!(
+        err.to_string().contains(
+            "layer has media type `application/vnd.oci.image.layer.v1.tar+gzip`, expected `application/wasm`"
+        ),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -208,8 +283,14 @@ async fn the_older_wasm_layout_is_read_and_its_world_checked_from_the_bytes() ->
     let reg = TestRegistry::start().await;
     let registry = registry();
     let cache = tempfile::tempdir()?;
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
-    for (name, imports) in [("good", PROVIDER_IMPORTS), ("evil", &["acme:evil/backdoor@1.0.0"][..])] {
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
+    for (name, imports) in [
+        ("good", PROVIDER_IMPORTS),
+        ("evil", &["acme:evil/backdoor@1.0.0"][..]),
+    ] {
         let bytes = component(imports, 10);
         let r = registry.parse(&format!("{}/plugins/legacy-{name}:v1", reg.addr))?;
         registry.push_blob(&r, b"{}", "config").await?;
@@ -223,9 +304,15 @@ async fn the_older_wasm_layout_is_read_and_its_world_checked_from_the_bytes() ->
     let f = fetcher(&registry, cache.path(), allow());
     let pulled = f.pull(&format!("{}/plugins/legacy-good:v1", reg.addr)).await?;
     assert!(pulled.config.is_none());
-    let err = f.pull(&format!("{}/plugins/legacy-evil:v1", reg.addr)).await.unwrap_err();
+    let err = f
+        .pull(&format!("{}/plugins/legacy-evil:v1", reg.addr))
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::UnsupportedWorld { .. }), "{err}");
-    assert!(err.to_string().contains("import `acme:evil/backdoor@1.0.0`"), "{err}");
+    assert!(
+        err.to_string().contains("import `acme:evil/backdoor@1.0.0`"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -234,10 +321,23 @@ async fn an_unsupported_world_is_refused_at_push_and_before_download_at_pull() -
     let reg = TestRegistry::start().await;
     let proxy = Proxy::start(&reg.addr).await;
     let registry = registry();
-    let evil = component(&["clusterstack:provider/log@0.1.0", "wasi:sockets/tcp@0.2.0", "acme:evil/backdoor@1.0.0"], 10);
+    let evil = component(
+        &[
+            "clusterstack:provider/log@0.1.0",
+            "wasi:sockets/tcp@0.2.0",
+            "acme:evil/backdoor@1.0.0",
+        ],
+        10,
+    );
     let r = registry.parse(&format!("{}/plugins/evil:v1", reg.addr))?;
-    let err = push_plugin(&registry, "evil.wasm", &evil, &r, BTreeMap::new()).await.unwrap_err();
-    assert!(err.to_string().contains("`evil.wasm`: unsupported world: import `acme:evil/backdoor@1.0.0`"), "{err}");
+    let err = push_plugin(&registry, "evil.wasm", &evil, &r, BTreeMap::new())
+        .await
+        .expect_err("should fail");
+    assert!(
+        err.to_string()
+            .contains("`evil.wasm`: unsupported world: import `acme:evil/backdoor@1.0.0`"),
+        "{err}"
+    );
 
     // Someone pushed it anyway (config written by another tool): refused from the config alone.
     let world = artifact::component_world(&evil)?;
@@ -253,15 +353,36 @@ async fn an_unsupported_world_is_refused_at_push_and_before_download_at_pull() -
     );
     registry.push_manifest(&r, &m.to_bytes(), OCI_MANIFEST).await?;
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
-    let err = f.pull(&format!("{}/plugins/evil:v1", proxy.addr)).await.unwrap_err();
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
+    let err = f
+        .pull(&format!("{}/plugins/evil:v1", proxy.addr))
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::UnsupportedWorld { .. }), "{err}");
-    assert!(err.to_string().contains("import `acme:evil/backdoor@1.0.0` is from package `acme:evil`"), "{err}");
-    assert_eq!(proxy.count(&format!("/blobs/{}", layer_digest(&evil))), 0, "{:?}", proxy.requests());
+    assert!(
+        err.to_string()
+            .contains("import `acme:evil/backdoor@1.0.0` is from package `acme:evil`"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.count(&format!("/blobs/{}", layer_digest(&evil))),
+        0,
+        "{:?}",
+        proxy.requests()
+    );
 
     // A different major version of the contract is named as such.
     let v1 = component(&["clusterstack:provider/log@1.0.0"], 10);
-    let err = push_plugin(&registry, "v1.wasm", &v1, &r, BTreeMap::new()).await.unwrap_err();
+    let err = push_plugin(&registry, "v1.wasm", &v1, &r, BTreeMap::new())
+        .await
+        .expect_err("should fail");
     assert!(err.to_string().contains("`clusterstack:provider/log@1.0.0` is from clusterstack:provider@1.0.0, a different major version"), "{err}");
     Ok(())
 }
@@ -279,11 +400,24 @@ async fn a_tampered_blob_is_a_digest_mismatch_and_never_cached() -> TestResult {
     std::fs::write(&file, &stored)?;
 
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
-    let err = f.pull(&reference).await.unwrap_err();
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
+    let err = f.pull(&reference).await.expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{msg}");
-    assert!(msg.contains(&format!("component digest mismatch: expected {}", layer_digest(&bytes))), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "component digest mismatch: expected {}",
+            layer_digest(&bytes)
+        )),
+        "{msg}"
+    );
     let cached = BlobCache::open(cache.path())?.read(&layer_digest(&bytes)).await?;
     assert!(cached.is_none(), "nothing from a failed download is cached");
     Ok(())
@@ -300,8 +434,15 @@ async fn a_truncated_blob_is_reported_with_both_sizes() -> TestResult {
     std::fs::write(&file, &stored[..stored.len() / 2])?;
 
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
-    let err = f.pull(&reference).await.unwrap_err();
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
+    let err = f.pull(&reference).await.expect_err("should fail");
     let msg = err.to_string();
     assert!(
         matches!(err, OciError::SizeMismatch { expected, received, .. } if expected == bytes.len() as u64 && received == (bytes.len() / 2) as u64),
@@ -318,21 +459,40 @@ async fn manifests_and_layers_over_the_caps_are_refused() -> TestResult {
     let open = registry();
     let reference = format!("{}/plugins/big:v1", reg.addr);
     let (_, bytes) = push(&open, &reference, 200_000).await;
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
     let cache = tempfile::tempdir()?;
 
-    let small_blobs = Arc::new(Registry::new(RegistryConfig { max_blob_bytes: 100_000, ..fast_config() }));
+    let small_blobs = Arc::new(Registry::new(RegistryConfig {
+        max_blob_bytes: 100_000,
+        ..fast_config()
+    }));
     let err = fetcher(&small_blobs, cache.path(), allow())
         .pull(&format!("{}/plugins/big:v1", proxy.addr))
         .await
-        .unwrap_err();
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::TooLarge { cap: 100_000, .. }), "{msg}");
-    assert!(msg.contains("over the cap of 100000 bytes") && msg.contains("--max-blob-bytes"), "{msg}");
-    assert_eq!(proxy.count(&format!("/blobs/{}", layer_digest(&bytes))), 0, "refused before download");
+    assert!(
+        msg.contains("over the cap of 100000 bytes") && msg.contains("--max-blob-bytes"),
+        "{msg}"
+    );
+    assert_eq!(
+        proxy.count(&format!("/blobs/{}", layer_digest(&bytes))),
+        0,
+        "refused before download"
+    );
 
-    let small_manifests = Arc::new(Registry::new(RegistryConfig { max_manifest_bytes: 100, ..fast_config() }));
-    let err = fetcher(&small_manifests, cache.path(), allow()).pull(&reference).await.unwrap_err();
+    let small_manifests = Arc::new(Registry::new(RegistryConfig {
+        max_manifest_bytes: 100,
+        ..fast_config()
+    }));
+    let err = fetcher(&small_manifests, cache.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::TooLarge { cap: 100, .. }), "{err}");
     assert!(err.to_string().contains("manifest is"), "{err}");
     Ok(())
@@ -346,20 +506,40 @@ async fn server_errors_are_retried_with_backoff_then_reported() -> TestResult {
     push(&registry, &format!("{}/plugins/flaky:v1", reg.addr), 10).await;
     let reference = format!("{}/plugins/flaky:v1", proxy.addr);
     let cache = tempfile::tempdir()?;
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
 
     // Two 503s, then the registry recovers: the pull succeeds.
-    proxy.state.fail_next.store(2, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .state
+        .fail_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
     fetcher(&registry, cache.path(), allow()).pull(&reference).await?;
-    assert_eq!(proxy.state.fail_next.load(std::sync::atomic::Ordering::SeqCst), 0, "both failures were consumed by retries");
+    assert_eq!(
+        proxy.state.fail_next.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "both failures were consumed by retries"
+    );
 
     // Persistently failing: a clear error after the configured attempts.
-    proxy.state.fail_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .state
+        .fail_next
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
     let cache2 = tempfile::tempdir()?;
-    let err = fetcher(&registry, cache2.path(), allow()).pull(&reference).await.unwrap_err();
+    let err = fetcher(&registry, cache2.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unavailable { attempts: 3, .. }), "{msg}");
-    assert!(msg.contains(&format!("registry `{}` unavailable after 3 attempts", proxy.addr)) && msg.contains("HTTP 503"), "{msg}");
+    assert!(
+        msg.contains(&format!("registry `{}` unavailable after 3 attempts", proxy.addr))
+            && msg.contains("HTTP 503"),
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -374,15 +554,27 @@ async fn timeouts_are_retried_then_reported() -> TestResult {
     }));
     push(&registry, &format!("{}/plugins/slow:v1", reg.addr), 10).await;
     let reference = format!("{}/plugins/slow:v1", proxy.addr);
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
 
-    proxy.state.hang_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .state
+        .hang_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
     let cache = tempfile::tempdir()?;
     fetcher(&registry, cache.path(), allow()).pull(&reference).await?;
 
-    proxy.state.hang_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .state
+        .hang_next
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
     let cache2 = tempfile::tempdir()?;
-    let err = fetcher(&registry, cache2.path(), allow()).pull(&reference).await.unwrap_err();
+    let err = fetcher(&registry, cache2.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unavailable { .. }), "{msg}");
     assert!(msg.contains("no answer within 300ms"), "{msg}");
@@ -394,22 +586,51 @@ async fn basic_auth_against_the_real_registry_from_flags_docker_config_and_pull_
     let reg = TestRegistry::start_with_basic_auth("alice", "s3cret").await;
     let host = reg.addr.clone();
     let reference = format!("{host}/plugins/private:v1");
-    let with = |c: Credentials| Arc::new(Registry::new(RegistryConfig { credentials: c, ..fast_config() }));
+    let with = |c: Credentials| {
+        Arc::new(Registry::new(RegistryConfig {
+            credentials: c,
+            ..fast_config()
+        }))
+    };
     let mut good = Credentials::anonymous();
-    good.insert(&host, Credential::Basic { username: "alice".into(), password: "s3cret".into() });
+    good.insert(
+        &host,
+        Credential::Basic {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        },
+    );
     push(&with(good.clone()), &reference, 10).await;
 
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
     let cache = tempfile::tempdir()?;
     // Anonymous: 401, with what to do.
-    let err = fetcher(&with(Credentials::anonymous()), cache.path(), allow()).pull(&reference).await.unwrap_err();
+    let err = fetcher(&with(Credentials::anonymous()), cache.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Unauthorized { .. }), "{msg}");
-    assert!(msg.contains("401 Unauthorized") && msg.contains("provide credentials"), "{msg}");
+    assert!(
+        msg.contains("401 Unauthorized") && msg.contains("provide credentials"),
+        "{msg}"
+    );
     // Wrong password: 401 as well.
     let mut bad = Credentials::anonymous();
-    bad.insert(&host, Credential::Basic { username: "alice".into(), password: "nope".into() });
-    let err = fetcher(&with(bad), cache.path(), allow()).pull(&reference).await.unwrap_err();
+    bad.insert(
+        &host,
+        Credential::Basic {
+            username: "alice".into(),
+            password: "nope".into(),
+        },
+    );
+    let err = fetcher(&with(bad), cache.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::Unauthorized { .. }), "{err}");
 
     // From a Docker config.json and from a Kubernetes dockerconfigjson Secret.
@@ -417,7 +638,9 @@ async fn basic_auth_against_the_real_registry_from_flags_docker_config_and_pull_
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let config = format!(r#"{{"auths":{{"http://{host}":{{"auth":"{auth}"}}}}}}"#);
     let creds = Credentials::from_docker_config_json("config.json", config.as_bytes())?;
-    fetcher(&with(creds), cache.path(), allow()).pull(&reference).await?;
+    fetcher(&with(creds), cache.path(), allow())
+        .pull(&reference)
+        .await?;
     let secret = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
         "metadata": {"name": "pull", "namespace": "cso-system"},
@@ -425,7 +648,9 @@ async fn basic_auth_against_the_real_registry_from_flags_docker_config_and_pull_
     });
     let creds = Credentials::from_kubernetes_secret("secret cso-system/pull", secret.to_string().as_bytes())?;
     let cache2 = tempfile::tempdir()?;
-    let pulled = fetcher(&with(creds), cache2.path(), allow()).pull(&reference).await?;
+    let pulled = fetcher(&with(creds), cache2.path(), allow())
+        .pull(&reference)
+        .await?;
     assert_eq!(pulled.cache, CacheOutcome::Fetched);
     Ok(())
 }
@@ -435,27 +660,58 @@ async fn bearer_token_challenges_are_answered_and_403_is_reported() -> TestResul
     let reg = TestRegistry::start().await;
     let proxy = Proxy::start(&reg.addr).await;
     push(&registry(), &format!("{}/plugins/tokened:v1", reg.addr), 10).await;
-    proxy.set_mode(Mode::Bearer { user: "bob".into(), password: "pw".into(), token: "t0ken".into() });
+    proxy.set_mode(Mode::Bearer {
+        user: "bob".into(),
+        password: "pw".into(),
+        token: "t0ken".into(),
+    });
     let reference = format!("{}/plugins/tokened:v1", proxy.addr);
-    let allow = || SignaturePolicy { keys: vec![], allow_unsigned: true };
+    let allow = || SignaturePolicy {
+        keys: vec![],
+        allow_unsigned: true,
+    };
     let with = |user: &str, pw: &str| {
         let mut c = Credentials::anonymous();
-        c.insert(&proxy.addr, Credential::Basic { username: user.into(), password: pw.into() });
-        Arc::new(Registry::new(RegistryConfig { credentials: c, ..fast_config() }))
+        c.insert(
+            &proxy.addr,
+            Credential::Basic {
+                username: user.into(),
+                password: pw.into(),
+            },
+        );
+        Arc::new(Registry::new(RegistryConfig {
+            credentials: c,
+            ..fast_config()
+        }))
     };
     let cache = tempfile::tempdir()?;
-    fetcher(&with("bob", "pw"), cache.path(), allow()).pull(&reference).await?;
-    assert!(proxy.count("GET /token") >= 1, "a token was fetched from the realm: {:?}", proxy.requests());
+    fetcher(&with("bob", "pw"), cache.path(), allow())
+        .pull(&reference)
+        .await?;
+    assert!(
+        proxy.count("GET /token") >= 1,
+        "a token was fetched from the realm: {:?}",
+        proxy.requests()
+    );
 
     let cache2 = tempfile::tempdir()?;
-    let err = fetcher(&with("bob", "wrong"), cache2.path(), allow()).pull(&reference).await.unwrap_err();
+    let err = fetcher(&with("bob", "wrong"), cache2.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::Unauthorized { .. }), "{err}");
 
     proxy.set_mode(Mode::Status(403, "DENIED"));
-    let err = fetcher(&with("bob", "pw"), cache2.path(), allow()).pull(&reference).await.unwrap_err();
+    let err = fetcher(&with("bob", "pw"), cache2.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     let msg = err.to_string();
     assert!(matches!(err, OciError::Forbidden { .. }), "{msg}");
-    assert!(msg.contains("403 Forbidden") && msg.contains("lack pull access"), "{msg}");
+    assert!(
+        msg.contains("403 Forbidden") && msg.contains("lack pull access"),
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -465,11 +721,24 @@ async fn unknown_tags_and_repositories_are_not_found() -> TestResult {
     let registry = registry();
     push(&registry, &format!("{}/plugins/present:v1", reg.addr), 10).await;
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
-    for missing in [format!("{}/plugins/present:v9", reg.addr), format!("{}/plugins/absent:v1", reg.addr)] {
-        let err = f.pull(&missing).await.unwrap_err();
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
+    for missing in [
+        format!("{}/plugins/present:v9", reg.addr),
+        format!("{}/plugins/absent:v1", reg.addr),
+    ] {
+        let err = f.pull(&missing).await.expect_err("should fail");
         assert!(matches!(err, OciError::NotFound { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("`{missing}` not found")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("`{missing}` not found")),
+            "{err}"
+        );
     }
     Ok(())
 }
@@ -482,7 +751,14 @@ async fn concurrent_pulls_of_one_digest_share_one_download_and_corrupt_cache_is_
     let (_, bytes) = push(&registry, &format!("{}/plugins/popular:v1", reg.addr), 300_000).await;
     let reference = format!("{}/plugins/popular:v1", proxy.addr);
     let cache = tempfile::tempdir()?;
-    let f = fetcher(&registry, cache.path(), SignaturePolicy { keys: vec![], allow_unsigned: true });
+    let f = fetcher(
+        &registry,
+        cache.path(),
+        SignaturePolicy {
+            keys: vec![],
+            allow_unsigned: true,
+        },
+    );
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (f, reference) = (f.clone(), reference.clone());
@@ -510,22 +786,38 @@ async fn mirrors_are_tried_first_and_their_content_must_match_the_digest() -> Te
     let mirror = TestRegistry::start().await;
     let plain = registry();
     let keys = keys();
-    let (digest, bytes) = push(&plain, &format!("{}/plugins/mirrored:v1", origin.addr), 5000).await;
-    sign(&plain, &format!("{}/plugins/mirrored:v1", origin.addr), &digest, &keys).await;
-    // The mirror holds the same artifact under a prefix.
-    push(&plain, &format!("{}/cache/plugins/mirrored:v1", mirror.addr), 5000).await;
-    sign(&plain, &format!("{}/cache/plugins/mirrored:v1", mirror.addr), &digest, &keys).await;
+    let origin_ref = format!("{}/plugins/mirrored:v1", origin.addr);
+    let (digest, bytes) = push(&plain, &origin_ref, 5000).await;
+    sign(&plain, &origin_ref, &digest, &keys).await;
+    // The mirror holds an exact copy (manifest, blobs, signature) under a prefix.
+    let staging = tempfile::tempdir()?;
+    let mut l = Layout::create(staging.path())?;
+    layout::export_one(&plain, &mut l, &plain.parse(&origin_ref)?).await?;
+    layout::import(&plain, &l, Some(&format!("{}/cache", mirror.addr))).await?;
 
     let origin_proxy = Proxy::start(&origin.addr).await;
     let mirror_proxy = Proxy::start(&mirror.addr).await;
-    let rule = format!("{}/plugins={}/cache/plugins", origin_proxy.addr, mirror_proxy.addr);
-    let mirrored = Arc::new(Registry::new(RegistryConfig { mirrors: vec![rule.parse()?], ..fast_config() }));
+    let rule = format!(
+        "{}/plugins={}/cache/plugins",
+        origin_proxy.addr, mirror_proxy.addr
+    );
+    let mirrored = Arc::new(Registry::new(RegistryConfig {
+        mirrors: vec![rule.parse()?],
+        ..fast_config()
+    }));
     let reference = format!("{}/plugins/mirrored:v1", origin_proxy.addr);
 
     let cache = tempfile::tempdir()?;
-    let pulled = fetcher(&mirrored, cache.path(), policy(&keys)).pull(&reference).await?;
+    let pulled = fetcher(&mirrored, cache.path(), policy(&keys))
+        .pull(&reference)
+        .await?;
     assert_eq!(pulled.manifest_digest, digest);
-    assert_eq!(origin_proxy.count("/blobs/"), 0, "served by the mirror: {:?}", origin_proxy.requests());
+    assert_eq!(
+        origin_proxy.count("/blobs/"),
+        0,
+        "served by the mirror: {:?}",
+        origin_proxy.requests()
+    );
 
     // The mirror's copy rots: the digest is enforced and the origin serves it instead.
     let file = mirror.blob_file(&layer_digest(&bytes));
@@ -533,16 +825,27 @@ async fn mirrors_are_tried_first_and_their_content_must_match_the_digest() -> Te
     stored[100] ^= 1;
     std::fs::write(&file, &stored)?;
     let cache2 = tempfile::tempdir()?;
-    let pulled = fetcher(&mirrored, cache2.path(), policy(&keys)).pull(&reference).await?;
+    let pulled = fetcher(&mirrored, cache2.path(), policy(&keys))
+        .pull(&reference)
+        .await?;
     assert_eq!(pulled.bytes.as_slice(), bytes.as_slice());
     assert_eq!(origin_proxy.count(&format!("/blobs/{}", layer_digest(&bytes))), 1);
 
     // With the origin down, the mirror's bad content is the reported reason.
-    origin_proxy.state.fail_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+    origin_proxy
+        .state
+        .fail_next
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
     let cache3 = tempfile::tempdir()?;
-    let err = fetcher(&mirrored, cache3.path(), policy(&keys)).pull(&reference).await.unwrap_err();
+    let err = fetcher(&mirrored, cache3.path(), policy(&keys))
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
-    assert!(err.to_string().contains(&mirror_proxy.addr), "names the mirror: {err}");
+    assert!(
+        err.to_string().contains(&mirror_proxy.addr),
+        "names the mirror: {err}"
+    );
     Ok(())
 }
 
@@ -574,7 +877,11 @@ async fn air_gap_export_to_tar_import_elsewhere_and_read_a_layout_without_regist
     layout::unpack_tar(&tarball, &unpacked)?;
     let source = Source::Layout(Arc::new(Layout::open(&unpacked)?));
     let cache = tempfile::tempdir()?;
-    let f = PluginFetcher::new(source.clone(), Arc::new(BlobCache::open(cache.path())?), policy(&keys));
+    let f = PluginFetcher::new(
+        source.clone(),
+        Arc::new(BlobCache::open(cache.path())?),
+        policy(&keys),
+    );
     let pulled = f.pull(&reference).await?;
     assert_eq!(pulled.bytes.as_slice(), bytes.as_slice());
     assert!(matches!(pulled.verdict, Verdict::Signed(_)));
@@ -591,7 +898,9 @@ async fn air_gap_export_to_tar_import_elsewhere_and_read_a_layout_without_regist
     let pushed = layout::import(&registry, &Layout::open(&unpacked)?, Some(&to)).await?;
     assert!(pushed.contains(&format!("{to}/plugins/airgap:v1")), "{pushed:?}");
     let cache2 = tempfile::tempdir()?;
-    let pulled = fetcher(&registry, cache2.path(), policy(&keys)).pull(&format!("{to}/plugins/airgap:v1")).await?;
+    let pulled = fetcher(&registry, cache2.path(), policy(&keys))
+        .pull(&format!("{to}/plugins/airgap:v1"))
+        .await?;
     assert_eq!(pulled.manifest_digest, digest);
     assert!(matches!(pulled.verdict, Verdict::Signed(_)));
     Ok(())
@@ -603,8 +912,16 @@ fn write_release(dir: &Path) {
         "metadata.yaml",
         b"apiVersion: metadata.clusterstack.x-k8s.io/v1alpha1\nversions:\n  clusterStack: v1\n  kubernetes: v1.27.3\n  components:\n    clusterAddon: v1\n    nodeImage: v1\n",
     );
-    support::write(dir, "docker-ferrol-1-27-cluster-class-v1.tgz", &[0x1f, 0x8b, 8, 0, 1, 2, 3]);
-    support::write(dir, "docker-ferrol-1-27-cluster-addon-v1.tgz", &[0x1f, 0x8b, 8, 0, 4, 5, 6]);
+    support::write(
+        dir,
+        "docker-ferrol-1-27-cluster-class-v1.tgz",
+        &[0x1f, 0x8b, 8, 0, 1, 2, 3],
+    );
+    support::write(
+        dir,
+        "docker-ferrol-1-27-cluster-addon-v1.tgz",
+        &[0x1f, 0x8b, 8, 0, 4, 5, 6],
+    );
     support::write(dir, "cluster-addon-values.yaml", b"values: |\n  a: b\n");
     support::write(dir, "node-images.yaml", b"dockerImages: [controlplaneamd64]\n");
 }
@@ -631,8 +948,15 @@ async fn releases_push_list_pull_in_csctl_layout() -> TestResult {
     // The manifest follows csctl: artifact type, titles, layer media types.
     let m = registry.fetch_manifest(&r1).await?.parse("t")?;
     assert_eq!(m.artifact_type.as_deref(), Some(release::ARTIFACT_TYPE));
-    assert_eq!(m.annotations.get("kubernetesVersion").map(String::as_str), Some("v1.27.3"));
-    let class = m.layers.iter().find(|l| l.title() == Some("docker-ferrol-1-27-cluster-class-v1.tgz")).ok_or("no class layer")?;
+    assert_eq!(
+        m.annotations.get("kubernetesVersion").map(String::as_str),
+        Some("v1.27.3")
+    );
+    let class = m
+        .layers
+        .iter()
+        .find(|l| l.title() == Some("docker-ferrol-1-27-cluster-class-v1.tgz"))
+        .ok_or("no class layer")?;
     assert_eq!(class.media_type, "application/vnd.scs.cluster-class.v1.tar+gzip");
 
     let out = tempfile::tempdir()?;
@@ -640,21 +964,32 @@ async fn releases_push_list_pull_in_csctl_layout() -> TestResult {
     let pulled = release::pull(&source, &r1, &dest).await?;
     assert_eq!(pulled.digest, d1);
     for name in &pulled.files.files {
-        assert_eq!(std::fs::read(dest.join(name))?, std::fs::read(dir.path().join(name))?, "{name}");
+        assert_eq!(
+            std::fs::read(dest.join(name))?,
+            std::fs::read(dir.path().join(name))?,
+            "{name}"
+        );
     }
     assert_eq!(pulled.files.files.len(), 5);
 
     // Incomplete release directories are refused before anything is pushed.
     std::fs::remove_file(dir.path().join("docker-ferrol-1-27-cluster-addon-v1.tgz"))?;
-    let err = release::push(&registry, dir.path(), &registry.parse(&format!("{repo}:broken"))?).await.unwrap_err();
+    let err = release::push(&registry, dir.path(), &registry.parse(&format!("{repo}:broken"))?)
+        .await
+        .expect_err("should fail");
     assert!(err.to_string().contains("no cluster-addon chart"), "{err}");
 
     // A plugin is not a release.
     let plugin_ref = format!("{}/plugins/noop:v1", reg.addr);
     push(&registry, &plugin_ref, 10).await;
-    let err = release::pull(&source, &registry.parse(&plugin_ref)?, &out.path().join("x")).await.unwrap_err();
+    let err = release::pull(&source, &registry.parse(&plugin_ref)?, &out.path().join("x"))
+        .await
+        .expect_err("should fail");
     assert!(matches!(err, OciError::WrongMediaType { .. }), "{err}");
-    assert!(!out.path().join("x").exists(), "nothing half-written is left behind");
+    assert!(
+        !out.path().join("x").exists(),
+        "nothing half-written is left behind"
+    );
     Ok(())
 }
 
@@ -667,13 +1002,21 @@ async fn release_files_named_outside_the_directory_are_refused() -> TestResult {
     registry.push_blob(&r, payload, "layer").await?;
     registry.push_blob(&r, b"{}", "config").await?;
     let mut layer = Descriptor::for_bytes("application/vnd.scs.metadata.layer.v1+yaml", payload);
-    layer.annotations.insert("org.opencontainers.image.title".into(), "../../etc/evil".into());
+    layer
+        .annotations
+        .insert("org.opencontainers.image.title".into(), "../../etc/evil".into());
     let mut m = Manifest::new(Descriptor::for_bytes(release::EMPTY_CONFIG, b"{}"), vec![layer]);
     m.artifact_type = Some(release::ARTIFACT_TYPE.into());
     registry.push_manifest(&r, &m.to_bytes(), OCI_MANIFEST).await?;
     let out = tempfile::tempdir()?;
-    let err = release::pull(&Source::Registry(registry.clone()), &r, &out.path().join("rel")).await.unwrap_err();
-    assert!(err.to_string().contains("file name `../../etc/evil` is not a plain file name"), "{err}");
+    let err = release::pull(&Source::Registry(registry.clone()), &r, &out.path().join("rel"))
+        .await
+        .expect_err("should fail");
+    assert!(
+        err.to_string()
+            .contains("file name `../../etc/evil` is not a plain file name"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -712,14 +1055,52 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     let cache = d("cache");
     let common = ["--no-progress", "--cache-dir", cache.as_str()];
 
-    assert_eq!(cli(&["key", "generate", "--output-prefix", &d("cosign"), "--password-file", &d("pw")]).await?, 0);
-    assert_eq!(cli(&["key", "generate", "--output-prefix", &d("other"), "--password-file", &d("pw")]).await?, 0);
-    let err = cli(&["key", "generate", "--output-prefix", &d("cosign"), "--password-file", &d("pw")]).await.unwrap_err();
+    assert_eq!(
+        cli(&[
+            "key",
+            "generate",
+            "--output-prefix",
+            &d("cosign"),
+            "--password-file",
+            &d("pw")
+        ])
+        .await?,
+        0
+    );
+    assert_eq!(
+        cli(&[
+            "key",
+            "generate",
+            "--output-prefix",
+            &d("other"),
+            "--password-file",
+            &d("pw")
+        ])
+        .await?,
+        0
+    );
+    let err = cli(&[
+        "key",
+        "generate",
+        "--output-prefix",
+        &d("cosign"),
+        "--password-file",
+        &d("pw"),
+    ])
+    .await
+    .expect_err("should fail");
     assert!(err.to_string().contains("exists; pass --force"), "{err}");
 
     let wasm = support::write(dir.path(), "noop.wasm", &component(PROVIDER_IMPORTS, 100));
     let reference = format!("{}/plugins/noop:v1", reg.addr);
-    let mut args = vec!["plugin", "push", wasm.to_str().ok_or("path")?, &reference, "-a", "org.opencontainers.image.version=1.0.0"];
+    let mut args = vec![
+        "plugin",
+        "push",
+        wasm.to_str().ok_or("path")?,
+        &reference,
+        "-a",
+        "org.opencontainers.image.version=1.0.0",
+    ];
     args.extend(common);
     assert_eq!(cli(&args).await?, 0);
 
@@ -750,7 +1131,7 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     assert_eq!(std::fs::read(&out)?, std::fs::read(&wasm)?);
     let mut args = vec!["plugin", "pull", &reference];
     args.extend(common);
-    let err = cli(&args).await.unwrap_err();
+    let err = cli(&args).await.expect_err("should fail");
     assert!(err.to_string().contains("no trusted key: pass --key"), "{err}");
 
     let tarball = d("bundle.tar");
@@ -767,10 +1148,19 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     assert_eq!(cli(&args).await?, 0, "the signature travelled with the artifact");
 
     // Plain HTTP to a non-loopback registry is refused up front.
-    let mut args = vec!["plugin", "pull", "http://registry.example/plugins/noop:v1", "--allow-unsigned"];
+    let mut args = vec![
+        "plugin",
+        "pull",
+        "http://registry.example/plugins/noop:v1",
+        "--allow-unsigned",
+    ];
     args.extend(common);
-    let err = cli(&args).await.unwrap_err();
-    assert!(err.to_string().contains("refusing plain HTTP to registry `registry.example`"), "{err}");
+    let err = cli(&args).await.expect_err("should fail");
+    assert!(
+        err.to_string()
+            .contains("refusing plain HTTP to registry `registry.example`"),
+        "{err}"
+    );
 
     let rel = dir.path().join("rel");
     std::fs::create_dir(&rel)?;

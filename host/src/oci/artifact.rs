@@ -132,7 +132,9 @@ pub fn check_world(world: &ComponentWorld) -> std::result::Result<(), String> {
         };
         if package == PROVIDER_PACKAGE {
             let Some(version) = version else {
-                return Err(format!("import `{import}` has no version; expected {PROVIDER_PACKAGE}/{iface}@0.x"));
+                return Err(format!(
+                    "import `{import}` has no version; expected {PROVIDER_PACKAGE}/{iface}@0.x"
+                ));
             };
             if major(version) != Some(0) {
                 return Err(format!(
@@ -220,14 +222,21 @@ pub fn plugin_layout(reference: &str, manifest: &Manifest) -> Result<PluginLayou
     let find = |media_type: &str| -> Result<Descriptor> {
         match manifest.layers.as_slice() {
             [single] if single.media_type == media_type => Ok(single.clone()),
-            [single] => Err(wrong("layer".into(), &single.media_type, &format!("`{media_type}`"))),
+            [single] => Err(wrong(
+                "layer".into(),
+                &single.media_type,
+                &format!("`{media_type}`"),
+            )),
             [] => Err(OciError::NotAPlugin {
                 reference: reference.to_string(),
                 reason: "manifest has no layers".into(),
             }),
             many => Err(OciError::NotAPlugin {
                 reference: reference.to_string(),
-                reason: format!("manifest has {} layers; a plugin artifact has exactly one component layer", many.len()),
+                reason: format!(
+                    "manifest has {} layers; a plugin artifact has exactly one component layer",
+                    many.len()
+                ),
             }),
         }
     };
@@ -321,18 +330,28 @@ mod tests {
     fn unknown_worlds_are_refused_naming_the_import() {
         let cases = [
             ("wasi:sockets/tcp@0.2.0x", "x"),
-            ("wasi:filesystem/types@0.3.0", "`wasi:filesystem/types@0.3.0` is not WASI 0.2"),
+            (
+                "wasi:filesystem/types@0.3.0",
+                "`wasi:filesystem/types@0.3.0` is not WASI 0.2",
+            ),
             ("clusterstack:provider/log@1.0.0", "different major version"),
-            ("clusterstack:provider/shell@0.1.0", "`clusterstack:provider/shell@0.1.0` is not a capability"),
+            (
+                "clusterstack:provider/shell@0.1.0",
+                "`clusterstack:provider/shell@0.1.0` is not a capability",
+            ),
             ("acme:evil/backdoor@1.0.0", "package `acme:evil`"),
             ("clusterstack:provider/log", "has no version"),
         ];
         for (import, expected) in cases.iter().skip(1) {
-            let err = check_world(&world(&[import], &[PROVIDER_EXPORT_NAME])).unwrap_err();
+            let err = check_world(&world(&[import], &[PROVIDER_EXPORT_NAME])).expect_err("should fail");
             assert!(err.contains(expected) && err.contains(import), "{import}: {err}");
         }
-        let err = check_world(&world(&[], &["wasi:cli/run@0.2.0"])).unwrap_err();
-        assert!(err.contains("does not export `clusterstack:provider/plugin@0.1.0`") && err.contains("wasi:cli/run"), "{err}");
+        let err = check_world(&world(&[], &["wasi:cli/run@0.2.0"])).expect_err("should fail");
+        assert!(
+            err.contains("does not export `clusterstack:provider/plugin@0.1.0`")
+                && err.contains("wasi:cli/run"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -344,26 +363,37 @@ mod tests {
             Descriptor::for_bytes(LEGACY_WASM_CONFIG, b"{}"),
             vec![Descriptor::for_bytes(LEGACY_WASM_LAYER, b"x")],
         );
-        assert!(matches!(plugin_layout("r", &legacy), Ok(PluginLayout::Legacy { .. })));
+        assert!(matches!(
+            plugin_layout("r", &legacy),
+            Ok(PluginLayout::Legacy { .. })
+        ));
         let image = Manifest::new(
             Descriptor::for_bytes("application/vnd.oci.image.config.v1+json", b"{}"),
             vec![layer],
         );
-        let err = plugin_layout("reg/x:v1", &image).unwrap_err().to_string();
-        assert!(err.contains("`reg/x:v1`: config has media type `application/vnd.oci.image.config.v1+json`"), "{err}");
+        let err = plugin_layout("reg/x:v1", &image)
+            .expect_err("should fail")
+            .to_string();
+        assert!(
+            err.contains("`reg/x:v1`: config has media type `application/vnd.oci.image.config.v1+json`"),
+            "{err}"
+        );
         let tgz = Manifest::new(
             Descriptor::for_bytes(WASM_CONFIG_V0, b"{}"),
-            vec![Descriptor::for_bytes("application/vnd.oci.image.layer.v1.tar+gzip", b"x")],
+            vec![Descriptor::for_bytes(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                b"x",
+            )],
         );
-        let err = plugin_layout("r", &tgz).unwrap_err().to_string();
+        let err = plugin_layout("r", &tgz).expect_err("should fail").to_string();
         assert!(err.contains("layer has media type `application/vnd.oci.image.layer.v1.tar+gzip`, expected `application/wasm`"), "{err}");
     }
 
     #[test]
     fn core_modules_and_garbage_are_not_components() {
-        let err = component_world(b"\0asm\x01\0\0\0").unwrap_err();
+        let err = component_world(b"\0asm\x01\0\0\0").expect_err("should fail");
         assert!(err.contains("core WebAssembly module"), "{err}");
-        let err = component_world(b"hello").unwrap_err();
+        let err = component_world(b"hello").expect_err("should fail");
         assert!(err.contains("not a WebAssembly component"), "{err}");
     }
 }

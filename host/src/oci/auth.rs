@@ -248,7 +248,10 @@ mod tests {
             c.registry_auth("registry.example:5000"),
             RegistryAuth::Basic("u2".into(), "p:2".into())
         );
-        assert_eq!(c.registry_auth("tokens.example"), RegistryAuth::Bearer("tok".into()));
+        assert_eq!(
+            c.registry_auth("tokens.example"),
+            RegistryAuth::Bearer("tok".into())
+        );
         assert_eq!(c.registry_auth("helper.example"), RegistryAuth::Anonymous);
         assert_eq!(c.registry_auth("other.example"), RegistryAuth::Anonymous);
         Ok(())
@@ -261,29 +264,47 @@ mod tests {
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: pull}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {b64}\n"
         );
         let c = Credentials::from_kubernetes_secret("secret ns/pull", yaml.as_bytes())?;
-        assert_eq!(c.registry_auth("tokens.example"), RegistryAuth::Bearer("tok".into()));
+        assert_eq!(
+            c.registry_auth("tokens.example"),
+            RegistryAuth::Bearer("tok".into())
+        );
         let json = serde_json::json!({"kind": "Secret", "type": "kubernetes.io/dockercfg",
             "stringData": {".dockercfg": "{\"r.example\": {\"auth\": \"dXNlcjpwYXNz\"}}"}});
         let c = Credentials::from_kubernetes_secret("s", json.to_string().as_bytes())?;
-        assert_eq!(c.registry_auth("r.example"), RegistryAuth::Basic("user".into(), "pass".into()));
+        assert_eq!(
+            c.registry_auth("r.example"),
+            RegistryAuth::Basic("user".into(), "pass".into())
+        );
         Ok(())
     }
 
     #[test]
     fn malformed_credentials_name_the_entry() {
         let err = Credentials::from_docker_config_json("cfg.json", br#"{"auths": {"r": {"auth": "!!"}}}"#)
-            .unwrap_err()
+            .expect_err("should fail")
             .to_string();
-        assert!(err.contains("cfg.json") && err.contains("entry `r`") && err.contains("base64"), "{err}");
-        let err = Credentials::from_kubernetes_secret("secret ns/x", b"kind: Secret\ntype: Opaque\ndata: {a: Yg==}\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("secret ns/x") && err.contains(".dockerconfigjson"), "{err}");
+        assert!(
+            err.contains("cfg.json") && err.contains("entry `r`") && err.contains("base64"),
+            "{err}"
+        );
+        let err = Credentials::from_kubernetes_secret(
+            "secret ns/x",
+            b"kind: Secret\ntype: Opaque\ndata: {a: Yg==}\n",
+        )
+        .expect_err("should fail")
+        .to_string();
+        assert!(
+            err.contains("secret ns/x") && err.contains(".dockerconfigjson"),
+            "{err}"
+        );
     }
 
     #[test]
     fn debug_output_hides_secrets() {
-        let c = Credential::Basic { username: "u".into(), password: "hunter2".into() };
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -217,7 +217,11 @@ mod tests {
             .get_or_fetch(&digest, |tmp| {
                 fetches.fetch_add(1, Ordering::SeqCst);
                 let blob = blob.clone();
-                async move { tokio::fs::write(&tmp, blob).await.map_err(|e| OciError::io("t", tmp, e)) }
+                async move {
+                    tokio::fs::write(&tmp, blob)
+                        .await
+                        .map_err(|e| OciError::io("t", tmp, e))
+                }
             })
             .await?;
         assert_eq!(bytes, blob);
@@ -238,13 +242,16 @@ mod tests {
         let digest = digest::sha256(b"right");
         let err = cache
             .get_or_fetch(&digest, |tmp| async move {
-                tokio::fs::write(&tmp, b"wrong").await.map_err(|e| OciError::io("t", tmp, e))
+                tokio::fs::write(&tmp, b"wrong")
+                    .await
+                    .map_err(|e| OciError::io("t", tmp, e))
             })
             .await
-            .unwrap_err();
+            .expect_err("should fail");
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
         assert_eq!(cache.read(&digest).await?, None);
-        let leftovers = std::fs::read_dir(dir.path().join("tmp")).map_err(|e| OciError::io("t", dir.path(), e))?;
+        let leftovers =
+            std::fs::read_dir(dir.path().join("tmp")).map_err(|e| OciError::io("t", dir.path(), e))?;
         assert_eq!(leftovers.count(), 0, "temporary files are cleaned up");
         Ok(())
     }
@@ -258,19 +265,25 @@ mod tests {
         let fetches = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..16 {
-            let (cache, blob, digest, fetches) = (cache.clone(), blob.clone(), digest.clone(), fetches.clone());
+            let (cache, blob, digest, fetches) =
+                (cache.clone(), blob.clone(), digest.clone(), fetches.clone());
             tasks.push(tokio::spawn(async move {
                 cache
                     .get_or_fetch(&digest, |tmp| async move {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        tokio::fs::write(&tmp, blob).await.map_err(|e| OciError::io("t", tmp, e))
+                        tokio::fs::write(&tmp, blob)
+                            .await
+                            .map_err(|e| OciError::io("t", tmp, e))
                     })
                     .await
             }));
         }
         for t in tasks {
-            let (bytes, _) = t.await.map_err(|e| OciError::Registry { reference: "t".into(), message: e.to_string() })??;
+            let (bytes, _) = t.await.map_err(|e| OciError::Registry {
+                reference: "t".into(),
+                message: e.to_string(),
+            })??;
             assert_eq!(bytes.len(), 100_000);
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);

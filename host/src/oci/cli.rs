@@ -17,9 +17,9 @@ use super::cache::BlobCache;
 use super::fetch::PluginFetcher;
 use super::layout::{self, Layout};
 use super::registry::{display, Mirror, Registry, RegistryConfig};
+use super::release;
 use super::signature::{self, PublicKey, SignaturePolicy, SigningKey, Verdict};
 use super::source::Source;
-use super::release;
 
 /// Registry access options shared by all commands.
 #[derive(Debug, Clone, Args)]
@@ -28,7 +28,12 @@ pub struct RegistryArgs {
     #[arg(long)]
     pub insecure: bool,
     /// A registry host that may be reached over plain HTTP (repeatable). Loopback always may.
-    #[arg(long = "insecure-registry", value_name = "HOST", env = "STACKHOST_INSECURE_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "STACKHOST_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
     /// Mirror rule `PREFIX=ENDPOINT[,ENDPOINT...]`, tried before the origin with the digest enforced (repeatable).
     #[arg(long = "mirror", value_name = "RULE")]
@@ -82,7 +87,9 @@ impl RegistryArgs {
             .iter()
             .filter_map(|r| {
                 let r = r.trim_start_matches("http://").trim_start_matches("https://");
-                r.parse::<oci_client::Reference>().ok().map(|r| r.registry().to_string())
+                r.parse::<oci_client::Reference>()
+                    .ok()
+                    .map(|r| r.registry().to_string())
             })
             .collect();
         let mut insecure = self.insecure_registries.clone();
@@ -95,7 +102,10 @@ impl RegistryArgs {
         };
         if let Some(path) = &self.pull_secret {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            credentials.merge(Credentials::from_kubernetes_secret(&path.display().to_string(), &bytes)?);
+            credentials.merge(Credentials::from_kubernetes_secret(
+                &path.display().to_string(),
+                &bytes,
+            )?);
         }
         let explicit = match (&self.username, &self.password, &self.token) {
             (_, _, Some(token)) => Some(Credential::Bearer(token.clone())),
@@ -278,7 +288,8 @@ impl PluginPullArgs {
         let plugin = fetcher.pull(&self.reference).await?;
         if let Some(out) = &self.output {
             let tmp = out.with_extension("part");
-            std::fs::write(&tmp, plugin.bytes.as_slice()).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::write(&tmp, plugin.bytes.as_slice())
+                .with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
         }
         let signed = match &plugin.verdict {
@@ -287,7 +298,12 @@ impl PluginPullArgs {
         };
         println!("reference: {}", plugin.reference);
         println!("manifest:  {}", plugin.manifest_digest);
-        println!("component: {} ({} bytes, cache {:?})", plugin.component_digest, plugin.bytes.len(), plugin.cache);
+        println!(
+            "component: {} ({} bytes, cache {:?})",
+            plugin.component_digest,
+            plugin.bytes.len(),
+            plugin.cache
+        );
         println!("signature: {signed}");
         Ok(0)
     }
@@ -318,7 +334,10 @@ impl PluginVerifyArgs {
         let digest = source.fetch_manifest(&r).await?.digest;
         match signature::verify(&source, &r, &digest, &policy).await {
             Ok(Verdict::Signed(v)) => {
-                println!("verified: {} {} signed by {} (as {})", self.reference, v.digest, v.key, v.signed_reference);
+                println!(
+                    "verified: {} {} signed by {} (as {})",
+                    self.reference, v.digest, v.key, v.signed_reference
+                );
                 Ok(0)
             }
             Ok(Verdict::UnsignedAllowed) => Ok(1),
@@ -395,7 +414,10 @@ impl PluginInspectArgs {
         } else {
             println!("reference: {}", info.reference);
             println!("manifest:  {}", info.manifest_digest);
-            println!("component: {} ({} bytes, {} layout)", info.component_digest, info.component_size, info.layout);
+            println!(
+                "component: {} ({} bytes, {} layout)",
+                info.component_digest, info.component_size, info.layout
+            );
             if let Some(world) = info.config.as_ref().and_then(|c| c.component.as_ref()) {
                 println!("imports:");
                 for i in &world.imports {
@@ -458,7 +480,8 @@ impl KeyGenerateArgs {
         }
         let key = signature::generate_key(&password)?;
         write_private(&key_path, key.private_pem.as_bytes())?;
-        std::fs::write(&pub_path, key.public_pem.as_bytes()).with_context(|| format!("writing {}", pub_path.display()))?;
+        std::fs::write(&pub_path, key.public_pem.as_bytes())
+            .with_context(|| format!("writing {}", pub_path.display()))?;
         println!("private key: {}", key_path.display());
         println!("public key:  {}", pub_path.display());
         Ok(0)
@@ -475,7 +498,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -513,7 +537,12 @@ impl ReleaseCommand {
             }
             ReleaseCommand::Tags(a) => {
                 let source = a.registry.source(&[&a.repository])?;
-                let with_tag = if a.repository.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                let with_tag = if a
+                    .repository
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.contains(':'))
+                {
                     a.repository.clone()
                 } else {
                     format!("{}:latest", a.repository)
@@ -599,7 +628,10 @@ impl ExportArgs {
         let dest = PathBuf::from(dest);
         let as_tar = dest.extension().is_some_and(|e| e == "tar");
         let staging = if as_tar {
-            let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             tempfile::Builder::new()
                 .prefix(".stackhost-export")
                 .tempdir_in(parent)

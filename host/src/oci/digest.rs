@@ -63,7 +63,13 @@ impl Hasher {
 }
 
 /// Verify `bytes` against an expected digest and size, naming `what` in the error.
-pub fn verify(reference: &str, what: &str, expected_digest: &str, expected_size: Option<u64>, bytes: &[u8]) -> Result<()> {
+pub fn verify(
+    reference: &str,
+    what: &str,
+    expected_digest: &str,
+    expected_size: Option<u64>,
+    bytes: &[u8],
+) -> Result<()> {
     if let Some(size) = expected_size {
         if bytes.len() as u64 != size {
             return Err(OciError::SizeMismatch {
@@ -101,17 +107,33 @@ mod tests {
 
     #[test]
     fn malformed_digests_are_refused_with_the_reason() {
-        let err = hex_part("r", "md5:abc").map(str::to_owned).unwrap_err().to_string();
+        let err = hex_part("r", "md5:abc")
+            .map(str::to_owned)
+            .expect_err("should fail")
+            .to_string();
         assert!(err.contains("not a sha256 digest"), "{err}");
-        let err = hex_part("r", "sha256:ABC").map(str::to_owned).unwrap_err().to_string();
+        let err = hex_part("r", "sha256:ABC")
+            .map(str::to_owned)
+            .expect_err("should fail")
+            .to_string();
         assert!(err.contains("64 lowercase hex"), "{err}");
     }
 
     #[test]
     fn verify_reports_truncation_before_hash() {
-        let err = verify("r", "layer", &sha256(b"abcd"), Some(4), b"ab").unwrap_err();
-        assert!(matches!(err, OciError::SizeMismatch { expected: 4, received: 2, .. }), "{err}");
-        let err = verify("r", "layer", &sha256(b"abcd"), Some(4), b"abce").unwrap_err();
+        let err = verify("r", "layer", &sha256(b"abcd"), Some(4), b"ab").expect_err("should fail");
+        assert!(
+            matches!(
+                err,
+                OciError::SizeMismatch {
+                    expected: 4,
+                    received: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = verify("r", "layer", &sha256(b"abcd"), Some(4), b"abce").expect_err("should fail");
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
     }
 }

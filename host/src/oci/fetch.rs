@@ -129,7 +129,9 @@ impl PluginFetcher {
         let (bytes, cache) = self
             .cache
             .get_or_fetch(&layout.layer().digest, |tmp| async move {
-                source.fetch_blob_to_file(&pinned, &layer, "component", &tmp).await
+                source
+                    .fetch_blob_to_file(&pinned, &layer, "component", &tmp)
+                    .await
             })
             .await?;
 
@@ -166,8 +168,14 @@ pub async fn push_plugin(
 ) -> Result<String> {
     let artifact = artifact::PluginArtifact::new(origin, component, annotations)?;
     registry.push_blob(reference, component, "component").await?;
-    registry.push_blob(reference, &artifact.config_bytes, "config").await?;
     registry
-        .push_manifest(reference, &artifact.manifest.to_bytes(), super::manifest::OCI_MANIFEST)
+        .push_blob(reference, &artifact.config_bytes, "config")
+        .await?;
+    registry
+        .push_manifest(
+            reference,
+            &artifact.manifest.to_bytes(),
+            super::manifest::OCI_MANIFEST,
+        )
         .await
 }

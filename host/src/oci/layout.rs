@@ -53,12 +53,18 @@ impl Layout {
     pub fn open(root: &Path) -> Result<Self> {
         let marker = root.join(LAYOUT_FILE);
         let text = std::fs::read_to_string(&marker).map_err(|e| {
-            layout_err(root, format!("no readable `oci-layout` file ({e}); is this an OCI image layout directory?"))
+            layout_err(
+                root,
+                format!("no readable `oci-layout` file ({e}); is this an OCI image layout directory?"),
+            )
         })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| layout_err(root, format!("`oci-layout` is not JSON: {e}")))?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
-            return Err(layout_err(root, format!("unsupported imageLayoutVersion in `oci-layout`: {text}")));
+            return Err(layout_err(
+                root,
+                format!("unsupported imageLayoutVersion in `oci-layout`: {text}"),
+            ));
         }
         let index_path = root.join("index.json");
         let bytes = std::fs::read(&index_path).map_err(|e| OciError::io("reading", &index_path, e))?;
@@ -112,7 +118,10 @@ impl Layout {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(layout_err(&self.root, format!("{what} {} of `{shown}` is missing from blobs/", desc.digest)))
+                return Err(layout_err(
+                    &self.root,
+                    format!("{what} {} of `{shown}` is missing from blobs/", desc.digest),
+                ))
             }
             Err(e) => return Err(OciError::io("reading blob", &path, e)),
         };
@@ -121,16 +130,23 @@ impl Layout {
     }
 
     /// Record a manifest under the full name of `reference` (replacing an entry of that name).
-    pub fn add_manifest(&mut self, reference: &Reference, bytes: &[u8], media_type: &str) -> Result<Descriptor> {
+    pub fn add_manifest(
+        &mut self,
+        reference: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Descriptor> {
         self.put_blob(bytes)?;
         let mut desc = Descriptor::for_bytes(media_type, bytes);
         desc.artifact_type = serde_json::from_slice::<Manifest>(bytes)
             .ok()
             .and_then(|m| m.artifact_type.or(Some(m.config.media_type)));
         let name = display(reference);
-        desc.annotations.insert(manifest::ANNOTATION_IMAGE_NAME.into(), name.clone());
+        desc.annotations
+            .insert(manifest::ANNOTATION_IMAGE_NAME.into(), name.clone());
         if let Some(tag) = reference.tag() {
-            desc.annotations.insert(manifest::ANNOTATION_REF_NAME.into(), tag.to_string());
+            desc.annotations
+                .insert(manifest::ANNOTATION_REF_NAME.into(), tag.to_string());
         }
         self.index
             .manifests
@@ -169,7 +185,9 @@ impl Layout {
                 .find(|m| m.annotations.get(manifest::ANNOTATION_IMAGE_NAME) == Some(&name))
                 .cloned()
         };
-        let desc = desc.ok_or(OciError::NotFound { reference: shown.clone() })?;
+        let desc = desc.ok_or(OciError::NotFound {
+            reference: shown.clone(),
+        })?;
         let bytes = self.read_blob(reference, &desc, "manifest")?;
         let media_type = manifest::declared_media_type(&bytes).unwrap_or(desc.media_type);
         Ok(FetchedManifest {
@@ -210,13 +228,20 @@ pub async fn export_one(registry: &Registry, layout: &mut Layout, reference: &Re
             copy_manifest_blobs(registry, layout, &sig_ref, &sig).await?;
             layout.add_manifest(&sig_ref, &sig.bytes, &sig.media_type)?;
         }
-        Err(OciError::NotFound { .. }) => tracing::info!(reference = %shown, "exporting without a signature: none in the registry"),
+        Err(OciError::NotFound { .. }) => {
+            tracing::info!(reference = %shown, "exporting without a signature: none in the registry")
+        }
         Err(e) => return Err(e),
     }
     Ok(fetched.digest)
 }
 
-async fn copy_manifest_blobs(registry: &Registry, layout: &Layout, reference: &Reference, fetched: &FetchedManifest) -> Result<()> {
+async fn copy_manifest_blobs(
+    registry: &Registry,
+    layout: &Layout,
+    reference: &Reference,
+    fetched: &FetchedManifest,
+) -> Result<()> {
     let shown = display(reference);
     let m = fetched.parse(&shown)?;
     let descs = std::iter::once(&m.config).chain(m.layers.iter());
@@ -238,7 +263,11 @@ pub async fn import(registry: &Registry, layout: &Layout, to: Option<&str>) -> R
     let mut pushed = Vec::new();
     // Artifacts first, signatures after, so a signature never points at a missing manifest.
     let mut entries: Vec<&Descriptor> = layout.entries().iter().collect();
-    entries.sort_by_key(|d| d.annotations.get(manifest::ANNOTATION_REF_NAME).is_some_and(|t| t.ends_with(".sig")));
+    entries.sort_by_key(|d| {
+        d.annotations
+            .get(manifest::ANNOTATION_REF_NAME)
+            .is_some_and(|t| t.ends_with(".sig"))
+    });
     for entry in entries {
         let Some(name) = entry.annotations.get(manifest::ANNOTATION_IMAGE_NAME) else {
             tracing::warn!(digest = %entry.digest, "skipping an index entry without a name annotation");
@@ -264,7 +293,9 @@ pub async fn import(registry: &Registry, layout: &Layout, to: Option<&str>) -> R
             let bytes = layout.read_blob(&original, desc, "blob")?;
             registry.push_blob(&target, &bytes, "blob").await?;
         }
-        registry.push_manifest(&target, &fetched.bytes, &fetched.media_type).await?;
+        registry
+            .push_manifest(&target, &fetched.bytes, &fetched.media_type)
+            .await?;
         pushed.push(display(&target));
     }
     Ok(pushed)
@@ -279,7 +310,9 @@ pub fn write_tar(dir: &Path, file: &Path) -> Result<()> {
     builder
         .append_dir_all(".", dir)
         .map_err(|e| OciError::io("writing tarball", &tmp, e))?;
-    let out = builder.into_inner().map_err(|e| OciError::io("writing tarball", &tmp, e))?;
+    let out = builder
+        .into_inner()
+        .map_err(|e| OciError::io("writing tarball", &tmp, e))?;
     out.sync_all().map_err(|e| OciError::io("syncing", &tmp, e))?;
     std::fs::rename(&tmp, file).map_err(|e| OciError::io("writing", file, e))
 }
@@ -289,15 +322,23 @@ pub fn write_tar(dir: &Path, file: &Path) -> Result<()> {
 pub fn unpack_tar(file: &Path, dir: &Path) -> Result<()> {
     let input = std::fs::File::open(file).map_err(|e| OciError::io("opening", file, e))?;
     let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().map_err(|e| OciError::io("reading tarball", file, e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| OciError::io("reading tarball", file, e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| OciError::io("reading tarball", file, e))?;
-        let path = entry.path().map_err(|e| OciError::io("reading tarball", file, e))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| OciError::io("reading tarball", file, e))?
+            .into_owned();
         let safe = path
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !safe {
-            return Err(layout_err(file, format!("entry `{}` escapes the layout directory", path.display())));
+            return Err(layout_err(
+                file,
+                format!("entry `{}` escapes the layout directory", path.display()),
+            ));
         }
         let dest = dir.join(&path);
         match entry.header().entry_type() {
@@ -314,7 +355,10 @@ pub fn unpack_tar(file: &Path, dir: &Path) -> Result<()> {
             other => {
                 return Err(layout_err(
                     file,
-                    format!("entry `{}` has type {other:?}; only files and directories are allowed", path.display()),
+                    format!(
+                        "entry `{}` has type {other:?}; only files and directories are allowed",
+                        path.display()
+                    ),
                 ))
             }
         }
@@ -334,9 +378,14 @@ mod tests {
         let blob = b"hello".to_vec();
         let desc = Descriptor::for_bytes("application/wasm", &blob);
         layout.put_blob(&blob)?;
-        let m = Manifest::new(Descriptor::for_bytes("application/vnd.wasm.config.v0+json", b"{}"), vec![desc.clone()]);
+        let m = Manifest::new(
+            Descriptor::for_bytes("application/vnd.wasm.config.v0+json", b"{}"),
+            vec![desc.clone()],
+        );
         layout.put_blob(b"{}")?;
-        let r: Reference = "registry.example/plugins/noop:v1".parse().map_err(|_| layout_err(&root, "parse"))?;
+        let r: Reference = "registry.example/plugins/noop:v1"
+            .parse()
+            .map_err(|_| layout_err(&root, "parse"))?;
         layout.add_manifest(&r, &m.to_bytes(), manifest::OCI_MANIFEST)?;
 
         let tarball = dir.path().join("out.tar");
@@ -350,20 +399,27 @@ mod tests {
         assert_eq!(reopened.tags(&r), ["v1"]);
 
         // Tampered content in the layout is refused.
-        let path = unpacked.join("blobs/sha256").join(desc.digest.trim_start_matches("sha256:"));
+        let path = unpacked
+            .join("blobs/sha256")
+            .join(desc.digest.trim_start_matches("sha256:"));
         std::fs::write(&path, b"HELLO").map_err(|e| OciError::io("t", &path, e))?;
-        let err = reopened.read_blob(&r, &desc, "layer").unwrap_err();
+        let err = reopened.read_blob(&r, &desc, "layer").expect_err("should fail");
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
 
-        let missing: Reference = "registry.example/plugins/noop:v2".parse().map_err(|_| layout_err(&root, "parse"))?;
-        assert!(matches!(reopened.fetch_manifest(&missing), Err(OciError::NotFound { .. })));
+        let missing: Reference = "registry.example/plugins/noop:v2"
+            .parse()
+            .map_err(|_| layout_err(&root, "parse"))?;
+        assert!(matches!(
+            reopened.fetch_manifest(&missing),
+            Err(OciError::NotFound { .. })
+        ));
         Ok(())
     }
 
     #[test]
     fn not_a_layout_is_explained() {
         let dir = tempfile::tempdir().expect("tmp");
-        let err = Layout::open(dir.path()).unwrap_err().to_string();
+        let err = Layout::open(dir.path()).expect_err("should fail").to_string();
         assert!(err.contains("is this an OCI image layout directory?"), "{err}");
     }
 }

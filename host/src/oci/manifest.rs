@@ -138,7 +138,10 @@ impl FetchedManifest {
         }
         serde_json::from_slice(&self.bytes).map_err(|e| super::OciError::Registry {
             reference: reference.to_string(),
-            message: format!("manifest {} is not valid JSON for an OCI image manifest: {e}", self.digest),
+            message: format!(
+                "manifest {} is not valid JSON for an OCI image manifest: {e}",
+                self.digest
+            ),
         })
     }
 }

@@ -139,8 +139,7 @@ pub fn is_loopback(host: &str) -> bool {
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h)
     };
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One place a reference can be fetched from: the origin or a mirror.
@@ -179,7 +178,8 @@ pub fn parse_reference(s: &str, insecure: &[String]) -> Result<Reference> {
     if let Some(d) = reference.digest() {
         digest::hex_part(s, d)?;
     }
-    if plain_http && !is_loopback(reference.registry()) && !insecure.iter().any(|h| h == reference.registry()) {
+    if plain_http && !is_loopback(reference.registry()) && !insecure.iter().any(|h| h == reference.registry())
+    {
         return Err(OciError::InsecureRegistry {
             registry: reference.registry().to_string(),
         });
@@ -252,7 +252,9 @@ impl Registry {
                 let client = Client::new(ClientConfig {
                     protocol,
                     connect_timeout: Some(self.config.request_timeout.min(Duration::from_secs(10))),
-                    read_timeout: Some(self.config.read_timeout),
+                    // No reqwest read timeout: deadlines are enforced around each request and each
+                    // streamed chunk here, so the error says which one expired.
+                    read_timeout: None,
                     // Blobs up to 512 MiB go in one PUT; chunked uploads add round trips for no gain here.
                     use_monolithic_push: true,
                     platform_resolver: None,
@@ -290,9 +292,15 @@ impl Registry {
                     self.check_insecure(base.registry())?;
                 }
                 let rewritten = match (reference.tag(), reference.digest()) {
-                    (_, Some(d)) => Reference::with_digest(base.registry().into(), base.repository().into(), d.into()),
-                    (Some(t), None) => Reference::with_tag(base.registry().into(), base.repository().into(), t.into()),
-                    (None, None) => Reference::with_tag(base.registry().into(), base.repository().into(), "latest".into()),
+                    (_, Some(d)) => {
+                        Reference::with_digest(base.registry().into(), base.repository().into(), d.into())
+                    }
+                    (Some(t), None) => {
+                        Reference::with_tag(base.registry().into(), base.repository().into(), t.into())
+                    }
+                    (None, None) => {
+                        Reference::with_tag(base.registry().into(), base.repository().into(), "latest".into())
+                    }
                 };
                 out.push(Endpoint {
                     reference: rewritten,
@@ -384,32 +392,49 @@ impl Registry {
         let reference = display(endpoint);
         let registry = endpoint.registry().to_string();
         match e {
-            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
                 Failure::Fatal(OciError::Unauthorized { reference, registry })
             }
-            OciDistributionError::ImageManifestNotFoundError(_) => Failure::Fatal(OciError::NotFound { reference }),
+            OciDistributionError::ImageManifestNotFoundError(_) => {
+                Failure::Fatal(OciError::NotFound { reference })
+            }
             OciDistributionError::RegistryError { envelope, .. } => {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
                 if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized)) {
                     Failure::Fatal(OciError::Unauthorized { reference, registry })
                 } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
-                    Failure::Fatal(OciError::Forbidden { reference, registry, operation })
+                    Failure::Fatal(OciError::Forbidden {
+                        reference,
+                        registry,
+                        operation,
+                    })
                 } else if codes.iter().any(|c| {
                     matches!(
                         c,
-                        OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::BlobUnknown
+                            | OciErrorCode::NotFound
                     )
                 }) {
                     Failure::Fatal(OciError::NotFound { reference })
                 } else if codes.iter().any(|c| matches!(c, OciErrorCode::Toomanyrequests)) {
                     Failure::Retry(envelope.to_string())
                 } else {
-                    Failure::Fatal(OciError::Registry { reference, message: envelope.to_string() })
+                    Failure::Fatal(OciError::Registry {
+                        reference,
+                        message: envelope.to_string(),
+                    })
                 }
             }
             OciDistributionError::ServerError { code, message, .. } => match code {
                 401 => Failure::Fatal(OciError::Unauthorized { reference, registry }),
-                403 => Failure::Fatal(OciError::Forbidden { reference, registry, operation }),
+                403 => Failure::Fatal(OciError::Forbidden {
+                    reference,
+                    registry,
+                    operation,
+                }),
                 404 => Failure::Fatal(OciError::NotFound { reference }),
                 408 | 429 | 500..=599 => Failure::Retry(format!("HTTP {code} {}", message.trim())),
                 _ => Failure::Fatal(OciError::Registry {
@@ -421,18 +446,22 @@ impl Registry {
                 if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode() {
                     Failure::Retry(error_chain(&e))
                 } else {
-                    Failure::Fatal(OciError::Registry { reference, message: error_chain(&e) })
+                    Failure::Fatal(OciError::Registry {
+                        reference,
+                        message: error_chain(&e),
+                    })
                 }
             }
             OciDistributionError::IoError(e) => Failure::Retry(e.to_string()),
-            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
-                Failure::Fatal(OciError::DigestMismatch {
-                    reference,
-                    what: "manifest".into(),
-                    expected,
-                    actual,
-                })
-            }
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+                expected,
+                actual,
+            }) => Failure::Fatal(OciError::DigestMismatch {
+                reference,
+                what: "manifest".into(),
+                expected,
+                actual,
+            }),
             other => Failure::Fatal(OciError::Registry {
                 reference,
                 message: other.to_string(),
@@ -447,7 +476,9 @@ impl Registry {
         operation: &'static str,
     ) -> std::result::Result<T, Failure> {
         match tokio::time::timeout(self.config.request_timeout, fut).await {
-            Err(_) => Failure::Retry(format!("no answer within {:?}", self.config.request_timeout)).into_err(),
+            Err(_) => {
+                Failure::Retry(format!("no answer within {:?}", self.config.request_timeout)).into_err()
+            }
             Ok(Err(e)) => Err(self.classify(e, endpoint, operation)),
             Ok(Ok(v)) => Ok(v),
         }
@@ -463,11 +494,19 @@ impl Registry {
             async move {
                 let handle = self.client_for(endpoint.reference.resolve_registry());
                 let r = &endpoint.reference;
-                let accepted = [manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST, manifest::OCI_INDEX];
+                let accepted = [
+                    manifest::OCI_MANIFEST,
+                    manifest::DOCKER_MANIFEST,
+                    manifest::OCI_INDEX,
+                ];
                 let (bytes, _) = self
                     .retry("manifest", r, || async {
-                        self.timed(r, handle.client.pull_manifest_raw(r, &handle.auth, &accepted), "pull")
-                            .await
+                        self.timed(
+                            r,
+                            handle.client.pull_manifest_raw(r, &handle.auth, &accepted),
+                            "pull",
+                        )
+                        .await
                     })
                     .await?;
                 if bytes.len() as u64 > cap {
@@ -490,8 +529,8 @@ impl Registry {
                         });
                     }
                 }
-                let media_type =
-                    manifest::declared_media_type(&bytes).unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
+                let media_type = manifest::declared_media_type(&bytes)
+                    .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
                 Ok(FetchedManifest {
                     digest: actual,
                     media_type,
@@ -508,22 +547,42 @@ impl Registry {
     }
 
     /// Fetch a small blob (config, signature payload) into memory, verified.
-    pub async fn fetch_blob_bytes(&self, reference: &Reference, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    pub async fn fetch_blob_bytes(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let cap = self.config.max_config_bytes;
         self.check_cap(reference, desc, what, cap, "config")?;
         let mut out = Vec::new();
-        self.fetch_blob(reference, desc, what, &mut BlobSink::Memory(&mut out)).await?;
+        self.fetch_blob(reference, desc, what, &mut BlobSink::Memory(&mut out))
+            .await?;
         Ok(out)
     }
 
     /// Fetch a layer into `path` (created or truncated), verified; `path` holds exactly the
     /// blob on success and unspecified content on error.
-    pub async fn fetch_blob_to_file(&self, reference: &Reference, desc: &Descriptor, what: &str, path: &Path) -> Result<()> {
+    pub async fn fetch_blob_to_file(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        path: &Path,
+    ) -> Result<()> {
         self.check_cap(reference, desc, what, self.config.max_blob_bytes, "blob")?;
-        self.fetch_blob(reference, desc, what, &mut BlobSink::File(path)).await
+        self.fetch_blob(reference, desc, what, &mut BlobSink::File(path))
+            .await
     }
 
-    fn check_cap(&self, reference: &Reference, desc: &Descriptor, what: &str, cap: u64, flag: &'static str) -> Result<()> {
+    fn check_cap(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        cap: u64,
+        flag: &'static str,
+    ) -> Result<()> {
         if desc.size > cap {
             return Err(OciError::TooLarge {
                 reference: display(reference),
@@ -537,7 +596,13 @@ impl Registry {
         Ok(())
     }
 
-    async fn fetch_blob(&self, reference: &Reference, desc: &Descriptor, what: &str, sink: &mut BlobSink<'_>) -> Result<()> {
+    async fn fetch_blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<()> {
         let digest_ref = reference.clone_with_digest(desc.digest.clone());
         // Mirrors and retries need a fresh sink per try, so the loop is spelled out here.
         let endpoints = self.endpoints(&digest_ref)?;
@@ -564,7 +629,13 @@ impl Registry {
         }))
     }
 
-    async fn retry_blob(&self, r: &Reference, desc: &Descriptor, what: &str, sink: &mut BlobSink<'_>) -> Result<()> {
+    async fn retry_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<()> {
         let attempts = self.config.retry.attempts.max(1);
         let mut last_error = String::new();
         for attempt in 1..=attempts {
@@ -595,7 +666,10 @@ impl Registry {
         sink: &mut BlobSink<'_>,
     ) -> std::result::Result<(), Failure> {
         let handle = self.client_for(r.resolve_registry());
-        handle.client.store_auth_if_needed(r.resolve_registry(), &handle.auth).await;
+        handle
+            .client
+            .store_auth_if_needed(r.resolve_registry(), &handle.auth)
+            .await;
         let mut stream = self
             .timed(r, handle.client.pull_blob_stream(r, desc.digest.as_str()), "pull")
             .await?;
@@ -689,7 +763,8 @@ impl Registry {
     pub async fn blob_exists(&self, reference: &Reference, digest: &str) -> Result<bool> {
         let handle = self.client_for(reference.resolve_registry());
         self.retry("blob check", reference, || async {
-            self.timed(reference, handle.client.blob_exists(reference, digest), "push").await
+            self.timed(reference, handle.client.blob_exists(reference, digest), "push")
+                .await
         })
         .await
     }
@@ -704,8 +779,12 @@ impl Registry {
             let bar = self.progress_bar(&Descriptor::for_bytes("", bytes), what);
             let data = bytes::Bytes::copy_from_slice(bytes);
             self.retry(what, reference, || async {
-                self.timed(reference, handle.client.push_blob(reference, data.clone(), &digest), "push")
-                    .await
+                self.timed(
+                    reference,
+                    handle.client.push_blob(reference, data.clone(), &digest),
+                    "push",
+                )
+                .await
             })
             .await?;
             if let Some(bar) = bar {
@@ -719,7 +798,9 @@ impl Registry {
         self.retry("authenticate", reference, || async {
             self.timed(
                 reference,
-                handle.client.auth(reference, &handle.auth, RegistryOperation::Push),
+                handle
+                    .client
+                    .auth(reference, &handle.auth, RegistryOperation::Push),
                 "push",
             )
             .await
@@ -729,7 +810,12 @@ impl Registry {
     }
 
     /// Upload a manifest under `reference`'s tag (or digest); returns its digest.
-    pub async fn push_manifest(&self, reference: &Reference, bytes: &[u8], media_type: &str) -> Result<String> {
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String> {
         let handle = self.client_for(reference.resolve_registry());
         let content_type = HeaderValue::from_str(media_type).map_err(|_| OciError::Registry {
             reference: display(reference),
@@ -833,8 +919,12 @@ impl BlobWriter<'_> {
         match self {
             BlobWriter::Memory(_) => Ok(()),
             BlobWriter::File(mut f, path) => {
-                f.flush().await.map_err(|e| OciError::io("writing download file", path, e))?;
-                f.sync_all().await.map_err(|e| OciError::io("syncing download file", path, e))
+                f.flush()
+                    .await
+                    .map_err(|e| OciError::io("writing download file", path, e))?;
+                f.sync_all()
+                    .await
+                    .map_err(|e| OciError::io("syncing download file", path, e))
             }
         }
     }
@@ -846,7 +936,14 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "::1"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["registry.example", "10.0.0.1:5000", "localhost.example:80"] {
@@ -856,8 +953,13 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused_for_remote_registries_unless_insecure() {
-        let err = parse_reference("http://registry.example/p/noop:v1", &[]).unwrap_err().to_string();
-        assert!(err.contains("refusing plain HTTP to registry `registry.example`"), "{err}");
+        let err = parse_reference("http://registry.example/p/noop:v1", &[])
+            .expect_err("should fail")
+            .to_string();
+        assert!(
+            err.contains("refusing plain HTTP to registry `registry.example`"),
+            "{err}"
+        );
         assert!(err.contains("--insecure registry.example"), "{err}");
         assert!(parse_reference("http://registry.example/p/noop:v1", &["registry.example".into()]).is_ok());
         assert!(parse_reference("http://127.0.0.1:5000/p/noop:v1", &[]).is_ok());
@@ -865,9 +967,13 @@ mod tests {
 
     #[test]
     fn bad_references_are_explained() {
-        let err = parse_reference("Not A Ref", &[]).unwrap_err().to_string();
+        let err = parse_reference("Not A Ref", &[])
+            .expect_err("should fail")
+            .to_string();
         assert!(err.contains("invalid OCI reference `Not A Ref`"), "{err}");
-        let err = parse_reference("r.example/p@sha256:abc", &[]).unwrap_err().to_string();
+        let err = parse_reference("r.example/p@sha256:abc", &[])
+            .expect_err("should fail")
+            .to_string();
         assert!(err.contains("invalid OCI reference"), "{err}");
     }
 
@@ -879,7 +985,11 @@ mod tests {
         };
         let registry = Registry::new(config);
         let r = registry.parse("registry.example/plugins/openstack:v1")?;
-        let e: Vec<String> = registry.endpoints(&r)?.iter().map(|e| display(&e.reference)).collect();
+        let e: Vec<String> = registry
+            .endpoints(&r)?
+            .iter()
+            .map(|e| display(&e.reference))
+            .collect();
         assert_eq!(
             e,
             [
@@ -890,7 +1000,7 @@ mod tests {
         );
         let other = registry.parse("registry.example/pluginsx/a:v1")?;
         assert_eq!(registry.endpoints(&other)?.len(), 1);
-        let err = "nothing".parse::<Mirror>().unwrap_err().to_string();
+        let err = "nothing".parse::<Mirror>().expect_err("should fail").to_string();
         assert!(err.contains("PREFIX=ENDPOINT"), "{err}");
         Ok(())
     }
@@ -902,8 +1012,11 @@ mod tests {
             ..RegistryConfig::default()
         });
         let r = registry.parse("registry.example/p/a:v1")?;
-        let err = registry.endpoints(&r).unwrap_err().to_string();
-        assert!(err.contains("refusing plain HTTP to registry `mirror.example`"), "{err}");
+        let err = registry.endpoints(&r).expect_err("should fail").to_string();
+        assert!(
+            err.contains("refusing plain HTTP to registry `mirror.example`"),
+            "{err}"
+        );
         Ok(())
     }
 

@@ -84,7 +84,10 @@ fn check_file_name(origin: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(rel_err(origin, format!("file name `{name}` is not a plain file name")))
+        Err(rel_err(
+            origin,
+            format!("file name `{name}` is not a plain file name"),
+        ))
     }
 }
 
@@ -107,9 +110,15 @@ pub fn check_files(origin: &str, files: &[String], metadata: Option<&[u8]>) -> R
         }
     }
     if !versions.components.contains_key("clusterAddon") {
-        return Err(rel_err(origin, "metadata.yaml: `versions.components.clusterAddon` is missing"));
+        return Err(rel_err(
+            origin,
+            "metadata.yaml: `versions.components.clusterAddon` is missing",
+        ));
     }
-    for (kind, needle) in [("cluster-class", "-cluster-class-"), ("cluster-addon", "-cluster-addon-")] {
+    for (kind, needle) in [
+        ("cluster-class", "-cluster-class-"),
+        ("cluster-addon", "-cluster-addon-"),
+    ] {
         if !files.iter().any(|f| f.contains(needle) && f.ends_with(".tgz")) {
             return Err(rel_err(
                 origin,
@@ -133,7 +142,9 @@ pub fn read_dir(dir: &Path) -> Result<(ReleaseFiles, Vec<(String, PathBuf)>)> {
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| OciError::io("reading release directory", dir, e))?;
-        let ty = entry.file_type().map_err(|e| OciError::io("reading", entry.path(), e))?;
+        let ty = entry
+            .file_type()
+            .map_err(|e| OciError::io("reading", entry.path(), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if ty.is_dir() {
             // CSO untars multi-stage addon charts next to the tgz; those are not release files.
@@ -159,10 +170,13 @@ pub async fn push(registry: &Registry, dir: &Path, reference: &Reference) -> Res
     let (checked, files) = read_dir(dir)?;
     let mut layers = Vec::new();
     for (name, path) in &files {
-        let bytes = tokio::fs::read(path).await.map_err(|e| OciError::io("reading", path, e))?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| OciError::io("reading", path, e))?;
         registry.push_blob(reference, &bytes, name).await?;
         let mut desc = Descriptor::for_bytes(media_type_for(name), &bytes);
-        desc.annotations.insert(manifest::ANNOTATION_TITLE.into(), name.clone());
+        desc.annotations
+            .insert(manifest::ANNOTATION_TITLE.into(), name.clone());
         layers.push(desc);
     }
     let config = b"{}";
@@ -175,7 +189,9 @@ pub async fn push(registry: &Registry, dir: &Path, reference: &Reference) -> Res
         manifest::ANNOTATION_CREATED.into(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    registry.push_manifest(reference, &m.to_bytes(), OCI_MANIFEST).await
+    registry
+        .push_manifest(reference, &m.to_bytes(), OCI_MANIFEST)
+        .await
 }
 
 /// A release written to disk.
@@ -197,7 +213,10 @@ pub fn check_manifest(origin: &str, m: &Manifest) -> Result<()> {
         return Err(OciError::WrongMediaType {
             reference: origin.to_string(),
             what: "artifact".into(),
-            found: m.artifact_type.clone().unwrap_or_else(|| m.config.media_type.clone()),
+            found: m
+                .artifact_type
+                .clone()
+                .unwrap_or_else(|| m.config.media_type.clone()),
             expected: format!("a cluster-stack release (`{ARTIFACT_TYPE}`)"),
         });
     }
@@ -214,7 +233,10 @@ pub async fn pull(source: &Source, reference: &Reference, dest: &Path) -> Result
 
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| OciError::io("creating", parent, e))?;
-    let base = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let partial = parent.join(format!(".{base}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(|e| OciError::io("creating", &partial, e))?;
@@ -224,17 +246,31 @@ pub async fn pull(source: &Source, reference: &Reference, dest: &Path) -> Result
         for layer in &m.layers {
             let name = layer
                 .title()
-                .ok_or_else(|| rel_err(&shown, format!("layer {} has no `{}` annotation naming its file", layer.digest, manifest::ANNOTATION_TITLE)))?
+                .ok_or_else(|| {
+                    rel_err(
+                        &shown,
+                        format!(
+                            "layer {} has no `{}` annotation naming its file",
+                            layer.digest,
+                            manifest::ANNOTATION_TITLE
+                        ),
+                    )
+                })?
                 .to_string();
             check_file_name(&shown, &name)?;
             if names.contains(&name) {
                 return Err(rel_err(&shown, format!("two layers are named `{name}`")));
             }
-            source.fetch_blob_to_file(&pinned, layer, &name, &partial.join(&name)).await?;
+            source
+                .fetch_blob_to_file(&pinned, layer, &name, &partial.join(&name))
+                .await?;
             names.push(name);
         }
         let metadata = match names.iter().any(|n| n == "metadata.yaml") {
-            true => Some(std::fs::read(partial.join("metadata.yaml")).map_err(|e| OciError::io("reading", partial.join("metadata.yaml"), e))?),
+            true => Some(
+                std::fs::read(partial.join("metadata.yaml"))
+                    .map_err(|e| OciError::io("reading", partial.join("metadata.yaml"), e))?,
+            ),
             false => None,
         };
         check_files(&shown, &names, metadata.as_deref())
@@ -278,7 +314,10 @@ mod tests {
 
     #[test]
     fn csctl_media_types() {
-        assert_eq!(media_type_for("metadata.yaml"), "application/vnd.scs.metadata.layer.v1+yaml");
+        assert_eq!(
+            media_type_for("metadata.yaml"),
+            "application/vnd.scs.metadata.layer.v1+yaml"
+        );
         assert_eq!(
             media_type_for("docker-ferrol-1-27-cluster-class-v1.tgz"),
             "application/vnd.scs.cluster-class.v1.tar+gzip"
@@ -287,21 +326,36 @@ mod tests {
             media_type_for("docker-ferrol-1-27-cluster-addon-v2.tgz"),
             "application/vnd.scs.cluster-addon.layer.v1.tar+gzip"
         );
-        assert_eq!(media_type_for("node-images.yaml"), "application/vnd.scs.node-image.config.layer.v1+yaml");
+        assert_eq!(
+            media_type_for("node-images.yaml"),
+            "application/vnd.scs.node-image.config.layer.v1+yaml"
+        );
         assert_eq!(media_type_for("cluster-addon-values.yaml"), GENERIC_LAYER);
     }
 
     #[test]
     fn incomplete_releases_name_what_is_missing() {
         let files = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let all = files(&["metadata.yaml", "p-n-1-27-cluster-class-v1.tgz", "p-n-1-27-cluster-addon-v1.tgz"]);
+        let all = files(&[
+            "metadata.yaml",
+            "p-n-1-27-cluster-class-v1.tgz",
+            "p-n-1-27-cluster-addon-v1.tgz",
+        ]);
         let ok = check_files("r", &all, Some(META.as_bytes())).expect("complete release");
         assert_eq!(ok.kubernetes_version, "v1.27.3");
-        let err = check_files("r", &all, None).unwrap_err().to_string();
+        let err = check_files("r", &all, None).expect_err("should fail").to_string();
         assert!(err.contains("metadata.yaml is missing"), "{err}");
-        let err = check_files("r", &all[..2], Some(META.as_bytes())).unwrap_err().to_string();
+        let err = check_files("r", &all[..2], Some(META.as_bytes()))
+            .expect_err("should fail")
+            .to_string();
         assert!(err.contains("no cluster-addon chart"), "{err}");
-        let err = check_files("r", &all, Some(b"versions:\n  clusterStack: v1\n  kubernetes: ''\n")).unwrap_err().to_string();
+        let err = check_files(
+            "r",
+            &all,
+            Some(b"versions:\n  clusterStack: v1\n  kubernetes: ''\n"),
+        )
+        .expect_err("should fail")
+        .to_string();
         assert!(err.contains("`versions.kubernetes` is empty"), "{err}");
         for bad in ["../x", "a/b", "", ".."] {
             assert!(check_file_name("r", bad).is_err(), "{bad}");

@@ -84,7 +84,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,19 +131,22 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("PublicKey")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
 impl PublicKey {
     /// Parse a `PUBLIC KEY` PEM (cosign.pub).
     pub fn from_pem(origin: &str, pem: &[u8]) -> Result<Self> {
-        let key = CosignVerificationKey::from_pem(pem, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| {
-            key_err(
-                Path::new(origin),
-                format!("not an ECDSA P-256 public key in PEM form (cosign.pub): {e}"),
-            )
-        })?;
+        let key =
+            CosignVerificationKey::from_pem(pem, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| {
+                key_err(
+                    Path::new(origin),
+                    format!("not an ECDSA P-256 public key in PEM form (cosign.pub): {e}"),
+                )
+            })?;
         Ok(PublicKey {
             key,
             origin: origin.to_string(),
@@ -210,7 +215,12 @@ pub fn payload(reference: &Reference, digest: &str) -> Vec<u8> {
 
 /// Sign the manifest `digest` of `reference` and push the signature to its `.sig` tag,
 /// appending to signatures already there. Returns the signature reference.
-pub async fn sign(registry: &Registry, reference: &Reference, digest: &str, key: &SigningKey) -> Result<Reference> {
+pub async fn sign(
+    registry: &Registry,
+    reference: &Reference,
+    digest: &str,
+    key: &SigningKey,
+) -> Result<Reference> {
     let sig_ref = signature_reference(reference, digest);
     let payload = payload(reference, digest);
     let signature = key.sign(&payload)?;
@@ -227,7 +237,9 @@ pub async fn sign(registry: &Registry, reference: &Reference, digest: &str, key:
     if !layers.contains(&layer) {
         layers.push(layer);
     }
-    registry.push_blob(&sig_ref, &payload, "signature payload").await?;
+    registry
+        .push_blob(&sig_ref, &payload, "signature payload")
+        .await?;
 
     // cosign's signature "image" config: one diff_id per payload layer.
     let config = serde_json::json!({
@@ -239,7 +251,9 @@ pub async fn sign(registry: &Registry, reference: &Reference, digest: &str, key:
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>()},
     });
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    registry.push_blob(&sig_ref, &config_bytes, "signature config").await?;
+    registry
+        .push_blob(&sig_ref, &config_bytes, "signature config")
+        .await?;
     let manifest = Manifest::new(Descriptor::for_bytes(SIG_CONFIG, &config_bytes), layers);
     registry
         .push_manifest(&sig_ref, &manifest.to_bytes(), OCI_MANIFEST)
@@ -248,7 +262,12 @@ pub async fn sign(registry: &Registry, reference: &Reference, digest: &str, key:
 }
 
 /// Apply `policy` to the artifact `reference` whose manifest digest is `digest`.
-pub async fn verify(source: &Source, reference: &Reference, digest: &str, policy: &SignaturePolicy) -> Result<Verdict> {
+pub async fn verify(
+    source: &Source,
+    reference: &Reference,
+    digest: &str,
+    policy: &SignaturePolicy,
+) -> Result<Verdict> {
     let shown = display(reference);
     let sig_ref = signature_reference(reference, digest);
     let fetched = match source.fetch_manifest(&sig_ref).await {
@@ -272,25 +291,37 @@ pub async fn verify(source: &Source, reference: &Reference, digest: &str, policy
         reason,
     };
     if policy.keys.is_empty() {
-        return Err(bad("no trusted public key is configured (pass --key cosign.pub)".into()));
+        return Err(bad(
+            "no trusted public key is configured (pass --key cosign.pub)".into()
+        ));
     }
     let manifest = fetched.parse(&display(&sig_ref))?;
     let mut reasons = Vec::new();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let n = i + 1;
         if layer.media_type != SIMPLE_SIGNING {
-            reasons.push(format!("layer {n} has media type `{}`, not `{SIMPLE_SIGNING}`", layer.media_type));
+            reasons.push(format!(
+                "layer {n} has media type `{}`, not `{SIMPLE_SIGNING}`",
+                layer.media_type
+            ));
             continue;
         }
         let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
             reasons.push(format!("layer {n} has no `{SIGNATURE_ANNOTATION}` annotation"));
             continue;
         };
-        let payload = source.fetch_blob_bytes(&sig_ref, layer, "signature payload").await?;
+        let payload = source
+            .fetch_blob_bytes(&sig_ref, layer, "signature payload")
+            .await?;
         let Some(key) = policy.keys.iter().find(|k| k.verifies(&payload, signature)) else {
             reasons.push(format!(
                 "signature {n} does not verify with the trusted key(s) {}",
-                policy.keys.iter().map(|k| k.origin.as_str()).collect::<Vec<_>>().join(", ")
+                policy
+                    .keys
+                    .iter()
+                    .map(|k| k.origin.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             continue;
         };
@@ -302,7 +333,10 @@ pub async fn verify(source: &Source, reference: &Reference, digest: &str, policy
             }
         };
         if parsed.critical.type_name != simple_signing::CRITICAL_TYPE_NAME {
-            reasons.push(format!("signature {n} payload has type `{}`", parsed.critical.type_name));
+            reasons.push(format!(
+                "signature {n} payload has type `{}`",
+                parsed.critical.type_name
+            ));
             continue;
         }
         if !parsed.satisfies_manifest_digest(digest) {
@@ -319,7 +353,10 @@ pub async fn verify(source: &Source, reference: &Reference, digest: &str, policy
         }));
     }
     if reasons.is_empty() {
-        reasons.push(format!("the signature manifest `{}` has no signature layers", signature_tag(digest)));
+        reasons.push(format!(
+            "the signature manifest `{}` has no signature layers",
+            signature_tag(digest)
+        ));
     }
     Err(bad(reasons.join("; ")))
 }
@@ -334,7 +371,11 @@ mod tests {
     #[test]
     fn generated_keys_round_trip_and_wrong_keys_or_passwords_fail() -> Result<()> {
         let k = generate_key(b"pw")?;
-        assert!(k.private_pem.contains("ENCRYPTED SIGSTORE PRIVATE KEY"), "{}", k.private_pem);
+        assert!(
+            k.private_pem.contains("ENCRYPTED SIGSTORE PRIVATE KEY"),
+            "{}",
+            k.private_pem
+        );
         assert!(k.public_pem.contains("BEGIN PUBLIC KEY"));
         let signer = SigningKey::from_pem(Path::new("cosign.key"), k.private_pem.as_bytes(), b"pw")?;
         let public = PublicKey::from_pem("cosign.pub", k.public_pem.as_bytes())?;
@@ -343,26 +384,36 @@ mod tests {
         assert!(!public.verifies(b"payload2", &sig));
         let other = PublicKey::from_pem("other.pub", generate_key(b"x")?.public_pem.as_bytes())?;
         assert!(!other.verifies(b"payload", &sig));
-        let err = SigningKey::from_pem(Path::new("cosign.key"), k.private_pem.as_bytes(), b"wrong").unwrap_err();
-        assert!(err.to_string().contains("key `cosign.key`: cannot decrypt"), "{err}");
-        let err = PublicKey::from_pem("x.pub", b"nonsense").unwrap_err();
+        let err = SigningKey::from_pem(Path::new("cosign.key"), k.private_pem.as_bytes(), b"wrong")
+            .expect_err("should fail");
+        assert!(
+            err.to_string().contains("key `cosign.key`: cannot decrypt"),
+            "{err}"
+        );
+        let err = PublicKey::from_pem("x.pub", b"nonsense").expect_err("should fail");
         assert!(err.to_string().contains("not an ECDSA P-256 public key"), "{err}");
         Ok(())
     }
 
     #[test]
     fn payload_is_cosign_simple_signing() -> Result<()> {
-        let r: Reference = "127.0.0.1:5000/plugins/noop:v1".parse().map_err(|_| OciError::Registry {
-            reference: "t".into(),
-            message: "parse".into(),
-        })?;
-        let p: serde_json::Value = serde_json::from_slice(&payload(&r, "sha256:00")).map_err(|e| OciError::Registry {
-            reference: "t".into(),
-            message: e.to_string(),
-        })?;
+        let r: Reference = "127.0.0.1:5000/plugins/noop:v1"
+            .parse()
+            .map_err(|_| OciError::Registry {
+                reference: "t".into(),
+                message: "parse".into(),
+            })?;
+        let p: serde_json::Value =
+            serde_json::from_slice(&payload(&r, "sha256:00")).map_err(|e| OciError::Registry {
+                reference: "t".into(),
+                message: e.to_string(),
+            })?;
         assert_eq!(p["critical"]["type"], "cosign container image signature");
         assert_eq!(p["critical"]["image"]["docker-manifest-digest"], "sha256:00");
-        assert_eq!(p["critical"]["identity"]["docker-reference"], "127.0.0.1:5000/plugins/noop");
+        assert_eq!(
+            p["critical"]["identity"]["docker-reference"],
+            "127.0.0.1:5000/plugins/noop"
+        );
         assert_eq!(signature_tag("sha256:abc"), "sha256-abc.sig");
         Ok(())
     }

@@ -39,7 +39,12 @@ impl Source {
     }
 
     /// A small blob (config, signature payload), verified.
-    pub async fn fetch_blob_bytes(&self, reference: &Reference, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    pub async fn fetch_blob_bytes(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         match self {
             Source::Registry(r) => r.fetch_blob_bytes(reference, desc, what).await,
             Source::Layout(l) => l.read_blob(reference, desc, what),
@@ -47,7 +52,13 @@ impl Source {
     }
 
     /// A layer into `path`, verified.
-    pub async fn fetch_blob_to_file(&self, reference: &Reference, desc: &Descriptor, what: &str, path: &Path) -> Result<()> {
+    pub async fn fetch_blob_to_file(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+        path: &Path,
+    ) -> Result<()> {
         match self {
             Source::Registry(r) => r.fetch_blob_to_file(reference, desc, what, path).await,
             Source::Layout(l) => {

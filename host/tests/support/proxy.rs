@@ -16,7 +16,11 @@ pub enum Mode {
     /// Answer every request with this status and an OCI error envelope.
     Status(u16, &'static str),
     /// Demand `Authorization: Bearer <token>`; `/token` issues it for the basic credentials.
-    Bearer { user: String, password: String, token: String },
+    Bearer {
+        user: String,
+        password: String,
+        token: String,
+    },
 }
 
 #[derive(Debug)]
@@ -62,7 +66,9 @@ impl Proxy {
                 .build()
                 .expect("client");
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let (s, client, own) = (s.clone(), client.clone(), own.clone());
                 tokio::spawn(async move {
                     let _ = handle(sock, s, client, own).await;
@@ -78,7 +84,13 @@ impl Proxy {
 
     /// Requests seen whose line contains `needle`.
     pub fn count(&self, needle: &str) -> usize {
-        self.state.log.lock().expect("log").iter().filter(|l| l.contains(needle)).count()
+        self.state
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -86,7 +98,12 @@ impl Proxy {
     }
 }
 
-async fn handle(mut sock: TcpStream, state: Arc<State>, client: reqwest::Client, own: String) -> std::io::Result<()> {
+async fn handle(
+    mut sock: TcpStream,
+    state: Arc<State>,
+    client: reqwest::Client,
+    own: String,
+) -> std::io::Result<()> {
     // Read the head.
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
@@ -108,7 +125,10 @@ async fn handle(mut sock: TcpStream, state: Arc<State>, client: reqwest::Client,
     let path = parts.next().unwrap_or("/").to_string();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -127,25 +147,58 @@ async fn handle(mut sock: TcpStream, state: Arc<State>, client: reqwest::Client,
         return Ok(());
     }
     if take(&state.fail_next) {
-        return respond(&mut sock, 503, &[("content-type", "text/plain")], b"upstream overloaded").await;
+        return respond(
+            &mut sock,
+            503,
+            &[("content-type", "text/plain")],
+            b"upstream overloaded",
+        )
+        .await;
     }
     let mode = state.mode.lock().expect("mode").clone();
     let mut auth_to_forward = header("authorization");
     match mode {
         Mode::Forward => {}
         Mode::Status(code, envelope_code) => {
-            let body = format!(r#"{{"errors":[{{"code":"{envelope_code}","message":"injected by test proxy","detail":null}}]}}"#);
-            return respond(&mut sock, code, &[("content-type", "application/json")], body.as_bytes()).await;
+            let body = format!(
+                r#"{{"errors":[{{"code":"{envelope_code}","message":"injected by test proxy","detail":null}}]}}"#
+            );
+            return respond(
+                &mut sock,
+                code,
+                &[("content-type", "application/json")],
+                body.as_bytes(),
+            )
+            .await;
         }
-        Mode::Bearer { user, password, token } => {
+        Mode::Bearer {
+            user,
+            password,
+            token,
+        } => {
             use base64::Engine as _;
             if path.starts_with("/token") {
-                let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+                let expected = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+                );
                 if header("authorization").as_deref() == Some(expected.as_str()) {
                     let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
-                    return respond(&mut sock, 200, &[("content-type", "application/json")], body.as_bytes()).await;
+                    return respond(
+                        &mut sock,
+                        200,
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    )
+                    .await;
                 }
-                return respond(&mut sock, 401, &[("content-type", "application/json")], br#"{"details":"bad credentials"}"#).await;
+                return respond(
+                    &mut sock,
+                    401,
+                    &[("content-type", "application/json")],
+                    br#"{"details":"bad credentials"}"#,
+                )
+                .await;
             }
             if header("authorization").as_deref() != Some(format!("Bearer {token}").as_str()) {
                 let challenge = format!(r#"Bearer realm="http://{own}/token",service="stackhost-test""#);
@@ -153,7 +206,10 @@ async fn handle(mut sock: TcpStream, state: Arc<State>, client: reqwest::Client,
                 return respond(
                     &mut sock,
                     401,
-                    &[("content-type", "application/json"), ("www-authenticate", &challenge)],
+                    &[
+                        ("content-type", "application/json"),
+                        ("www-authenticate", &challenge),
+                    ],
                     body,
                 )
                 .await;
@@ -186,8 +242,15 @@ async fn handle(mut sock: TcpStream, state: Arc<State>, client: reqwest::Client,
         .headers()
         .iter()
         .filter(|(k, _)| {
-            ["content-type", "docker-content-digest", "location", "www-authenticate", "docker-upload-uuid", "range"]
-                .contains(&k.as_str())
+            [
+                "content-type",
+                "docker-content-digest",
+                "location",
+                "www-authenticate",
+                "docker-upload-uuid",
+                "range",
+            ]
+            .contains(&k.as_str())
         })
         .map(|(k, v)| {
             let mut v = v.to_str().unwrap_or_default().to_string();
@@ -209,8 +272,16 @@ fn take(counter: &AtomicUsize) -> bool {
         .is_ok()
 }
 
-async fn respond(sock: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
-    let mut out = format!("HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+async fn respond(
+    sock: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
