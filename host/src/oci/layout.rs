@@ -321,6 +321,7 @@ pub fn write_tar(dir: &Path, file: &Path) -> Result<()> {
 /// relative paths inside it.
 pub fn unpack_tar(file: &Path, dir: &Path) -> Result<()> {
     let input = std::fs::File::open(file).map_err(|e| OciError::io("opening", file, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| OciError::io("creating", dir, e))?;
     let mut archive = tar::Archive::new(input);
     let entries = archive
         .entries()
@@ -340,7 +341,11 @@ pub fn unpack_tar(file: &Path, dir: &Path) -> Result<()> {
                 format!("entry `{}` escapes the layout directory", path.display()),
             ));
         }
-        let dest = dir.join(&path);
+        let relative: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        let dest = dir.join(&relative);
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 std::fs::create_dir_all(&dest).map_err(|e| OciError::io("creating", &dest, e))?;

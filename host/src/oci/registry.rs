@@ -132,6 +132,9 @@ impl Default for RegistryConfig {
 
 /// Whether `host[:port]` is a loopback address.
 pub fn is_loopback(host: &str) -> bool {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
