@@ -332,7 +332,7 @@ impl PluginVerifyArgs {
         .policy()?;
         let r = source.parse(&self.reference)?;
         let digest = source.fetch_manifest(&r).await?.digest;
-        match signature::verify(&source, &r, &digest, &policy).await {
+        match signature::verify(&source, None, &r, &digest, &policy).await {
             Ok(Verdict::Signed(v)) => {
                 println!(
                     "verified: {} {} signed by {} (as {})",

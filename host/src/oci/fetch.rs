@@ -72,13 +72,19 @@ impl PluginFetcher {
 
     async fn manifest_and_layout(&self, reference: &Reference) -> Result<(String, PluginLayout)> {
         let shown = display(reference);
-        let fetched = self.source.fetch_manifest(reference).await?;
+        let fetched = self
+            .source
+            .fetch_manifest_cached(Some(&self.cache), reference)
+            .await?;
         let manifest = fetched.parse(&shown)?;
         Ok((fetched.digest, artifact::plugin_layout(&shown, &manifest)?))
     }
 
     async fn read_config(&self, reference: &Reference, desc: &Descriptor) -> Result<WasmConfig> {
-        let bytes = self.source.fetch_blob_bytes(reference, desc, "config").await?;
+        let bytes = self
+            .source
+            .fetch_blob_cached(Some(&self.cache), reference, desc, "config")
+            .await?;
         WasmConfig::parse(&display(reference), &bytes)
     }
 
@@ -122,7 +128,14 @@ impl PluginFetcher {
             PluginLayout::Legacy { .. } => None,
         };
 
-        let verdict = signature::verify(&self.source, &r, &manifest_digest, &self.policy).await?;
+        let verdict = signature::verify(
+            &self.source,
+            Some(&self.cache),
+            &r,
+            &manifest_digest,
+            &self.policy,
+        )
+        .await?;
 
         let layer = layout.layer().clone();
         let source = self.source.clone();

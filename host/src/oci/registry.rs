@@ -762,6 +762,17 @@ impl Registry {
         Some(bar)
     }
 
+    fn upload_spinner(&self, size: u64, what: &str) -> Option<indicatif::ProgressBar> {
+        let progress = self.progress.as_ref()?;
+        if size < (1 << 20) {
+            return None;
+        }
+        let bar = progress.add(indicatif::ProgressBar::new_spinner());
+        bar.set_message(format!("uploading {what} ({} KiB)", size / 1024));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    }
+
     /// Whether the repository of `reference` already has blob `digest`.
     pub async fn blob_exists(&self, reference: &Reference, digest: &str) -> Result<bool> {
         let handle = self.client_for(reference.resolve_registry());
@@ -779,7 +790,7 @@ impl Registry {
         // Authenticate for push up front so a 401/403 is reported as such.
         self.auth_push(reference, &handle).await?;
         if !self.blob_exists(reference, &digest).await? {
-            let bar = self.progress_bar(&Descriptor::for_bytes("", bytes), what);
+            let bar = self.upload_spinner(bytes.len() as u64, what);
             let data = bytes::Bytes::copy_from_slice(bytes);
             self.retry(what, reference, || async {
                 self.timed(

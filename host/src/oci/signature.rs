@@ -16,6 +16,7 @@ use sigstore::cosign::payload::simple_signing::{self, SimpleSigning};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::{CosignVerificationKey, Signature, SigningScheme};
 
+use super::cache::BlobCache;
 use super::error::{OciError, Result};
 use super::manifest::{Descriptor, Manifest, OCI_MANIFEST};
 use super::registry::{display, Registry};
@@ -264,6 +265,7 @@ pub async fn sign(
 /// Apply `policy` to the artifact `reference` whose manifest digest is `digest`.
 pub async fn verify(
     source: &Source,
+    cache: Option<&BlobCache>,
     reference: &Reference,
     digest: &str,
     policy: &SignaturePolicy,
@@ -311,7 +313,7 @@ pub async fn verify(
             continue;
         };
         let payload = source
-            .fetch_blob_bytes(&sig_ref, layer, "signature payload")
+            .fetch_blob_cached(cache, &sig_ref, layer, "signature payload")
             .await?;
         let Some(key) = policy.keys.iter().find(|k| k.verifies(&payload, signature)) else {
             reasons.push(format!(

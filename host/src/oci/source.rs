@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use oci_client::Reference;
 
+use super::cache::BlobCache;
 use super::error::Result;
 use super::layout::Layout;
 use super::manifest::{Descriptor, FetchedManifest};
@@ -76,5 +77,54 @@ impl Source {
             Source::Registry(r) => r.list_tags(reference).await,
             Source::Layout(l) => Ok(l.tags(reference)),
         }
+    }
+
+    /// Like [`Source::fetch_blob_bytes`], but served from `cache` when it holds the digest
+    /// (verified on read) and stored there after a download. For small content-addressed
+    /// blobs: configs and signature payloads.
+    pub async fn fetch_blob_cached(
+        &self,
+        cache: Option<&BlobCache>,
+        reference: &Reference,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        if let Some(cache) = cache {
+            if let Some(bytes) = cache.read(&desc.digest).await? {
+                if bytes.len() as u64 == desc.size {
+                    return Ok(bytes);
+                }
+            }
+        }
+        let bytes = self.fetch_blob_bytes(reference, desc, what).await?;
+        if let Some(cache) = cache {
+            cache.insert(&bytes).await?;
+        }
+        Ok(bytes)
+    }
+
+    /// Like [`Source::fetch_manifest`], but a reference pinned by digest is served from `cache`
+    /// with no network access when it holds that manifest; fetched manifests are stored there.
+    pub async fn fetch_manifest_cached(
+        &self,
+        cache: Option<&BlobCache>,
+        reference: &Reference,
+    ) -> Result<FetchedManifest> {
+        if let (Some(cache), Some(digest)) = (cache, reference.digest()) {
+            if let Some(bytes) = cache.read(digest).await? {
+                let media_type = super::manifest::declared_media_type(&bytes)
+                    .unwrap_or_else(|| super::manifest::OCI_MANIFEST.to_string());
+                return Ok(FetchedManifest {
+                    digest: digest.to_string(),
+                    media_type,
+                    bytes,
+                });
+            }
+        }
+        let fetched = self.fetch_manifest(reference).await?;
+        if let Some(cache) = cache {
+            cache.insert(&fetched.bytes).await?;
+        }
+        Ok(fetched)
     }
 }
