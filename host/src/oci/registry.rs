@@ -201,6 +201,10 @@ pub struct Registry {
 struct ClientHandle {
     client: Client,
     auth: RegistryAuth,
+    /// Plain HTTP client for manifest GETs, which are streamed here to enforce the size cap
+    /// while reading (oci-client buffers a manifest body whole).
+    http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl std::fmt::Debug for ClientHandle {
@@ -264,9 +268,16 @@ impl Registry {
                     user_agent: concat!("stackhost/", env!("CARGO_PKG_VERSION")),
                     ..ClientConfig::default()
                 });
+                let http = reqwest::Client::builder()
+                    .connect_timeout(self.config.request_timeout.min(Duration::from_secs(10)))
+                    .user_agent(concat!("stackhost/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .unwrap_or_default();
                 Arc::new(ClientHandle {
                     client,
                     auth: self.config.credentials.registry_auth(host),
+                    http,
+                    scheme: if self.plain_http(host) { "http" } else { "https" },
                 })
             })
             .clone()
@@ -497,30 +508,9 @@ impl Registry {
             async move {
                 let handle = self.client_for(endpoint.reference.resolve_registry());
                 let r = &endpoint.reference;
-                let accepted = [
-                    manifest::OCI_MANIFEST,
-                    manifest::DOCKER_MANIFEST,
-                    manifest::OCI_INDEX,
-                ];
-                let (bytes, _) = self
-                    .retry("manifest", r, || async {
-                        self.timed(
-                            r,
-                            handle.client.pull_manifest_raw(r, &handle.auth, &accepted),
-                            "pull",
-                        )
-                        .await
-                    })
+                let (bytes, content_type) = self
+                    .retry("manifest", r, || self.get_manifest_once(&handle, r, &shown, cap))
                     .await?;
-                if bytes.len() as u64 > cap {
-                    return Err(OciError::TooLarge {
-                        reference: shown,
-                        what: "manifest".into(),
-                        size: bytes.len() as u64,
-                        cap,
-                        flag: "manifest",
-                    });
-                }
                 let actual = digest::sha256(&bytes);
                 if let Some(expected) = reference.digest() {
                     if expected != actual {
@@ -533,15 +523,125 @@ impl Registry {
                     }
                 }
                 let media_type = manifest::declared_media_type(&bytes)
+                    .or(content_type)
                     .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string());
                 Ok(FetchedManifest {
                     digest: actual,
                     media_type,
-                    bytes: bytes.to_vec(),
+                    bytes,
                 })
             }
         })
         .await
+    }
+
+    /// One manifest GET, streamed with the size cap enforced while reading. Token negotiation
+    /// (anonymous, basic, bearer challenge) is oci-client's; the request itself is ours.
+    async fn get_manifest_once(
+        &self,
+        handle: &ClientHandle,
+        r: &Reference,
+        shown: &str,
+        cap: u64,
+    ) -> std::result::Result<(Vec<u8>, Option<String>), Failure> {
+        let token = self
+            .timed(
+                r,
+                handle.client.auth(r, &handle.auth, RegistryOperation::Pull),
+                "pull",
+            )
+            .await?;
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            handle.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            r.digest().or(r.tag()).unwrap_or("latest")
+        );
+        let accept = [
+            manifest::OCI_MANIFEST,
+            manifest::DOCKER_MANIFEST,
+            manifest::OCI_INDEX,
+        ]
+        .join(", ");
+        let mut request = handle.http.get(&url).header(reqwest::header::ACCEPT, accept);
+        request = match (&token, &handle.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+            (None, RegistryAuth::Anonymous) => request,
+        };
+        let response = match tokio::time::timeout(self.config.request_timeout, request.send()).await {
+            Err(_) => {
+                return Err(Failure::Retry(format!(
+                    "no answer within {:?}",
+                    self.config.request_timeout
+                )))
+            }
+            Ok(Err(e)) => return Err(self.classify(OciDistributionError::RequestError(e), r, "pull")),
+            Ok(Ok(resp)) => resp,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let code = status.as_u16();
+            let body = tokio::time::timeout(self.config.read_timeout, response.bytes())
+                .await
+                .ok()
+                .and_then(|b| b.ok())
+                .unwrap_or_default();
+            let body = &body[..body.len().min(4096)];
+            let error = match serde_json::from_slice::<oci_client::errors::OciEnvelope>(body) {
+                Ok(envelope) if code != 401 && !(500..=599).contains(&code) && code != 429 => {
+                    OciDistributionError::RegistryError { envelope, url }
+                }
+                _ => OciDistributionError::ServerError {
+                    code,
+                    url,
+                    message: String::from_utf8_lossy(body).into_owned(),
+                },
+            };
+            return Err(self.classify(error, r, "pull"));
+        }
+        let too_large = |size: u64| {
+            Failure::Fatal(OciError::TooLarge {
+                reference: shown.to_string(),
+                what: "manifest".into(),
+                size,
+                cap,
+                flag: "manifest",
+            })
+        };
+        if let Some(len) = response.content_length().filter(|len| *len > cap) {
+            return Err(too_large(len));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let mut stream = response.bytes_stream();
+        let mut bytes = Vec::new();
+        loop {
+            match tokio::time::timeout(self.config.read_timeout, stream.next()).await {
+                Err(_) => {
+                    return Err(Failure::Retry(format!(
+                        "manifest body stalled for {:?}",
+                        self.config.read_timeout
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Failure::Retry(format!("reading manifest: {}", error_chain(&e))))
+                }
+                Ok(Some(Ok(chunk))) => {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() as u64 > cap {
+                        return Err(too_large(bytes.len() as u64));
+                    }
+                }
+            }
+        }
+        Ok((bytes, content_type))
     }
 
     /// Resolve a reference to its manifest digest (fetching the manifest once).
