@@ -523,6 +523,17 @@ async fn server_errors_are_retried_with_backoff_then_reported() -> TestResult {
         "both failures were consumed by retries"
     );
 
+    // 429 Too Many Requests is retried as well.
+    proxy.set_mode(Mode::Status(429, "TOOMANYREQUESTS"));
+    let cache3 = tempfile::tempdir()?;
+    let err = fetcher(&registry, cache3.path(), allow())
+        .pull(&reference)
+        .await
+        .expect_err("should fail");
+    assert!(matches!(err, OciError::Unavailable { attempts: 3, .. }), "{err}");
+    assert!(err.to_string().contains("HTTP 429"), "{err}");
+    proxy.set_mode(Mode::Forward);
+
     // Persistently failing: a clear error after the configured attempts.
     proxy
         .state

@@ -122,7 +122,7 @@ fn major(version: &str) -> Option<u64> {
 /// Check a declared world against what this host supports: imports only from
 /// `clusterstack:provider@0.x` (`log`, `config`, `http`, `secrets`, `state`, `types`) and
 /// `wasi:*@0.2.*`; the export `clusterstack:provider/plugin@0.x`. The error names the import.
-pub fn check_world(world: &ComponentWorld) -> std::result::Result<(), String> {
+pub fn check_component_world(world: &ComponentWorld) -> std::result::Result<(), String> {
     for import in &world.imports {
         let Some((package, iface, version)) = split_interface(import) else {
             return Err(format!(
@@ -181,13 +181,25 @@ pub fn check_world(world: &ComponentWorld) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Check a config's world for the artifact `reference`.
+/// Check the world a config declares, before the component is downloaded. The error says
+/// which import (or the missing export) is the problem.
+pub fn check_world(config: &WasmConfig) -> std::result::Result<(), String> {
+    let world = config
+        .component
+        .as_ref()
+        .ok_or("config has no `component` section listing imports and exports")?;
+    check_component_world(world)
+}
+
+/// [`check_world`] for the artifact `reference`, as an [`OciError`].
 pub fn check_config(reference: &str, config: &WasmConfig) -> Result<()> {
-    let world = config.component.as_ref().ok_or_else(|| OciError::NotAPlugin {
-        reference: reference.to_string(),
-        reason: "config has no `component` section listing imports and exports".into(),
-    })?;
-    check_world(world).map_err(|reason| OciError::UnsupportedWorld {
+    if config.component.is_none() {
+        return Err(OciError::NotAPlugin {
+            reference: reference.to_string(),
+            reason: "config has no `component` section listing imports and exports".into(),
+        });
+    }
+    check_world(config).map_err(|reason| OciError::UnsupportedWorld {
         reference: reference.to_string(),
         reason,
     })
@@ -271,7 +283,7 @@ impl PluginArtifact {
             reference: file.to_string(),
             reason,
         })?;
-        check_world(&world).map_err(|reason| OciError::UnsupportedWorld {
+        check_component_world(&world).map_err(|reason| OciError::UnsupportedWorld {
             reference: file.to_string(),
             reason,
         })?;
@@ -323,13 +335,12 @@ mod tests {
             ],
             &[PROVIDER_EXPORT_NAME],
         );
-        assert_eq!(check_world(&w), Ok(()));
+        assert_eq!(check_component_world(&w), Ok(()));
     }
 
     #[test]
     fn unknown_worlds_are_refused_naming_the_import() {
         let cases = [
-            ("wasi:sockets/tcp@0.2.0x", "x"),
             (
                 "wasi:filesystem/types@0.3.0",
                 "`wasi:filesystem/types@0.3.0` is not WASI 0.2",
@@ -342,14 +353,46 @@ mod tests {
             ("acme:evil/backdoor@1.0.0", "package `acme:evil`"),
             ("clusterstack:provider/log", "has no version"),
         ];
-        for (import, expected) in cases.iter().skip(1) {
-            let err = check_world(&world(&[import], &[PROVIDER_EXPORT_NAME])).expect_err("should fail");
+        for (import, expected) in cases {
+            let err =
+                check_component_world(&world(&[import], &[PROVIDER_EXPORT_NAME])).expect_err("should fail");
             assert!(err.contains(expected) && err.contains(import), "{import}: {err}");
         }
-        let err = check_world(&world(&[], &["wasi:cli/run@0.2.0"])).expect_err("should fail");
+        let err = check_component_world(&world(&[], &["wasi:cli/run@0.2.0"])).expect_err("should fail");
         assert!(
             err.contains("does not export `clusterstack:provider/plugin@0.1.0`")
                 && err.contains("wasi:cli/run"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn configs_without_a_world_are_refused() {
+        let mut config = WasmConfig {
+            created: "2026-01-01T00:00:00Z".into(),
+            author: None,
+            description: None,
+            architecture: "wasm".into(),
+            os: "wasip2".into(),
+            layer_digests: vec![],
+            component: None,
+        };
+        let err = check_world(&config).expect_err("should fail");
+        assert!(err.contains("no `component` section"), "{err}");
+        config.component = Some(world(
+            &["clusterstack:provider/secrets@0.1.0"],
+            &[PROVIDER_EXPORT_NAME],
+        ));
+        assert_eq!(check_world(&config), Ok(()));
+        config.component = Some(world(
+            &["clusterstack:provider/state@2.0.0"],
+            &[PROVIDER_EXPORT_NAME],
+        ));
+        let err = check_config("reg/p:v1", &config)
+            .expect_err("should fail")
+            .to_string();
+        assert!(
+            err.contains("`reg/p:v1`: unsupported world: import `clusterstack:provider/state@2.0.0`"),
             "{err}"
         );
     }

@@ -153,7 +153,7 @@ impl PluginFetcher {
             reference: shown.clone(),
             reason,
         })?;
-        artifact::check_world(&world).map_err(|reason| OciError::UnsupportedWorld {
+        artifact::check_component_world(&world).map_err(|reason| OciError::UnsupportedWorld {
             reference: shown.clone(),
             reason,
         })?;
