@@ -1187,3 +1187,9 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     assert_eq!(cli(&args).await?, 0);
     Ok(())
 }
+
+#[test]
+fn cli_definitions_are_consistent() {
+    use clap::CommandFactory;
+    TestCli::command().debug_assert();
+}
