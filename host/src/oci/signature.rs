@@ -8,7 +8,6 @@
 //!
 //! Verification happens on the manifest digest before any layer is downloaded or compiled.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_client::Reference;
@@ -362,9 +361,6 @@ pub async fn verify(
     }
     Err(bad(reasons.join("; ")))
 }
-
-/// Annotations a signer may want on pushed artifacts (kept for symmetry with cosign's `-a`).
-pub type Annotations = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
