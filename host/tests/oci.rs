@@ -1158,6 +1158,31 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     args.extend(common);
     assert_eq!(cli(&args).await?, 0, "the signature travelled with the artifact");
 
+    // Export to a directory and pull from it with no registry involved (`--layout`).
+    let layout_dir = d("layout");
+    let mut args = vec!["oci", "export", &reference, &layout_dir];
+    args.extend(common);
+    assert_eq!(cli(&args).await?, 0);
+    drop(reg);
+    let offline_cache = d("offline-cache");
+    let out2 = d("offline.wasm");
+    let args = vec![
+        "plugin",
+        "pull",
+        &reference,
+        "--key",
+        &public,
+        "--layout",
+        &layout_dir,
+        "--cache-dir",
+        &offline_cache,
+        "-o",
+        &out2,
+        "--no-progress",
+    ];
+    assert_eq!(cli(&args).await?, 0);
+    assert_eq!(std::fs::read(&out2)?, std::fs::read(&wasm)?);
+
     // Plain HTTP to a non-loopback registry is refused up front.
     let mut args = vec![
         "plugin",
@@ -1176,12 +1201,12 @@ async fn cli_key_generate_push_sign_verify_inspect_export_import() -> TestResult
     let rel = dir.path().join("rel");
     std::fs::create_dir(&rel)?;
     write_release(&rel);
-    let rel_ref = format!("{}/kaas/cluster-stacks:docker-ferrol-1-27-v1", reg.addr);
+    let rel_ref = format!("{}/kaas/cluster-stacks:docker-ferrol-1-27-v1", other.addr);
     let rel_dir = rel.display().to_string();
     let mut args = vec!["release", "push", &rel_dir, &rel_ref];
     args.extend(common);
     assert_eq!(cli(&args).await?, 0);
-    let repo = format!("{}/kaas/cluster-stacks", reg.addr);
+    let repo = format!("{}/kaas/cluster-stacks", other.addr);
     let mut args = vec!["release", "tags", &repo];
     args.extend(common);
     assert_eq!(cli(&args).await?, 0);
