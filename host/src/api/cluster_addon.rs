@@ -22,24 +22,12 @@ pub const CLUSTER_ADDON_FINALIZER: &str = "clusteraddon.clusterstack.x-k8s.io";
     status = "ClusterAddonStatus",
     derive = "PartialEq",
     doc = "ClusterAddon tracks the cluster addons applied to one Cluster.",
-    printcolumn(
-        name = "Cluster",
-        type_ = "string",
-        json_path = ".metadata.ownerReferences[?(@.kind==\"Cluster\")].name"
-    ),
-    printcolumn(name = "Hook", type_ = "string", json_path = ".spec.hook"),
-    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].reason"
-    ),
-    printcolumn(
-        name = "Message",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].message"
-    )
+    printcolumn = r#"{"name": "Cluster", "type": "string", "jsonPath": ".metadata.ownerReferences[?(@.kind==\"Cluster\")].name"}"#,
+    printcolumn = r#"{"name": "Hook", "type": "string", "jsonPath": ".spec.hook"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAddonSpec {

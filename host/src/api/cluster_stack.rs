@@ -24,24 +24,16 @@ use super::source::ReleaseSourceSpec;
     status = "ClusterStackStatus",
     derive = "PartialEq",
     doc = "ClusterStack keeps the releases of one cluster stack (provider, name, Kubernetes minor) available as ClusterClasses.",
-    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
-    printcolumn(name = "ClusterStack", type_ = "string", json_path = ".spec.name"),
-    printcolumn(name = "K8s", type_ = "string", json_path = ".spec.kubernetesVersion"),
-    printcolumn(name = "Channel", type_ = "string", json_path = ".spec.channel"),
-    printcolumn(name = "Autosubscribe", type_ = "string", json_path = ".spec.autoSubscribe"),
-    printcolumn(name = "Usable", type_ = "string", json_path = ".status.usableVersions"),
-    printcolumn(name = "Latest", type_ = "string", json_path = ".status.latestRelease"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].reason"
-    ),
-    printcolumn(
-        name = "Message",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].message"
-    )
+    printcolumn = r#"{"name": "Provider", "type": "string", "jsonPath": ".spec.provider"}"#,
+    printcolumn = r#"{"name": "ClusterStack", "type": "string", "jsonPath": ".spec.name"}"#,
+    printcolumn = r#"{"name": "K8s", "type": "string", "jsonPath": ".spec.kubernetesVersion"}"#,
+    printcolumn = r#"{"name": "Channel", "type": "string", "jsonPath": ".spec.channel"}"#,
+    printcolumn = r#"{"name": "Autosubscribe", "type": "string", "jsonPath": ".spec.autoSubscribe"}"#,
+    printcolumn = r#"{"name": "Usable", "type": "string", "jsonPath": ".status.usableVersions"}"#,
+    printcolumn = r#"{"name": "Latest", "type": "string", "jsonPath": ".status.latestRelease"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStackSpec {

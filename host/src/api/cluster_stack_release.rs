@@ -23,23 +23,11 @@ pub const CLUSTER_STACK_RELEASE_FINALIZER: &str = "clusterstackrelease.clusterst
     status = "ClusterStackReleaseStatus",
     derive = "PartialEq",
     doc = "ClusterStackRelease is one release of a cluster stack, named by its release tag.",
-    printcolumn(
-        name = "K8s Version",
-        type_ = "string",
-        json_path = ".status.kubernetesVersion"
-    ),
-    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].reason"
-    ),
-    printcolumn(
-        name = "Message",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].message"
-    )
+    printcolumn = r#"{"name": "K8s Version", "type": "string", "jsonPath": ".status.kubernetesVersion"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStackReleaseSpec {

@@ -91,7 +91,7 @@ mod tests {
             assert_eq!(parse_memory(bad), Err(LimitError::Memory(bad.into())), "{bad}");
         }
         assert_eq!(
-            parse_memory("64M").unwrap_err().to_string(),
+            parse_memory("64M").expect_err("invalid").to_string(),
             "spec.limits.memory \"64M\" is not a quantity like 64Mi (allowed suffixes: Ki, Mi, Gi)"
         );
     }

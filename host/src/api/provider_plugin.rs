@@ -21,30 +21,13 @@ use super::condition::Condition;
     status = "ProviderPluginStatus",
     derive = "PartialEq",
     doc = "ProviderPlugin names the sandboxed WebAssembly component that runs a provider's steps.",
-    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
-    printcolumn(
-        name = "Digest",
-        type_ = "string",
-        json_path = ".status.resolvedDigest",
-        priority = "1"
-    ),
-    printcolumn(name = "Verified By", type_ = "string", json_path = ".status.verifiedBy"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].status"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].reason"
-    ),
-    printcolumn(
-        name = "Message",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type=='Ready')].message"
-    )
+    printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+    printcolumn = r#"{"name": "Digest", "type": "string", "jsonPath": ".status.resolvedDigest", "priority": 1}"#,
+    printcolumn = r#"{"name": "Verified By", "type": "string", "jsonPath": ".status.verifiedBy"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderPluginSpec {

@@ -243,7 +243,7 @@ pub fn objects_to_prune(previous: &[Resource], desired: &[DesiredObject]) -> Vec
         .filter(|r| !keep.contains(&ObjectKey::of_resource(r)))
         .cloned()
         .collect();
-    prune.sort_by(|a, b| deletion_order(a, b));
+    prune.sort_by(deletion_order);
     prune.dedup_by(|a, b| ObjectKey::of_resource(a) == ObjectKey::of_resource(b));
     prune
 }

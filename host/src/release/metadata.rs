@@ -116,6 +116,7 @@ impl Metadata {
             Some(c) => (c.cluster_addon, c.node_image),
             None => (None, None),
         };
+        let cluster_stack = version(versions.cluster_stack, "versions.clusterStack")?;
         let kubernetes = non_empty(versions.kubernetes, "versions.kubernetes")?;
         let kubernetes_minor =
             KubernetesVersion::parse_full(&kubernetes).map_err(|e| MetadataError::Invalid {
@@ -124,7 +125,7 @@ impl Metadata {
                 reason: format!("{e} (expected a full version like v1.27.3)"),
             })?;
         Ok(Self {
-            cluster_stack: version(versions.cluster_stack, "versions.clusterStack")?,
+            cluster_stack,
             kubernetes,
             kubernetes_minor,
             cluster_addon: version(addon, "versions.components.clusterAddon")?,

@@ -21,4 +21,6 @@ pub use source::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseSource};
 pub use version::{KubernetesVersion, Version, VersionError};
 
 #[cfg(test)]
+mod source_tests;
+#[cfg(test)]
 mod tests;

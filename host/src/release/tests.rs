@@ -59,7 +59,7 @@ fn dot_form_versions() {
         Err(VersionError::ExplicitStable("v1-stable.1".into()))
     );
     assert_eq!(
-        Version::parse_dot("v1-alpha").unwrap_err().to_string(),
+        Version::parse_dot("v1-alpha").expect_err("invalid").to_string(),
         "invalid version \"v1-alpha\": expected vN or vN-<channel>.<patch> (dot form), e.g. v1, v1-alpha.1, v0-sha.hipstsw"
     );
 }
@@ -94,11 +94,14 @@ fn comparison_is_parsed_never_string() {
         assert_eq!(v(b).compare(&v(a)), Ok(want.reverse()), "{b} vs {a}");
     }
     assert_eq!(
-        v("v1").compare(&v("v1-alpha.1")).unwrap_err().to_string(),
+        v("v1")
+            .compare(&v("v1-alpha.1"))
+            .expect_err("different channels")
+            .to_string(),
         "cannot compare versions with different channels stable and alpha"
     );
     // Sorting mixed channels is still deterministic (channel first), unlike upstream.
-    let mut all = vec![
+    let mut all = [
         v("v2"),
         v("v1-beta.1"),
         v("v10"),

@@ -147,14 +147,11 @@ pub fn manifests_from_rendered(
                 Value::Null => continue,
                 Value::Object(ref map) => {
                     for field in ["apiVersion", "kind"] {
-                        if !map
-                            .get(field)
-                            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-                        {
+                        if map.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
                             return Err(bad(format!("an object has no {field}")));
                         }
                     }
-                    if !value["metadata"]["name"].as_str().is_some_and(|s| !s.is_empty()) {
+                    if value["metadata"]["name"].as_str().is_none_or(str::is_empty) {
                         return Err(bad(format!(
                             "a {} has no metadata.name",
                             value["kind"].as_str().unwrap_or("?")
