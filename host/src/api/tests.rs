@@ -329,3 +329,106 @@ fn status_serialises_with_upstream_strings() {
         json!({"kind": "ClusterClass", "status": "not-synced"})
     );
 }
+
+fn pattern(crd: &CustomResourceDefinition, pointer: &str) -> regex::Regex {
+    let p = schema(crd)
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .expect("pattern in schema");
+    regex::Regex::new(&p).expect("valid regex")
+}
+
+/// The API server's pattern and the controller's parser must agree, or objects would be admitted that
+/// the controller then rejects (or the reverse).
+#[test]
+fn schema_patterns_agree_with_the_parsers() {
+    use crate::release::{KubernetesVersion, Version};
+    let cs = ClusterStack::crd();
+    let versions = pattern(&cs, "/properties/spec/properties/versions/items/pattern");
+    for v in [
+        "v1",
+        "v0",
+        "v12",
+        "v1-alpha.1",
+        "v0-sha.hipstsw",
+        "v2-custom.10",
+        "v1-beta_2.rc_1",
+        "",
+        "1",
+        "v",
+        "v1-alpha",
+        "v1-alpha-1",
+        "v1.0",
+        "v1-alpha.1.0",
+        "v1-.1",
+        "v-1",
+        " v1",
+        "v1-al pha.1",
+    ] {
+        assert_eq!(
+            versions.is_match(v),
+            Version::parse_dot(v).is_ok(),
+            "spec.versions {v:?}"
+        );
+    }
+    // `v1-stable.1` passes the pattern but is rejected by the controller with a clear message; the
+    // pattern stays upstream's so existing manifests are admitted.
+    assert!(versions.is_match("v1-stable.1") && Version::parse_dot("v1-stable.1").is_err());
+
+    let k8s = pattern(&cs, "/properties/spec/properties/kubernetesVersion/pattern");
+    for v in [
+        "1.27", "1.9", "10.1", "1.100", "2.0", "0.27", "1", "1.27.3", "v1.27", "01.27", "1.027", "1.", "",
+    ] {
+        assert_eq!(
+            k8s.is_match(v),
+            KubernetesVersion::parse_dot(v).is_ok(),
+            "kubernetesVersion {v:?}"
+        );
+    }
+    let provider = pattern(&cs, "/properties/spec/properties/provider/pattern");
+    for p in ["docker", "openstack", "p2", "my-provider", "Docker", "", "a_b"] {
+        assert_eq!(
+            provider.is_match(p),
+            crate::release::ReleaseName::new(p, "ferrol", "1.27", "v1").is_ok(),
+            "provider {p:?}"
+        );
+    }
+
+    let pp = ProviderPlugin::crd();
+    let memory = pattern(
+        &pp,
+        "/properties/spec/properties/limits/properties/memory/pattern",
+    );
+    for m in [
+        "1024", "64Ki", "64Mi", "2Gi", "0", "0Mi", "64M", "64mi", "1.5Gi", "Mi", "",
+    ] {
+        assert_eq!(memory.is_match(m), parse_memory(m).is_ok(), "memory {m:?}");
+    }
+    let deadline = pattern(
+        &pp,
+        "/properties/spec/properties/limits/properties/deadline/pattern",
+    );
+    for d in [
+        "500ms", "30s", "2m", "1m30s", "1h1ms", "30", "s", "1d", "1.5s", "30 s", "",
+    ] {
+        assert_eq!(deadline.is_match(d), parse_deadline(d).is_ok(), "deadline {d:?}");
+    }
+}
+
+#[test]
+fn upstream_manifest_with_provider_ref_still_parses() {
+    let obj = cluster_stack(
+        json!({"provider": "openstack", "name": "scs", "kubernetesVersion": "1.30",
+        "channel": "custom", "autoSubscribe": false, "versions": ["v0-sha.lvlvyfw"],
+        "providerRef": {"apiVersion": "infrastructure.clusterstack.x-k8s.io/v1alpha1",
+                        "kind": "OpenStackClusterStackReleaseTemplate", "name": "cspotemplate"}}),
+    );
+    let cs: ClusterStack = serde_json::from_value(obj.clone()).expect("parses");
+    assert_eq!(
+        cs.spec.provider_ref.and_then(|r| r.kind).as_deref(),
+        Some("OpenStackClusterStackReleaseTemplate")
+    );
+    assert_eq!(cs.spec.channel, Channel::Custom);
+    assert_eq!(cel(&ClusterStack::crd(), &obj, None), Ok(()));
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::chart::{read_chart_archive, ChartEntry};
+use super::chart::{read_chart_archive, unpack_chart_archive, ChartEntry};
 use super::error::ReleaseError;
 use super::metadata::Metadata;
 use super::name::ReleaseName;
@@ -287,5 +287,28 @@ impl ReleaseAssets {
             addon_layout,
             node_images,
         })
+    }
+}
+
+impl ReleaseAssets {
+    /// Unpacks the cluster-addon archive into `dest` and returns each chart directory by name (the
+    /// stage names of a multi-stage release). `dest` is created; existing files are overwritten.
+    pub fn unpack_cluster_addon(&self, dest: &Path) -> Result<BTreeMap<String, PathBuf>, ReleaseError> {
+        std::fs::create_dir_all(dest).map_err(ReleaseError::io("cannot create", dest))?;
+        let file = self
+            .cluster_addon_chart
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        unpack_chart_archive(&self.cluster_addon_chart, dest).map_err(|reason| ReleaseError::Chart {
+            tag: self.name.tag(),
+            file,
+            reason,
+        })?;
+        Ok(self
+            .cluster_addon_charts
+            .iter()
+            .map(|c| (c.dir.clone(), dest.join(&c.dir)))
+            .collect())
     }
 }

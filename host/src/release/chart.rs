@@ -68,3 +68,49 @@ pub fn read_chart_archive(path: &Path) -> Result<Vec<ChartEntry>, String> {
     charts.sort_by(|a, b| a.dir.cmp(&b.dir));
     Ok(charts)
 }
+
+/// Unpacks a chart archive into `dest` (which must exist), e.g. the multi-stage addon archive whose
+/// stages are rendered one chart directory at a time. Only regular files and directories inside
+/// `dest` are written: links, devices and paths leaving `dest` are refused, as upstream's untar did.
+pub fn unpack_chart_archive(path: &Path, dest: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a gzip tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("not a gzip tar archive: {e}"))?;
+        let rel = entry
+            .path()
+            .map_err(|e| format!("bad entry name: {e}"))?
+            .into_owned();
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(format!("entry {} leaves the archive directory", rel.display()));
+        }
+        let kind = entry.header().entry_type();
+        let target = dest.join(&rel);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        } else if kind.is_file() {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            let mut out = std::fs::File::create(&target)
+                .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+            std::io::copy(&mut entry, &mut out)
+                .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+        } else {
+            return Err(format!(
+                "entry {} is a {kind:?}; only files and directories are allowed",
+                rel.display()
+            ));
+        }
+    }
+    Ok(())
+}

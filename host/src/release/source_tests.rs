@@ -545,3 +545,38 @@ fn github_unreachable_is_a_source_error() {
     assert!(matches!(err, ReleaseError::Source { .. }), "{err:?}");
     assert!(err.to_string().starts_with(&format!("GitHub o/r (http://127.0.0.1:{port}): GET http://127.0.0.1:{port}/repos/o/r/releases?per_page=100 failed: ")), "{err}");
 }
+
+#[test]
+fn multi_stage_addon_unpacks_into_one_chart_per_stage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let v2 =
+        ReleaseAssets::load(&releases().join("docker-ferrol-1-32-v2"), "docker-ferrol-1-32-v2").expect("v2");
+    let charts = v2
+        .unpack_cluster_addon(&tmp.path().join("addon"))
+        .expect("unpack");
+    let names: Vec<&str> = charts.keys().map(String::as_str).collect();
+    assert_eq!(names, ["cni", "metrics-server"]);
+    assert!(charts["cni"].join("overwrite.yaml").is_file());
+    assert!(charts["metrics-server"]
+        .join("templates/metrics-server.yaml")
+        .is_file());
+
+    // An archive with a path escaping the destination is refused.
+    let evil = tmp.path().join("evil.tgz");
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(&evil).expect("create"),
+        flate2::Compression::default(),
+    ));
+    let data = b"x";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    header.set_mode(0o644);
+    // Write the name bytes directly: the tar crate's safe setters refuse `..` themselves.
+    header.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    header.set_cksum();
+    builder.append(&header, &data[..]).expect("append");
+    builder.into_inner().expect("finish").finish().expect("gzip");
+    let err = chart::unpack_chart_archive(&evil, &tmp.path().join("out")).expect_err("escape");
+    assert_eq!(err, "entry ../escape leaves the archive directory");
+    assert!(!tmp.path().join("escape").exists());
+}

@@ -265,3 +265,22 @@ fn missing_helm_binary_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn helm_renders_a_multi_stage_addon_stage_from_its_unpacked_directory() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let assets = fixture("docker-ferrol-1-32-v2");
+    let charts = assets.unpack_cluster_addon(tmp.path()).expect("unpack");
+    let values = json!({"replicas": 2});
+    let req = RenderRequest {
+        chart: &charts["metrics-server"],
+        values: &values,
+        release_name: "cluster-addon",
+        namespace: "kube-system",
+        kube_version: Some(&assets.metadata.kubernetes),
+        include_crds: true,
+    };
+    let objs = helm().render(&req).expect("renders");
+    assert_eq!(ids(&objs), ["Deployment/metrics-server"]);
+    assert_eq!(objs[0]["spec"]["replicas"], 2);
+}
