@@ -1,5 +1,7 @@
-//! The on-disk release cache: `<root>/cluster-stacks/<tag>/`, downloaded once and validated before it
-//! becomes visible.
+//! The on-disk release cache: `<root>/cluster-stacks/<source>/<tag>/`, downloaded once and validated
+//! before it becomes visible. `<source>` is a hash of the source's id, because with per-ClusterStack
+//! sources two sources may publish different releases under the same tag (upstream had one process-wide
+//! source and keyed by tag only).
 //!
 //! A download goes to a temporary sibling directory and is renamed into place only after
 //! [`ReleaseAssets::load`] accepted it, so a crash or a failed download never leaves a half-downloaded
@@ -33,10 +35,16 @@ impl ReleaseCache {
         let dir = root.join("cluster-stacks");
         std::fs::create_dir_all(&dir).map_err(ReleaseError::io("cannot create release cache", &dir))?;
         let rd = std::fs::read_dir(&dir).map_err(ReleaseError::io("cannot read release cache", &dir))?;
-        for entry in rd.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                // Best effort: a leftover that cannot be removed is harmless, it is never read.
-                let _ = std::fs::remove_dir_all(entry.path());
+        for source_dir in rd.flatten().filter(|e| e.path().is_dir()) {
+            for entry in std::fs::read_dir(source_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    // Best effort: a leftover that cannot be removed is harmless, it is never read.
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
         }
         Ok(Self {
@@ -46,14 +54,25 @@ impl ReleaseCache {
         })
     }
 
+    /// Directory of one source's releases: `cluster-stacks/<first 16 hex digits of sha256(source id)>`.
+    pub fn source_dir(&self, source: &dyn ReleaseSource) -> PathBuf {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(source.id().as_bytes()));
+        self.dir.join(&digest[..16])
+    }
+
     /// Directory a release lives in once cached.
-    pub fn path_of(&self, release: &ReleaseName) -> PathBuf {
-        self.dir.join(release.tag())
+    pub fn path_of(&self, source: &dyn ReleaseSource, release: &ReleaseName) -> PathBuf {
+        self.source_dir(source).join(release.tag())
     }
 
     /// The cached release, if it is there (validated again: files may have been edited by hand).
-    pub fn get(&self, release: &ReleaseName) -> Result<Option<ReleaseAssets>, ReleaseError> {
-        let path = self.path_of(release);
+    pub fn get(
+        &self,
+        source: &dyn ReleaseSource,
+        release: &ReleaseName,
+    ) -> Result<Option<ReleaseAssets>, ReleaseError> {
+        let path = self.path_of(source, release);
         if !path.is_dir() {
             return Ok(None);
         }
@@ -72,15 +91,17 @@ impl ReleaseCache {
         release: &ReleaseName,
     ) -> Result<ReleaseAssets, ReleaseError> {
         let tag = release.tag();
-        let lock = self.lock_for(&tag);
+        let source_dir = self.source_dir(source);
+        let lock = self.lock_for(&source_dir.join(&tag).to_string_lossy());
         let _guard = lock.lock().await;
-        if let Some(assets) = self.get(release)? {
+        if let Some(assets) = self.get(source, release)? {
             return Ok(assets);
         }
+        std::fs::create_dir_all(&source_dir).map_err(ReleaseError::io("cannot create", &source_dir))?;
+        // Say which source the hashed directory belongs to, for people looking at the cache.
+        let _ = std::fs::write(source_dir.join("source.txt"), format!("{}\n", source.describe()));
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{tag}-{}-{n}", std::process::id()));
+        let tmp = source_dir.join(format!("{TMP_PREFIX}{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(ReleaseError::io("cannot create", &tmp))?;
         let result = self.download_into(source, release, &tmp).await;
         if result.is_err() {
@@ -100,7 +121,7 @@ impl ReleaseCache {
         source.download(&tag, tmp).await?;
         // Validate before publishing: an invalid release never appears in the cache.
         ReleaseAssets::load(tmp, &tag)?;
-        let final_path = self.path_of(release);
+        let final_path = self.path_of(source, release);
         match std::fs::rename(tmp, &final_path) {
             Ok(()) => {}
             // Another process published the same release first: keep theirs.
@@ -113,8 +134,8 @@ impl ReleaseCache {
     }
 
     /// Removes a cached release (e.g. after its assets turned out to be broken).
-    pub fn evict(&self, release: &ReleaseName) -> Result<(), ReleaseError> {
-        let path = self.path_of(release);
+    pub fn evict(&self, source: &dyn ReleaseSource, release: &ReleaseName) -> Result<(), ReleaseError> {
+        let path = self.path_of(source, release);
         match std::fs::remove_dir_all(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

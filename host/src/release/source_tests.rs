@@ -267,7 +267,7 @@ fn cache_downloads_once_and_never_exposes_a_broken_release() {
         for t in tasks {
             assert_eq!(
                 t.await.expect("join").expect("fetch"),
-                tmp.path().join("cluster-stacks/docker-ferrol-1-32-v1")
+                cache.path_of(source.as_ref(), &name)
             );
         }
     });
@@ -276,7 +276,7 @@ fn cache_downloads_once_and_never_exposes_a_broken_release() {
         1,
         "concurrent fetches download once"
     );
-    assert!(cache.get(&name).expect("valid").is_some());
+    assert!(cache.get(source.as_ref(), &name).expect("valid").is_some());
 
     let broken = Counting {
         inner: LocalDirSource::new(releases()),
@@ -291,13 +291,14 @@ fn cache_downloads_once_and_never_exposes_a_broken_release() {
         err.to_string(),
         "release docker-ferrol-1-32-v2: metadata.yaml: versions.clusterStack is missing or empty"
     );
-    let left: Vec<String> = std::fs::read_dir(tmp.path().join("cluster-stacks"))
+    let mut left: Vec<String> = std::fs::read_dir(cache.source_dir(&broken))
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
+    left.sort();
     assert_eq!(
         left,
-        ["docker-ferrol-1-32-v1"],
+        ["docker-ferrol-1-32-v1", "source.txt"],
         "no partial or invalid release left behind"
     );
 
@@ -313,8 +314,18 @@ fn cache_downloads_once_and_never_exposes_a_broken_release() {
         )
     );
 
-    cache.evict(&name).expect("evict");
-    assert!(cache.get(&name).expect("no error").is_none());
+    cache.evict(source.as_ref(), &name).expect("evict");
+    assert!(cache.get(source.as_ref(), &name).expect("no error").is_none());
+
+    // Another source with the same tag gets its own directory (per-ClusterStack sources).
+    let other_root = tmp.path().join("other-source");
+    copy_release("docker-ferrol-1-32-v1", &other_root);
+    let other = LocalDirSource::new(&other_root);
+    let assets = runtime()
+        .block_on(cache.fetch(&other, &name))
+        .expect("other source");
+    assert_ne!(cache.source_dir(&other), cache.source_dir(source.as_ref()));
+    assert!(assets.dir.starts_with(cache.source_dir(&other)));
 }
 
 #[test]
@@ -322,7 +333,7 @@ fn cache_removes_leftovers_of_interrupted_downloads() {
     let tmp = tempfile::tempdir().expect("tmp");
     let partial = tmp
         .path()
-        .join("cluster-stacks/.partial-docker-ferrol-1-32-v1-1-0");
+        .join("cluster-stacks/0123456789abcdef/.partial-docker-ferrol-1-32-v1-1-0");
     std::fs::create_dir_all(&partial).expect("mkdir");
     std::fs::write(partial.join("metadata.yaml"), "half").expect("w");
     ReleaseCache::open(tmp.path()).expect("open");

@@ -23,6 +23,12 @@ pub trait ReleaseSource: Send + Sync + std::fmt::Debug {
     /// Human-readable name for messages, e.g. `local directory /srv/releases`.
     fn describe(&self) -> String;
 
+    /// Identity of the source for the cache: two sources with the same id serve the same releases.
+    /// Defaults to [`ReleaseSource::describe`].
+    fn id(&self) -> String {
+        self.describe()
+    }
+
     /// All release tags (or names) the source offers; callers parse and filter them.
     fn list_releases(&self) -> BoxFuture<'_, Result<Vec<String>, ReleaseError>>;
 
