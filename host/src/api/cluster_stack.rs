@@ -58,6 +58,7 @@ pub struct ClusterStackSpec {
     /// Versions that must be available, in dot form: `v1`, `v1-alpha.1`, `v0-sha.hipstsw`.
     #[serde(default)]
     #[schemars(inner(regex(pattern = r"^v[0-9]+(-[A-Za-z0-9_]+\.[A-Za-z0-9_]+)?$")))]
+    #[x_kube(validation = Rule::new("self.all(v, !v.contains('-stable.'))").message("write stable versions without a suffix (v1, not v1-stable.1)"))]
     pub versions: Vec<String>,
     /// Follow the newest release of the channel in the source.
     #[serde(default = "default_true")]

@@ -372,9 +372,15 @@ fn schema_patterns_agree_with_the_parsers() {
             "spec.versions {v:?}"
         );
     }
-    // `v1-stable.1` passes the pattern but is rejected by the controller with a clear message; the
-    // pattern stays upstream's so existing manifests are admitted.
+    // `v1-stable.1` passes upstream's pattern; a CEL rule rejects it, as the parser does.
     assert!(versions.is_match("v1-stable.1") && Version::parse_dot("v1-stable.1").is_err());
+    let mut spec = upstream_spec();
+    spec["versions"] = json!(["v2", "v1-stable.1"]);
+    let err = cel(&cs, &cluster_stack(spec), None).expect_err("explicit stable");
+    assert!(
+        err.contains("write stable versions without a suffix (v1, not v1-stable.1)"),
+        "{err}"
+    );
 
     let k8s = pattern(&cs, "/properties/spec/properties/kubernetesVersion/pattern");
     for v in [
