@@ -40,12 +40,32 @@ pub enum Command {
     /// Work with provider plugins (Wasm components).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage cosign-format signing keys.
+    #[command(subcommand)]
+    Key(crate::oci::cli::KeyCommand),
+    /// Push, pull and list cluster-stack releases in OCI registries.
+    #[command(subcommand)]
+    Release(crate::oci::cli::ReleaseCommand),
+    /// Move artifacts to and from OCI image layouts (air gap).
+    #[command(subcommand)]
+    Oci(crate::oci::cli::OciCommand),
+    /// Print the CustomResourceDefinitions (the content of crds/).
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Show a component's digest, size, package/world, imports and exports (without compiling it).
+    /// FILE is a local component; anything else is read as a registry reference (config blob only).
     Inspect(InspectArgs),
+    /// Push a component as a CNCF Wasm OCI artifact.
+    Push(crate::oci::cli::PluginPushArgs),
+    /// Pull a plugin: resolve, check its world, verify its signature, download through the cache.
+    Pull(crate::oci::cli::PluginPullArgs),
+    /// Verify a plugin's cosign signature with a public key.
+    Verify(crate::oci::cli::PluginVerifyArgs),
+    /// Sign a plugin with a cosign private key (pushes `sha256-<digest>.sig`).
+    Sign(crate::oci::cli::PluginSignArgs),
     /// Call one export with WAVE arguments, e.g. `'patch-cluster-class({...}, ["{}"])'`.
     Call(CallArgs),
     /// Turn a core module built for wasm32-wasip1 into a component (the offline build route).
@@ -54,11 +74,13 @@ pub enum PluginCommand {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The component file.
+    /// The component file, or a registry reference.
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: crate::oci::cli::RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -188,9 +210,30 @@ impl GrantArgs {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Plugin(PluginCommand::Inspect(args)) if !args.file.exists() => {
+            let reference = args.file.to_string_lossy().into_owned();
+            crate::oci::cli::PluginInspectArgs {
+                reference,
+                json: args.json,
+                registry: args.registry,
+            }
+            .run()
+            .await
+        }
         Command::Plugin(PluginCommand::Inspect(args)) => inspect(args),
         Command::Plugin(PluginCommand::Call(args)) => call(args).await,
         Command::Plugin(PluginCommand::Componentize(args)) => componentize(args),
+        Command::Plugin(PluginCommand::Push(args)) => args.run().await,
+        Command::Plugin(PluginCommand::Pull(args)) => args.run().await,
+        Command::Plugin(PluginCommand::Verify(args)) => args.run().await,
+        Command::Plugin(PluginCommand::Sign(args)) => args.run().await,
+        Command::Key(command) => command.run().await,
+        Command::Release(command) => command.run().await,
+        Command::Oci(command) => command.run().await,
+        Command::Crds => {
+            print!("{}", crate::api::crds_yaml());
+            Ok(0)
+        }
     }
 }
 

@@ -1,0 +1,26 @@
+//! Cluster stack releases: names and versions, `metadata.yaml`, the asset set of a release,
+//! release sources and the on-disk cache.
+
+pub mod assets;
+pub mod cache;
+pub mod chart;
+pub mod error;
+pub mod metadata;
+pub mod name;
+pub mod select;
+pub mod source;
+pub mod version;
+
+pub use assets::{AddonLayout, ClusterAddonConfig, ReleaseAssets};
+pub use cache::ReleaseCache;
+pub use error::ReleaseError;
+pub use metadata::{Metadata, MetadataError};
+pub use name::{tag_from_class, NameError, ReleaseName};
+pub use select::{latest_release, Latest, StackKey};
+pub use source::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseSource};
+pub use version::{KubernetesVersion, Version, VersionError};
+
+#[cfg(test)]
+mod source_tests;
+#[cfg(test)]
+mod tests;
