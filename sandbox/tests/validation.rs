@@ -283,6 +283,13 @@ async fn crds_with_broken_schemas_are_refused() {
         other => panic!("expected 422, got {other:?}"),
     }
     let err = crds
+        .create(&PostParams::default(), &crd(json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}, "x-kubernetes-validations": [{"rule": "self.sise > 0"}]}}})))
+        .await;
+    match err {
+        Err(kube::Error::Api(s)) => assert!(s.message.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.sise > 0\": compilation failed: ERROR: <input>: undefined field 'sise'"), "{}", s.message),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let err = crds
         .create(
             &PostParams::default(),
             &crd(json!({"type": "object", "properties": {"spec": {"properties": {}}}})),
