@@ -22,7 +22,201 @@ pub enum Builtin {
     Lease,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition.
     Crd,
+    /// A common built-in kind served without a schema (Deployment, Service, ClusterRole, ...), so rendered Helm
+    /// charts can be applied; no controller acts on them.
+    Generic,
 }
+
+/// The schemaless built-in kinds: (group, version, plural, kind, namespaced, short names, status, in `all`).
+type GenericKind = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+    bool,
+);
+const GENERIC: &[GenericKind] = &[
+    ("", "v1", "pods", "Pod", true, &["po"], true, true),
+    ("", "v1", "services", "Service", true, &["svc"], true, true),
+    (
+        "",
+        "v1",
+        "serviceaccounts",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+        false,
+    ),
+    ("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
+    (
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        true,
+        false,
+    ),
+    ("", "v1", "nodes", "Node", false, &["no"], true, false),
+    (
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+        true,
+    ),
+    ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true, true),
+    (
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        true,
+        &["sts"],
+        true,
+        true,
+    ),
+    (
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        true,
+        true,
+    ),
+    ("batch", "v1", "jobs", "Job", true, &[], true, true),
+    ("batch", "v1", "cronjobs", "CronJob", true, &["cj"], true, true),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "Role",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        true,
+        &["ing"],
+        true,
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        false,
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+        &["sc"],
+        false,
+        false,
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+        &["pc"],
+        false,
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        false,
+    ),
+];
 
 /// One served version of a resource type.
 #[derive(Debug, Clone)]
@@ -99,7 +293,7 @@ impl ResourceType {
 
     /// Whether objects of this type carry `metadata.generation`.
     pub fn has_generation(&self) -> bool {
-        matches!(self.builtin, None | Some(Builtin::Crd))
+        matches!(self.builtin, None | Some(Builtin::Crd) | Some(Builtin::Generic))
     }
 }
 
@@ -174,7 +368,7 @@ impl Registry {
             true,
         );
         crd.categories = vec!["api-extensions".into()];
-        let all = [
+        let mut all = vec![
             builtin(
                 "",
                 "v1",
@@ -210,6 +404,22 @@ impl Registry {
             ),
             crd,
         ];
+        for (group, version, plural, kind, namespaced, short, status, in_all) in GENERIC {
+            let mut t = builtin(
+                group,
+                version,
+                plural,
+                kind,
+                *namespaced,
+                short,
+                Builtin::Generic,
+                *status,
+            );
+            if *in_all {
+                t.categories = vec!["all".into()];
+            }
+            all.push(t);
+        }
         let types = all
             .into_iter()
             .map(|t| ((t.group.clone(), t.plural.clone()), Arc::new(t)))

@@ -375,6 +375,58 @@ async fn cluster_api_crds_install_client_and_server_side() {
     }
 }
 
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/web:1
+        ports:
+        - containerPort: 8080
+      - name: sidecar
+        image: registry.example/proxy:1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_workload_kinds_apply_like_on_a_real_cluster() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let k = Kubectl::new(&cluster);
+    let d = k.write("deploy.yaml", DEPLOYMENT);
+    assert_eq!(k.ok(&["apply", "-f", &d]).trim(), "deployment.apps/web created");
+    // Client-side apply sends a strategic merge patch: containers merge by name.
+    let d2 = k.write("deploy2.yaml", &DEPLOYMENT.replace("web:1", "web:2"));
+    assert_eq!(
+        k.ok(&["apply", "-f", &d2]).trim(),
+        "deployment.apps/web configured"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image} {.metadata.generation}"
+        ]),
+        "registry.example/web:2 registry.example/proxy:1 2"
+    );
+    assert!(k
+        .ok(&["get", "all", "-o", "name"])
+        .contains("deployment.apps/web"));
+    let role = k.write("role.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: reader\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list]\n");
+    assert!(k
+        .ok(&["apply", "--server-side", "-f", &role])
+        .contains("clusterrole.rbac.authorization.k8s.io/reader serverside-applied"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_over_https_with_the_generated_ca() {
     let cluster = Cluster::start_with(kube_emulator::ClusterOptions {
