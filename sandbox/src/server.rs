@@ -126,6 +126,22 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
             })
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube-rs `metadata_watcher`, `Api::get_metadata`).
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|p| p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io"))
+        })
+}
+
+/// An object reduced to `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
 fn table_include(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())?;
     if accept
@@ -342,6 +358,16 @@ fn verb(
             }
             let opts = list_options(query)?;
             let list = api::list_shared(inner, &t, &opts)?;
+            if wants_metadata(headers) {
+                let items: Vec<Value> = list.items.iter().map(|o| partial(o)).collect();
+                let body = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list.metadata, "items": items});
+                return Ok(json_response(
+                    200,
+                    &body,
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                    &[],
+                ));
+            }
             match table_include(headers, query) {
                 Some(include) => Ok(json_response(
                     200,
@@ -359,6 +385,14 @@ fn verb(
         }
         ("GET", false) => {
             let obj = api::get(inner, &t)?;
+            if wants_metadata(headers) {
+                return Ok(json_response(
+                    200,
+                    &partial(&obj),
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                    &[],
+                ));
+            }
             match table_include(headers, query) {
                 Some(include) => Ok(json_response(
                     200,
@@ -469,6 +503,7 @@ fn watch_request(
         labels: list.labels,
         fields,
         table: table_include(headers, query),
+        metadata_only: wants_metadata(headers),
         bookmark_every: shared.bookmark_every,
     };
     let rx = watch::start(&shared.inner, t, params);

@@ -30,6 +30,8 @@ pub struct WatchParams {
     pub fields: FieldSelector,
     /// Send Table rows (kubectl get -w) with this includeObject policy.
     pub table: Option<String>,
+    /// Send `PartialObjectMetadata` objects (kube-rs metadata watchers).
+    pub metadata_only: bool,
     /// Bookmark period.
     pub bookmark_every: Duration,
 }
@@ -87,6 +89,7 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                     *first = false;
                     tbl
                 }
+                None if p.metadata_only => crate::server::partial(obj),
                 None => obj.clone(),
             };
             let mut line = serde_json::to_vec(&json!({"type": etype, "object": object})).unwrap_or_default();
@@ -119,7 +122,7 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         // Objects are stored in this form: no conversion and one shared serialization per event.
         let converted =
             t.rt.builtin == Some(crate::resource::Builtin::Event) && t.rt.group == "events.k8s.io";
-        let shared = !converted && p.table.is_none() && t.version == t.rt.storage_version;
+        let shared = !converted && p.table.is_none() && !p.metadata_only && t.version == t.rt.storage_version;
         let deliver = |ev: &Event, first: &mut bool| -> Option<Vec<u8>> {
             if ev.key != key || (!ns.is_empty() && ev.namespace != ns) {
                 return None;

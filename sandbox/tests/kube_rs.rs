@@ -909,3 +909,44 @@ async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
     .await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn metadata_watcher_and_get_metadata_see_partial_objects() {
+    let cluster = Cluster::start().await.expect("starts");
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
+    api.create(&PostParams::default(), &cm("meta1", "1"))
+        .await
+        .expect("create");
+    let meta = api.get_metadata("meta1").await.expect("get_metadata");
+    assert_eq!(
+        meta.types.map(|t| t.kind).as_deref(),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(meta.metadata.name.as_deref(), Some("meta1"));
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<kube::core::PartialObjectMeta<ConfigMap>>::default_namespaced(
+                cluster.client().expect("client"),
+            ),
+            watcher::Config::default(),
+        ),
+    );
+    let handle = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    reader.wait_until_ready().await.expect("ready");
+    api.create(&PostParams::default(), &cm("meta2", "1"))
+        .await
+        .expect("create");
+    eventually("metadata watcher sees the new object", || {
+        let reader = reader.clone();
+        async move {
+            reader
+                .state()
+                .iter()
+                .any(|m| m.metadata.name.as_deref() == Some("meta2"))
+        }
+    })
+    .await;
+    handle.abort();
+}
