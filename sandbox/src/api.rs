@@ -738,6 +738,34 @@ fn commit(
             }
         }
         Some(Builtin::Secret) => secret_string_data(&mut new),
+        _ => {}
+    }
+    // Immutable ConfigMaps and Secrets keep their data and stay immutable.
+    if matches!(t.rt.builtin, Some(Builtin::ConfigMap | Builtin::Secret))
+        && old_view.get("immutable") == Some(&Value::Bool(true))
+    {
+        let mut causes = Vec::new();
+        for f in ["data", "binaryData"] {
+            if old_view.get(f) != new.get(f) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden".into(),
+                    field: f.into(),
+                    message: "Forbidden: field is immutable when `immutable` is set".into(),
+                });
+            }
+        }
+        if new.get("immutable") != Some(&Value::Bool(true)) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden".into(),
+                field: "immutable".into(),
+                message: "Forbidden: field is immutable when `immutable` is set".into(),
+            });
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &t.name, causes));
+        }
+    }
+    match t.rt.builtin {
         Some(Builtin::Crd) if t.sub.is_empty() => {
             resource::crd_to_type(&new)?;
             let ts = now();
