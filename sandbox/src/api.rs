@@ -1201,6 +1201,23 @@ pub fn delete(inner: &Inner, t: &Target, opts: &DeleteOptions) -> ApiResult<Writ
         inner.gc.notify_one();
         inner.changed.notify_one();
     }
+    // Built-in kinds answer an immediate deletion with a success Status; custom resources (and objects that
+    // stay because of finalizers) answer with the object, as the real registries do.
+    let gone = !deleting(&out);
+    if gone
+        && matches!(
+            t.rt.builtin,
+            Some(Builtin::ConfigMap | Builtin::Secret | Builtin::Event | Builtin::Lease | Builtin::Generic)
+        )
+    {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": t.name, "group": t.rt.group, "kind": t.rt.plural, "uid": meta_str(&out, "uid")}});
+        return Ok(Written {
+            code: 200,
+            body,
+            warnings: vec![],
+        });
+    }
     Ok(Written {
         code: 200,
         body: view(&t.rt, &t.version, &out),

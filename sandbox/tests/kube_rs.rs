@@ -494,6 +494,15 @@ async fn dry_run_stores_nothing() {
     };
     api.create(&pp, &cm("dry", "x")).await.expect("dry create");
     assert!(api.get_opt("dry").await.expect("get").is_none());
+    // Deleting a ConfigMap answers with a success Status; a custom resource answers with the object.
+    api.create(&PostParams::default(), &cm("gone", "x"))
+        .await
+        .expect("create");
+    assert!(api
+        .delete("gone", &DeleteParams::default())
+        .await
+        .expect("delete")
+        .is_right());
 }
 
 #[tokio::test]
