@@ -560,7 +560,7 @@ mod tests {
 
     #[test]
     fn apply_then_drop_field_removes_it() {
-        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), &w("mgr", None), false).unwrap_or_default();
+        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), &w("mgr", None), false).expect("succeeds");
         assert_eq!(first["data"], json!({"x": "1", "y": "2"}));
         let second = apply(
             Some(&first),
@@ -568,7 +568,7 @@ mod tests {
             &w("mgr", None),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         assert_eq!(second["data"], json!({"x": "1"}));
     }
 
@@ -582,12 +582,12 @@ mod tests {
         let err = apply(Some(&live), &applied, &w("ssa", None), false)
             .err()
             .map(|e| e.message)
-            .unwrap_or_default();
+            .expect("succeeds");
         assert_eq!(
             err,
             "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.x"
         );
-        let forced = apply(Some(&live), &applied, &w("ssa", None), true).unwrap_or_default();
+        let forced = apply(Some(&live), &applied, &w("ssa", None), true).expect("succeeds");
         assert_eq!(forced["data"]["x"], "2");
         let owners: Vec<String> = managers(&forced).into_iter().map(|m| m.manager).collect();
         assert_eq!(owners, ["ssa"]);
@@ -602,14 +602,14 @@ mod tests {
             &w("one", Some(&schema)),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         let b = apply(
             Some(&a),
             &json!({"spec": {"items": [{"name": "b", "v": 2}]}}),
             &w("two", Some(&schema)),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         assert_eq!(
             b["spec"]["items"],
             json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}])

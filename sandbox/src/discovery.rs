@@ -139,11 +139,11 @@ mod tests {
     #[test]
     fn core_resources_have_short_names_and_status() {
         let reg = Registry::new();
-        let list = resource_list(&reg, "", "v1").unwrap_or_default();
+        let list = resource_list(&reg, "", "v1").expect("succeeds");
         let names: Vec<&str> = list["resources"]
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
-            .unwrap_or_default();
+            .expect("succeeds");
         assert!(
             names.contains(&"configmaps") && names.contains(&"namespaces/status"),
             "{names:?}"

@@ -310,6 +310,37 @@ async fn foreground_cascade_removes_dependents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_and_wait_for_delete() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let k = Kubectl::new(&cluster);
+    k.ok(&["create", "namespace", "tmp"]);
+    k.ok(&["create", "configmap", "inside", "-n", "tmp"]);
+    // kubectl delete waits until the namespace is really gone (contents first).
+    assert_eq!(
+        k.ok(&["delete", "namespace", "tmp"]).trim(),
+        "namespace \"tmp\" deleted"
+    );
+    assert!(k
+        .fails(&["get", "namespace", "tmp"])
+        .contains("namespaces \"tmp\" not found"));
+    k.ok(&["create", "configmap", "doomed"]);
+    let waiter = k
+        .command(&["wait", "--for=delete", "configmap/doomed", "--timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl wait");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    k.ok(&["delete", "configmap", "doomed", "--wait=false"]);
+    let out = waiter.wait_with_output().expect("wait finishes");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configmap/doomed condition met"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_uses_the_crd_schema() {
     let cluster = Cluster::start().await.expect("cluster");
     let k = Kubectl::new(&cluster);
