@@ -26,7 +26,7 @@ fn child_schema<'a>(schema: Option<&'a Value>, field: &str) -> Option<&'a Value>
         .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
 }
 
-fn list_kind(schema: Option<&Value>, field: &str) -> ListKind {
+fn list_kind(schema: Option<&Value>, field: &str, items: &[Value]) -> ListKind {
     if let Some(s) = schema {
         match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("map") => {
@@ -38,15 +38,17 @@ fn list_kind(schema: Option<&Value>, field: &str) -> ListKind {
                 return ListKind::Map(keys);
             }
             Some("set") => return ListKind::Set,
-            Some(_) => return ListKind::Atomic,
-            None => {}
+            // A schema without list-type means atomic, as for the real server.
+            _ => return ListKind::Atomic,
         }
     }
+    // Built-in kinds have no schema here: use their Go types' list-map keys.
     match field {
-        "ownerReferences" => ListKind::Map(vec!["uid".into()]),
-        "conditions" => ListKind::Map(vec!["type".into()]),
         "finalizers" => ListKind::Set,
-        _ => ListKind::Atomic,
+        _ => match crate::patch::merge_key(field, items) {
+            Some(key) => ListKind::Map(vec![key.to_string()]),
+            None => ListKind::Atomic,
+        },
     }
 }
 
@@ -111,7 +113,7 @@ fn walk(v: &Value, schema: Option<&Value>, field: &str, path: Path, out: &mut Fi
                 walk(c, child_schema(schema, k), k, p, out);
             }
         }
-        Value::Array(items) if !items.is_empty() => match list_kind(schema, field) {
+        Value::Array(items) if !items.is_empty() => match list_kind(schema, field, items) {
             ListKind::Map(keys) => {
                 let item_schema = schema.and_then(|s| s.get("items"));
                 for item in items {
@@ -281,7 +283,7 @@ pub fn merge_applied(live: &mut Value, applied: &Value, schema: Option<&Value>, 
                 }
             }
         }
-        (Value::Array(l), Value::Array(a)) => match list_kind(schema, field) {
+        (Value::Array(l), Value::Array(a)) => match list_kind(schema, field, a) {
             ListKind::Map(keys) => {
                 let item_schema = schema.and_then(|s| s.get("items"));
                 for item in a {
@@ -591,6 +593,18 @@ mod tests {
         assert_eq!(forced["data"]["x"], "2");
         let owners: Vec<String> = managers(&forced).into_iter().map(|m| m.manager).collect();
         assert_eq!(owners, ["ssa"]);
+    }
+
+    #[test]
+    fn builtin_containers_are_a_map_keyed_by_name() {
+        let app = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
+        let first = apply(None, &app, &w("app-manager", None), false).expect("succeeds");
+        let side = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "image": "s:1"}]}}}});
+        let both = apply(Some(&first), &side, &w("injector", None), false).expect("succeeds");
+        assert_eq!(
+            both["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "app", "image": "a:1"}, {"name": "sidecar", "image": "s:1"}])
+        );
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn remove(target: &mut Value, path: &str) -> ApiResult<Value> {
 }
 
 /// Merge keys of lists in the built-in kinds (`patchMergeKey` in their Go types).
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
         "ownerReferences" => Some("uid"),
         "conditions" => Some("type"),
