@@ -51,6 +51,11 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         let current = store.current_rv();
         let start_rv = p.resource_version.parse::<u64>().ok().filter(|rv| *rv > 0);
         match (p.send_initial_events, start_rv) {
+            // A version from the future comes from before a reset (an emulator restarted without its state):
+            // make the client list again instead of silently skipping events until the counter catches up.
+            (false, Some(rv)) if rv > current => Err(ApiError::gone(format!(
+                "too large resource version: {rv} (current {current}); the cluster was reset, list again"
+            ))),
             (false, Some(rv)) => match store.watch_from(rv) {
                 Some((events, rx)) => Ok((Vec::new(), events, rx, rv)),
                 None => Err(ApiError::gone(format!(

@@ -959,3 +959,43 @@ async fn metadata_watcher_and_get_metadata_see_partial_objects() {
     .await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn watchers_relist_after_a_reset_without_state() {
+    let first = Cluster::start().await.expect("first");
+    let port = first.addr().port();
+    let api: Api<ConfigMap> = Api::default_namespaced(first.client().expect("client"));
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("old{i}"), "1"))
+            .await
+            .expect("create");
+    }
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let handle = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    reader.wait_until_ready().await.expect("ready");
+    first.shutdown().await.expect("shutdown");
+    // Same port, no state: resourceVersions start again below what the watcher has seen.
+    let second = Cluster::start_with(ClusterOptions {
+        port,
+        ..Default::default()
+    })
+    .await
+    .expect("reset");
+    let api2: Api<ConfigMap> = Api::default_namespaced(second.client().expect("client"));
+    api2.create(&PostParams::default(), &cm("fresh", "1"))
+        .await
+        .expect("create");
+    eventually("the watcher relists the reset cluster", || {
+        let reader = reader.clone();
+        async move {
+            let names: Vec<String> = reader.state().iter().map(|c| c.name_any()).collect();
+            names == ["fresh"]
+        }
+    })
+    .await;
+    handle.abort();
+}
