@@ -43,6 +43,22 @@ pub fn compile(text: &str) -> Result<Rule, String> {
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
         return hit;
     }
+    // The parser recurses per nesting level: refuse what could exhaust a thread's stack (not catchable).
+    let mut depth = 0usize;
+    let mut max_depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if max_depth > 64 || text.len() > 16_384 {
+        return Err("compilation failed: the expression is too long or too deeply nested (limits: 16384 characters, 64 levels)".into());
+    }
     let text_owned = text.to_string();
     // The parser must never take the emulator down, whatever a CRD author writes.
     let compiled = std::panic::catch_unwind(move || env().compile(&text_owned))
@@ -252,8 +268,9 @@ pub fn eval_string(text: &str, self_value: &Value, old_self: Option<&Value>) -> 
     if let Some(old) = old_self {
         ctx.add_variable_from_value("oldSelf", to_cel(old));
     }
-    match rule.program.execute(&ctx) {
-        Ok(cel::Value::String(s)) => Some(s.to_string()),
+    let program = rule.program.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || program.execute(&ctx))) {
+        Ok(Ok(cel::Value::String(s))) => Some(s.to_string()),
         _ => None,
     }
 }
@@ -342,6 +359,12 @@ mod tests {
             check("has(self.nope) || self.replicas == oldSelf.other"),
             ["nope", "other"]
         );
+    }
+
+    #[test]
+    fn absurd_nesting_is_refused_before_parsing() {
+        let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(matches!(compile(&deep), Err(e) if e.contains("too deeply nested")));
     }
 
     #[test]

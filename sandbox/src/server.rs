@@ -482,9 +482,11 @@ fn watch_request(
     }
     let timeout = match query.get("timeoutSeconds") {
         Some(s) if !s.is_empty() => {
-            Some(Duration::from_secs(s.parse().map_err(|_| {
-                ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}"))
-            })?))
+            let secs: u64 = s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}")))?;
+            // A day is plenty; it keeps the deadline arithmetic far from overflow.
+            Some(Duration::from_secs(secs.min(86_400)))
         }
         _ => None,
     };
