@@ -8,7 +8,7 @@ use kube_emulator::Cluster;
 use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const CAPI: &str = "/work/shared/capi-crds";
+const CAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/capi-crds");
 
 async fn install(client: &Client, path: &str) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
