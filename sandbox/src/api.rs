@@ -88,6 +88,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldManager` (or derived from the User-Agent).
     pub manager: String,
+    /// Whether `fieldManager` was in the request (server-side apply requires it).
+    pub manager_given: bool,
     /// `fieldValidation=Strict`: unknown fields are errors instead of warnings.
     pub strict: bool,
     /// `force=true` for server-side apply.
@@ -1017,7 +1019,7 @@ pub fn server_side_apply(
     if !applied.is_object() {
         return Err(ApiError::bad_request("an apply configuration must be an object"));
     }
-    if opts.manager.is_empty() || opts.manager.starts_with("fallback-") {
+    if opts.manager.is_empty() || !opts.manager_given {
         return Err(ApiError::bad_request(
             "PATCH, application/apply-patch+yaml requires the fieldManager query parameter",
         ));

@@ -287,7 +287,8 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiRes
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("unknown");
-            format!("fallback-{}", ua.split('/').next().unwrap_or("unknown"))
+            // The real server names the manager after the User-Agent's program ("kubectl", "kube-rs").
+            ua.split('/').next().unwrap_or("unknown").to_string()
         }
     };
     let dry_run = match query.get("dryRun").map(String::as_str) {
@@ -307,6 +308,7 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiRes
     let force = matches!(query.get("force").map(String::as_str), Some("true" | "1"));
     Ok(WriteOptions {
         dry_run,
+        manager_given: query.contains_key("fieldManager"),
         manager,
         strict,
         force,
