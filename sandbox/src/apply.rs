@@ -60,7 +60,7 @@ fn item_key(item: &Value, keys: &[String]) -> Option<String> {
     Some(format!("k:{}", Value::Object(m)))
 }
 
-/// The fields a (partial) object sets. `status_separate`: drop `.status` (it belongs to the status subresource).
+/// The fields a (partial) object sets. `skip_status`: drop `.status` (it belongs to the status subresource).
 pub fn fields_of(obj: &Value, schema: Option<&Value>, skip_status: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Value::Object(m) = obj else { return out };

@@ -350,8 +350,7 @@ fn write_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
     }
     // Take the shared objects under the lock; serialize after releasing it.
     let (rv, dump) = {
-        let mut store = inner.lock();
-        store.dirty = false;
+        let store = inner.lock();
         (store.current_rv(), store.dump())
     };
     let doc = Doc {

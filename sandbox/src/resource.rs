@@ -467,7 +467,7 @@ impl Registry {
         out
     }
 
-    /// Whether a kind with this group is a CRD-defined one.
+    /// Serve (or re-serve) the kind a CRD defines.
     pub fn insert_crd(&mut self, t: ResourceType) {
         self.types
             .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
