@@ -438,6 +438,14 @@ impl Registry {
         self.types.get(&(group.to_string(), plural.to_string())).cloned()
     }
 
+    /// The type serving `kind` in `group/version` (events resolve to the storage group's view).
+    pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        self.types
+            .values()
+            .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
+            .cloned()
+    }
+
     /// All types.
     pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceType>> {
         self.types.values()

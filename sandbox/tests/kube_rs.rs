@@ -1000,3 +1000,39 @@ async fn watchers_relist_after_a_reset_without_state() {
     .await;
     handle.abort();
 }
+
+#[tokio::test]
+async fn apply_yaml_installs_crds_and_objects_in_one_go() {
+    let cluster = Cluster::start().await.expect("starts");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let crd = std::fs::read_to_string(format!("{dir}/widget-crd.yaml")).expect("fixture");
+    let text = format!("{crd}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: shop\nspec:\n  size: 4\n");
+    let applied = cluster.apply_yaml(&text, "fixtures").expect("applied");
+    assert_eq!(
+        applied,
+        [
+            "CustomResourceDefinition/widgets.example.com",
+            "Namespace/shop",
+            "Widget/w"
+        ]
+    );
+    let widgets: Api<Widget> = Api::namespaced(cluster.client().expect("client"), "shop");
+    assert_eq!(widgets.get("w").await.expect("served").spec.size, 4);
+    let err = cluster
+        .apply_yaml(
+            "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g\n",
+            "fixtures",
+        )
+        .expect_err("unknown kind");
+    assert_eq!(err.to_string(), "cannot apply Gadget g (document 1): no kind \"Gadget\" is served in \"example.com/v1\"; apply its CRD first");
+    let err = cluster
+        .apply_yaml(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  size: 1000\n",
+            "fixtures",
+        )
+        .expect_err("invalid");
+    assert!(
+        err.to_string().contains("spec.size: Invalid value: 1000"),
+        "{err}"
+    );
+}

@@ -489,6 +489,8 @@ fn binary_serves_and_keeps_state_across_restarts() {
                 &kubeconfig.to_string_lossy(),
                 "--state",
                 &state.to_string_lossy(),
+                "--apply",
+                &fixture("widget-crd.yaml"),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -518,6 +520,11 @@ fn binary_serves_and_keeps_state_across_restarts() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let mut first = start();
+    // --apply installed the CRD before the kubeconfig appeared.
+    assert_eq!(
+        kubectl(&["get", "crd", "widgets.example.com", "-o", "name"]).trim(),
+        "customresourcedefinition.apiextensions.k8s.io/widgets.example.com"
+    );
     kubectl(&["create", "namespace", "persisted"]);
     kubectl(&[
         "create",
