@@ -86,7 +86,9 @@ impl Default for ClusterOptions {
         ClusterOptions {
             port: 0,
             state_file: None,
-            history: 100_000,
+            // Enough for watches to resume across ordinary reconnects; bounds memory (each event holds an
+            // object version, and the version before it for selector transitions).
+            history: 10_000,
             name: "kube-emulator".into(),
             bookmark_every: Duration::from_secs(10),
             tls: false,
