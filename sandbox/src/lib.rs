@@ -24,6 +24,7 @@ pub mod api;
 pub mod apply;
 pub mod cel;
 pub mod cluster;
+pub mod delete;
 pub mod discovery;
 pub mod error;
 pub mod gc;

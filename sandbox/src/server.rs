@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::api::{self, DeleteOptions, Inner, ListOptions, Target, WriteOptions};
+use crate::api::{self, Inner, ListOptions, Target, WriteOptions};
+use crate::delete::{self, DeleteOptions};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
@@ -449,12 +450,12 @@ fn verb(
             if collection {
                 Ok(json_response(
                     200,
-                    &api::delete_collection(inner, &t, &list_options(query)?, &opts)?,
+                    &delete::delete_collection(inner, &t, &list_options(query)?, &opts)?,
                     "application/json",
                     &[],
                 ))
             } else {
-                Ok(written(api::delete(inner, &t, &opts)?))
+                Ok(written(delete::delete(inner, &t, &opts)?))
             }
         }
         (m, _) => Err(ApiError::method_not_allowed(
