@@ -1109,3 +1109,126 @@ pub fn server_side_apply(
         }
     }
 }
+
+/// `.spec.replicas` -> `/spec/replicas`.
+fn json_pointer(path: &str) -> String {
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |acc, seg| format!("{acc}/{seg}"))
+}
+
+/// The `autoscaling/v1` Scale of an object.
+fn scale_view(t: &Target, obj: &Value) -> ApiResult<Value> {
+    let Some(scale) = t.rt.version(&t.version).and_then(|v| v.scale.clone()) else {
+        return Err(ApiError::no_route(&format!("{}/{}/scale", t.rt.plural, t.name)));
+    };
+    let int = |p: &str| obj.pointer(&json_pointer(p)).and_then(Value::as_i64).unwrap_or(0);
+    let selector = scale
+        .label_selector
+        .as_deref()
+        .and_then(|p| obj.pointer(&json_pointer(p)))
+        .map(|s| match s {
+            Value::String(s) => s.clone(),
+            // A LabelSelector object (workload kinds): its matchLabels as a selector string.
+            other => other
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+        });
+    let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut status = json!({"replicas": int(&scale.status_replicas)});
+    if let Some(sel) = selector {
+        status["selector"] = json!(sel);
+    }
+    Ok(json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp")},
+        "spec": {"replicas": int(&scale.spec_replicas)},
+        "status": status,
+    }))
+}
+
+/// GET `/scale`.
+pub fn get_scale(inner: &Inner, t: &Target) -> ApiResult<Value> {
+    let main = Target {
+        sub: String::new(),
+        ..t.clone()
+    };
+    scale_view(t, &get(inner, &main)?)
+}
+
+/// PUT or PATCH `/scale`: `next` turns the current Scale into the wanted one; only spec.replicas is used.
+pub fn update_scale(
+    inner: &Inner,
+    t: &Target,
+    next: impl FnOnce(Value) -> ApiResult<Value>,
+    opts: &WriteOptions,
+) -> ApiResult<Written> {
+    let main = Target {
+        sub: String::new(),
+        ..t.clone()
+    };
+    let mut store = inner.lock();
+    let Some(old) = store.get(&main.key(), &main.namespace, &main.name) else {
+        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name));
+    };
+    let mut doc = view(&t.rt, &t.version, &old);
+    let wanted = next(scale_view(t, &doc)?)?;
+    let want_rv = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !want_rv.is_empty() && want_rv != meta_str(&old, "resourceVersion") {
+        return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &t.name));
+    }
+    let Some(replicas) = wanted.pointer("/spec/replicas").and_then(Value::as_i64) else {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &t.name,
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                field: "spec.replicas".into(),
+                message: "Required value: an integer number of replicas".into(),
+            }],
+        ));
+    };
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &t.name,
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                field: "spec.replicas".into(),
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            }],
+        ));
+    }
+    let scale =
+        t.rt.version(&t.version)
+            .and_then(|v| v.scale.clone())
+            .ok_or_else(|| ApiError::no_route("scale"))?;
+    let pointer = json_pointer(&scale.spec_replicas);
+    let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", ""));
+    let mut cur = &mut doc;
+    for seg in parent.split('/').filter(|s| !s.is_empty()) {
+        if !cur.get(seg).is_some_and(Value::is_object) {
+            cur[seg] = json!({});
+        }
+        cur = &mut cur[seg];
+    }
+    cur[last] = json!(replicas);
+    let written = commit(inner, &mut store, &main, &old, doc, opts, Op::Update)?;
+    Ok(Written {
+        code: 200,
+        body: scale_view(t, &written.body)?,
+        warnings: written.warnings,
+    })
+}

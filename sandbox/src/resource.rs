@@ -229,8 +229,21 @@ pub struct Version {
     pub printer_columns: Vec<Value>,
     /// Whether `/status` is a subresource.
     pub status_subresource: bool,
+    /// The `/scale` subresource, if served.
+    pub scale: Option<Scale>,
     /// `deprecated` flag and warning of a CRD version.
     pub deprecation_warning: Option<String>,
+}
+
+/// Where a kind keeps its replicas, for the `/scale` subresource (JSON paths like `.spec.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    /// `specReplicasPath`.
+    pub spec_replicas: String,
+    /// `statusReplicasPath`.
+    pub status_replicas: String,
+    /// `labelSelectorPath` (a string selector for CRDs; a LabelSelector object for the workload kinds).
+    pub label_selector: Option<String>,
 }
 
 /// A resource type (group + plural), with all its served versions.
@@ -316,6 +329,12 @@ fn builtin(
             schema: None,
             printer_columns: vec![],
             status_subresource: status,
+            // The workload kinds with replicas serve /scale like the real ones.
+            scale: matches!(plural, "deployments" | "statefulsets" | "replicasets").then(|| Scale {
+                spec_replicas: ".spec.replicas".into(),
+                status_replicas: ".status.replicas".into(),
+                label_selector: Some(".spec.selector".into()),
+            }),
             deprecation_warning: None,
         }],
         storage_version: version.into(),
@@ -627,6 +646,14 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
                 .cloned()
                 .unwrap_or_default(),
             status_subresource: v.pointer("/subresources/status").is_some(),
+            scale: v.pointer("/subresources/scale").map(|sc| {
+                let p = |f: &str| sc.get(f).and_then(Value::as_str).map(str::to_string);
+                Scale {
+                    spec_replicas: p("specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+                    status_replicas: p("statusReplicasPath").unwrap_or_else(|| ".status.replicas".into()),
+                    label_selector: p("labelSelectorPath"),
+                }
+            }),
             deprecation_warning: if v.get("deprecated").and_then(Value::as_bool) == Some(true) {
                 Some(
                     v.get("deprecationWarning")

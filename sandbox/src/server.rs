@@ -261,8 +261,9 @@ fn target(inner: &Inner, group: &str, version: &str, rest: &[&str], path: &str) 
     let Some(rt) = reg.get(group, version, plural) else {
         return Err(ApiError::no_route(path));
     };
-    let served_sub =
-        sub.is_empty() || (sub == "status" && rt.version(version).is_some_and(|v| v.status_subresource));
+    let served_sub = sub.is_empty()
+        || (sub == "status" && rt.version(version).is_some_and(|v| v.status_subresource))
+        || (sub == "scale" && rt.version(version).is_some_and(|v| v.scale.is_some()));
     if !served_sub {
         return Err(ApiError::no_route(path));
     }
@@ -354,6 +355,9 @@ fn verb(
 ) -> ApiResult<Response> {
     let inner = &shared.inner;
     let collection = t.name.is_empty();
+    if t.sub == "scale" {
+        return scale(inner, &t, method, query, headers, body);
+    }
     match (method.as_str(), collection) {
         ("GET", true) => {
             if !t.sub.is_empty() {
@@ -531,4 +535,55 @@ fn watch_request(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// The `/scale` subresource (autoscaling/v1 Scale).
+fn scale(
+    inner: &Inner,
+    t: &Target,
+    method: &Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    match method.as_str() {
+        "GET" => Ok(json_response(
+            200,
+            &api::get_scale(inner, t)?,
+            "application/json",
+            &[],
+        )),
+        "PUT" => {
+            let wanted = api::parse_body(body, &content_type(headers))?;
+            Ok(written(api::update_scale(
+                inner,
+                t,
+                |_| Ok(wanted),
+                &write_options(query, headers)?,
+            )?))
+        }
+        "PATCH" => {
+            let ct = content_type(headers);
+            let ct = ct.split(';').next().unwrap_or_default().trim().to_string();
+            let doc = api::parse_body(body, "json")?;
+            let next = |mut current: Value| -> ApiResult<Value> {
+                match ct.as_str() {
+                    "application/json-patch+json" => crate::patch::json_patch(&mut current, &doc)?,
+                    "application/merge-patch+json" => crate::patch::merge_patch(&mut current, &doc),
+                    "application/strategic-merge-patch+json" => {
+                        crate::patch::strategic_merge_patch(&mut current, &doc)
+                    }
+                    other => return Err(ApiError::unsupported_media_type(other)),
+                }
+                Ok(current)
+            };
+            Ok(written(api::update_scale(
+                inner,
+                t,
+                next,
+                &write_options(query, headers)?,
+            )?))
+        }
+        m => Err(ApiError::method_not_allowed(m, "scale")),
+    }
 }

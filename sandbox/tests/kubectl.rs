@@ -187,6 +187,14 @@ async fn patch_label_annotate_and_wait() {
         r#"[{"op":"remove","path":"/spec/nope"}]"#,
     ]);
     assert!(err.contains("/spec/nope"), "{err}");
+    // The CRD's scale subresource maps replicas to .spec.size, and the schema still applies.
+    assert_eq!(
+        k.ok(&["scale", "widget", "w1", "--replicas=9"]).trim(),
+        "widget.example.com/w1 scaled"
+    );
+    assert_eq!(k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.size}"]), "9");
+    let err = k.fails(&["scale", "widget", "w1", "--replicas=300"]);
+    assert!(err.contains("spec.size: Invalid value: 300"), "{err}");
     k.ok(&["label", "widget", "w1", "team=a"]);
     k.ok(&["annotate", "widget", "w1", "note=hello"]);
     assert_eq!(
@@ -449,6 +457,20 @@ async fn rendered_workload_kinds_apply_like_on_a_real_cluster() {
     assert!(k
         .ok(&["get", "all", "-o", "name"])
         .contains("deployment.apps/web"));
+    assert_eq!(
+        k.ok(&["scale", "deployment", "web", "--replicas=5"]).trim(),
+        "deployment.apps/web scaled"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "5 3"
+    );
     let role = k.write("role.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: reader\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list]\n");
     assert!(k
         .ok(&["apply", "--server-side", "-f", &role])
