@@ -135,9 +135,14 @@ async fn malformed_requests_never_take_the_server_down() {
             ("POST", "/api/v1/namespaces".to_string()),
             ("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".to_string()),
             ("PATCH", "/api/v1/namespaces/default?fieldManager=fuzz".to_string()),
+            ("POST", "/apis/apps/v1/namespaces/default/deployments".to_string()),
+            ("PUT", "/apis/apps/v1/namespaces/default/deployments/ok/scale".to_string()),
+            ("PATCH", "/apis/apps/v1/namespaces/default/deployments/ok/scale".to_string()),
         ];
         // Make sure PUT/PATCH/DELETE have something to chew on.
         let seed = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}}).to_string();
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ok"}, "spec": {"replicas": 1}}).to_string();
+        let _ = status(a, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", &deployment);
         for (method, path) in &targets {
             for ct in content_types {
                 for body in &bodies {
