@@ -1,4 +1,4 @@
-//! The verbs on objects (get, list, create, update, patch, apply, delete) with the API server's semantics:
+//! The verbs on objects (get, list, create, update, patch, apply; delete is in `delete`) with the API server's semantics:
 //! resourceVersion preconditions, generation, status subresource, managedFields, finalizers, dry run.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,7 +66,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn key(&self) -> ResourceKey {
+    pub(crate) fn key(&self) -> ResourceKey {
         (self.rt.storage_group.clone(), self.rt.plural.clone())
     }
 
@@ -88,6 +88,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldManager` (or derived from the User-Agent).
     pub manager: String,
+    /// Whether `fieldManager` was in the request (server-side apply requires it).
+    pub manager_given: bool,
     /// `fieldValidation=Strict`: unknown fields are errors instead of warnings.
     pub strict: bool,
     /// `force=true` for server-side apply.
@@ -738,6 +740,34 @@ fn commit(
             }
         }
         Some(Builtin::Secret) => secret_string_data(&mut new),
+        _ => {}
+    }
+    // Immutable ConfigMaps and Secrets keep their data and stay immutable.
+    if matches!(t.rt.builtin, Some(Builtin::ConfigMap | Builtin::Secret))
+        && old_view.get("immutable") == Some(&Value::Bool(true))
+    {
+        let mut causes = Vec::new();
+        for f in ["data", "binaryData"] {
+            if old_view.get(f) != new.get(f) {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden".into(),
+                    field: f.into(),
+                    message: "Forbidden: field is immutable when `immutable` is set".into(),
+                });
+            }
+        }
+        if new.get("immutable") != Some(&Value::Bool(true)) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden".into(),
+                field: "immutable".into(),
+                message: "Forbidden: field is immutable when `immutable` is set".into(),
+            });
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &t.name, causes));
+        }
+    }
+    match t.rt.builtin {
         Some(Builtin::Crd) if t.sub.is_empty() => {
             resource::crd_to_type(&new)?;
             let ts = now();
@@ -874,7 +904,7 @@ fn namespace_finalizers_pending(obj: &Value, rt: &ResourceType) -> bool {
 }
 
 /// Bookkeeping after an object is gone for good.
-fn after_remove(store: &mut Store, rt: &ResourceType, last: &Value) {
+pub(crate) fn after_remove(store: &mut Store, rt: &ResourceType, last: &Value) {
     if rt.builtin == Some(Builtin::Crd) {
         let group = last
             .pointer("/spec/group")
@@ -989,7 +1019,7 @@ pub fn server_side_apply(
     if !applied.is_object() {
         return Err(ApiError::bad_request("an apply configuration must be an object"));
     }
-    if opts.manager.is_empty() || opts.manager.starts_with("fallback-") {
+    if opts.manager.is_empty() || !opts.manager_given {
         return Err(ApiError::bad_request(
             "PATCH, application/apply-patch+yaml requires the fieldManager query parameter",
         ));
@@ -1080,210 +1110,125 @@ pub fn server_side_apply(
     }
 }
 
-/// DeleteOptions of a request.
-#[derive(Debug, Clone, Default)]
-pub struct DeleteOptions {
-    /// Background (default), Foreground or Orphan.
-    pub propagation: String,
-    /// preconditions.uid.
-    pub uid: Option<String>,
-    /// preconditions.resourceVersion.
-    pub rv: Option<String>,
-    /// dryRun.
-    pub dry_run: bool,
+/// `.spec.replicas` -> `/spec/replicas`.
+fn json_pointer(path: &str) -> String {
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |acc, seg| format!("{acc}/{seg}"))
 }
 
-impl DeleteOptions {
-    /// From the query and an optional `DeleteOptions` body.
-    pub fn from_request(
-        body: Option<&Value>,
-        query_policy: Option<&str>,
-        query_orphan: Option<&str>,
-        dry_run: bool,
-    ) -> ApiResult<Self> {
-        let mut o = DeleteOptions {
-            dry_run,
-            ..Default::default()
-        };
-        if let Some(b) = body {
-            o.propagation = b
-                .get("propagationPolicy")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-                o.propagation = "Orphan".into();
-            }
-            o.uid = b
-                .pointer("/preconditions/uid")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            o.rv = b
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if b.get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                o.dry_run = true;
-            }
-        }
-        if let Some(p) = query_policy {
-            o.propagation = p.to_string();
-        }
-        if query_orphan == Some("true") {
-            o.propagation = "Orphan".into();
-        }
-        if !matches!(
-            o.propagation.as_str(),
-            "" | "Background" | "Foreground" | "Orphan"
-        ) {
-            return Err(ApiError::bad_request(format!("DeleteOptions.propagationPolicy: Unsupported value: {:?}: supported values: \"Foreground\", \"Background\", \"Orphan\"", o.propagation)));
-        }
-        Ok(o)
-    }
-}
-
-/// DELETE one object. Returns the object (with deletionTimestamp when finalizers hold it).
-pub fn delete(inner: &Inner, t: &Target, opts: &DeleteOptions) -> ApiResult<Written> {
-    let mut store = inner.lock();
-    let Some(old) = store.get(&t.key(), &t.namespace, &t.name) else {
-        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name));
+/// The `autoscaling/v1` Scale of an object.
+fn scale_view(t: &Target, obj: &Value) -> ApiResult<Value> {
+    let Some(scale) = t.rt.version(&t.version).and_then(|v| v.scale.clone()) else {
+        return Err(ApiError::no_route(&format!("{}/{}/scale", t.rt.plural, t.name)));
     };
-    if let Some(uid) = &opts.uid {
-        if uid != meta_str(&old, "uid") {
-            return Err(ApiError::conflict_message(
-                format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta_str(&old, "uid")
-                ),
-                json!({"name": t.name, "group": t.rt.group, "kind": t.rt.plural}),
-            ));
-        }
+    let int = |p: &str| obj.pointer(&json_pointer(p)).and_then(Value::as_i64).unwrap_or(0);
+    let selector = scale
+        .label_selector
+        .as_deref()
+        .and_then(|p| obj.pointer(&json_pointer(p)))
+        .map(|s| match s {
+            Value::String(s) => s.clone(),
+            // A LabelSelector object (workload kinds): its matchLabels as a selector string.
+            other => other
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+        });
+    let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut status = json!({"replicas": int(&scale.status_replicas)});
+    if let Some(sel) = selector {
+        status["selector"] = json!(sel);
     }
-    if let Some(rv) = &opts.rv {
-        if rv != meta_str(&old, "resourceVersion") {
-            return Err(ApiError::conflict_message(format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta_str(&old, "resourceVersion")), json!({"name": t.name, "group": t.rt.group, "kind": t.rt.plural})));
-        }
-    }
-    let out = delete_locked(&mut store, &t.rt, &old, &opts.propagation, opts.dry_run);
-    drop(store);
-    if !opts.dry_run {
-        inner.gc.notify_one();
-        inner.changed.notify_one();
-    }
-    Ok(Written {
-        code: 200,
-        body: view(&t.rt, &t.version, &out),
-        warnings: vec![],
-    })
+    Ok(json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"), "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp")},
+        "spec": {"replicas": int(&scale.spec_replicas)},
+        "status": status,
+    }))
 }
 
-/// Delete with the store locked (also used by the garbage collector). Returns the resulting object state.
-pub fn delete_locked(
-    store: &mut Store,
-    rt: &ResourceType,
-    old: &Arc<Value>,
-    propagation: &str,
-    dry_run: bool,
-) -> Value {
-    let key = (rt.storage_group.clone(), rt.plural.clone());
-    let mut obj = (**old).clone();
-    let mut fins = finalizers(&obj);
-    let propagation = if propagation.is_empty() {
-        "Background"
-    } else {
-        propagation
+/// GET `/scale`.
+pub fn get_scale(inner: &Inner, t: &Target) -> ApiResult<Value> {
+    let main = Target {
+        sub: String::new(),
+        ..t.clone()
     };
-    if propagation == "Orphan" && !dry_run {
-        orphan_dependents(store, meta_str(old, "uid"));
-    }
-    if propagation == "Foreground" && !fins.iter().any(|f| f == FOREGROUND) {
-        fins.push(FOREGROUND.into());
-    }
-    let namespace_pending = rt.builtin == Some(Builtin::Namespace);
-    if fins.is_empty() && !namespace_pending {
-        if dry_run {
-            return obj;
-        }
-        let rv = store.next_rv();
-        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-        let last = store.remove(&key, obj, rv);
-        after_remove(store, rt, &last);
-        return (*last).clone();
-    }
-    if deleting(&obj) && finalizers(&obj) == fins {
-        return obj;
-    }
-    set_finalizers(&mut obj, &fins);
-    if !deleting(&obj) {
-        let m = meta_mut(&mut obj);
-        m.insert("deletionTimestamp".into(), json!(now()));
-        m.insert("deletionGracePeriodSeconds".into(), json!(0));
-        if let Some(g) = m.get("generation").and_then(Value::as_i64) {
-            m.insert("generation".into(), json!(g + 1));
-        }
-        if namespace_pending {
-            obj["status"] = json!({"phase": "Terminating"});
-        }
-    }
-    if dry_run {
-        return obj;
-    }
-    let rv = store.next_rv();
-    meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-    (*store.put(&key, obj, rv, EventType::Modified, Some(old.clone()))).clone()
+    scale_view(t, &get(inner, &main)?)
 }
 
-/// Remove ownerReferences to `uid` from every object.
-fn orphan_dependents(store: &mut Store, uid: &str) {
-    for key in store.keys() {
-        for obj in store.list(&key, None) {
-            if !meta::owner_uids(&obj).iter().any(|u| u == uid) {
-                continue;
-            }
-            let mut new = (*obj).clone();
-            if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
-                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-                if refs.is_empty() {
-                    meta_mut(&mut new).remove("ownerReferences");
-                }
-            }
-            let rv = store.next_rv();
-            meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-            store.put(&key, new, rv, EventType::Modified, Some(obj.clone()));
-        }
-    }
-}
-
-/// DELETE on a collection (with selectors).
-pub fn delete_collection(
+/// PUT or PATCH `/scale`: `next` turns the current Scale into the wanted one; only spec.replicas is used.
+pub fn update_scale(
     inner: &Inner,
     t: &Target,
-    list_opts: &ListOptions,
-    opts: &DeleteOptions,
-) -> ApiResult<Value> {
-    let mut store = inner.lock();
-    let ns = if t.rt.namespaced && !t.namespace.is_empty() {
-        Some(t.namespace.as_str())
-    } else {
-        None
+    next: impl FnOnce(Value) -> ApiResult<Value>,
+    opts: &WriteOptions,
+) -> ApiResult<Written> {
+    let main = Target {
+        sub: String::new(),
+        ..t.clone()
     };
-    let mut items = Vec::new();
-    for obj in store.list(&t.key(), ns) {
-        let shown = view(&t.rt, &t.version, &obj);
-        if !list_opts.labels.matches(&shown) || !list_opts.fields.matches(&shown) {
-            continue;
-        }
-        let out = delete_locked(&mut store, &t.rt, &obj, &opts.propagation, opts.dry_run);
-        items.push(view(&t.rt, &t.version, &out));
+    let mut store = inner.lock();
+    let Some(old) = store.get(&main.key(), &main.namespace, &main.name) else {
+        return Err(ApiError::not_found(&t.rt.group, &t.rt.plural, &t.name));
+    };
+    let mut doc = view(&t.rt, &t.version, &old);
+    let wanted = next(scale_view(t, &doc)?)?;
+    let want_rv = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !want_rv.is_empty() && want_rv != meta_str(&old, "resourceVersion") {
+        return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, &t.name));
     }
-    let rv = store.current_rv();
-    drop(store);
-    inner.gc.notify_one();
-    inner.changed.notify_one();
-    Ok(
-        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(&t.version), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
-    )
+    let Some(replicas) = wanted.pointer("/spec/replicas").and_then(Value::as_i64) else {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &t.name,
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                field: "spec.replicas".into(),
+                message: "Required value: an integer number of replicas".into(),
+            }],
+        ));
+    };
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &t.name,
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                field: "spec.replicas".into(),
+                message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            }],
+        ));
+    }
+    let scale =
+        t.rt.version(&t.version)
+            .and_then(|v| v.scale.clone())
+            .ok_or_else(|| ApiError::no_route("scale"))?;
+    let pointer = json_pointer(&scale.spec_replicas);
+    let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", ""));
+    let mut cur = &mut doc;
+    for seg in parent.split('/').filter(|s| !s.is_empty()) {
+        if !cur.get(seg).is_some_and(Value::is_object) {
+            cur[seg] = json!({});
+        }
+        cur = &mut cur[seg];
+    }
+    cur[last] = json!(replicas);
+    let written = commit(inner, &mut store, &main, &old, doc, opts, Op::Update)?;
+    Ok(Written {
+        code: 200,
+        body: scale_view(t, &written.body)?,
+        warnings: written.warnings,
+    })
 }

@@ -26,7 +26,7 @@ fn child_schema<'a>(schema: Option<&'a Value>, field: &str) -> Option<&'a Value>
         .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
 }
 
-fn list_kind(schema: Option<&Value>, field: &str) -> ListKind {
+fn list_kind(schema: Option<&Value>, field: &str, items: &[Value]) -> ListKind {
     if let Some(s) = schema {
         match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("map") => {
@@ -38,15 +38,17 @@ fn list_kind(schema: Option<&Value>, field: &str) -> ListKind {
                 return ListKind::Map(keys);
             }
             Some("set") => return ListKind::Set,
-            Some(_) => return ListKind::Atomic,
-            None => {}
+            // A schema without list-type means atomic, as for the real server.
+            _ => return ListKind::Atomic,
         }
     }
+    // Built-in kinds have no schema here: use their Go types' list-map keys.
     match field {
-        "ownerReferences" => ListKind::Map(vec!["uid".into()]),
-        "conditions" => ListKind::Map(vec!["type".into()]),
         "finalizers" => ListKind::Set,
-        _ => ListKind::Atomic,
+        _ => match crate::patch::merge_key(field, items) {
+            Some(key) => ListKind::Map(vec![key.to_string()]),
+            None => ListKind::Atomic,
+        },
     }
 }
 
@@ -58,7 +60,7 @@ fn item_key(item: &Value, keys: &[String]) -> Option<String> {
     Some(format!("k:{}", Value::Object(m)))
 }
 
-/// The fields a (partial) object sets. `status_separate`: drop `.status` (it belongs to the status subresource).
+/// The fields a (partial) object sets. `skip_status`: drop `.status` (it belongs to the status subresource).
 pub fn fields_of(obj: &Value, schema: Option<&Value>, skip_status: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Value::Object(m) = obj else { return out };
@@ -111,7 +113,7 @@ fn walk(v: &Value, schema: Option<&Value>, field: &str, path: Path, out: &mut Fi
                 walk(c, child_schema(schema, k), k, p, out);
             }
         }
-        Value::Array(items) if !items.is_empty() => match list_kind(schema, field) {
+        Value::Array(items) if !items.is_empty() => match list_kind(schema, field, items) {
             ListKind::Map(keys) => {
                 let item_schema = schema.and_then(|s| s.get("items"));
                 for item in items {
@@ -281,7 +283,7 @@ pub fn merge_applied(live: &mut Value, applied: &Value, schema: Option<&Value>, 
                 }
             }
         }
-        (Value::Array(l), Value::Array(a)) => match list_kind(schema, field) {
+        (Value::Array(l), Value::Array(a)) => match list_kind(schema, field, a) {
             ListKind::Map(keys) => {
                 let item_schema = schema.and_then(|s| s.get("items"));
                 for item in a {
@@ -560,7 +562,7 @@ mod tests {
 
     #[test]
     fn apply_then_drop_field_removes_it() {
-        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), &w("mgr", None), false).unwrap_or_default();
+        let first = apply(None, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}), &w("mgr", None), false).expect("succeeds");
         assert_eq!(first["data"], json!({"x": "1", "y": "2"}));
         let second = apply(
             Some(&first),
@@ -568,7 +570,7 @@ mod tests {
             &w("mgr", None),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         assert_eq!(second["data"], json!({"x": "1"}));
     }
 
@@ -582,15 +584,27 @@ mod tests {
         let err = apply(Some(&live), &applied, &w("ssa", None), false)
             .err()
             .map(|e| e.message)
-            .unwrap_or_default();
+            .expect("succeeds");
         assert_eq!(
             err,
             "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.x"
         );
-        let forced = apply(Some(&live), &applied, &w("ssa", None), true).unwrap_or_default();
+        let forced = apply(Some(&live), &applied, &w("ssa", None), true).expect("succeeds");
         assert_eq!(forced["data"]["x"], "2");
         let owners: Vec<String> = managers(&forced).into_iter().map(|m| m.manager).collect();
         assert_eq!(owners, ["ssa"]);
+    }
+
+    #[test]
+    fn builtin_containers_are_a_map_keyed_by_name() {
+        let app = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
+        let first = apply(None, &app, &w("app-manager", None), false).expect("succeeds");
+        let side = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "image": "s:1"}]}}}});
+        let both = apply(Some(&first), &side, &w("injector", None), false).expect("succeeds");
+        assert_eq!(
+            both["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "app", "image": "a:1"}, {"name": "sidecar", "image": "s:1"}])
+        );
     }
 
     #[test]
@@ -602,14 +616,14 @@ mod tests {
             &w("one", Some(&schema)),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         let b = apply(
             Some(&a),
             &json!({"spec": {"items": [{"name": "b", "v": 2}]}}),
             &w("two", Some(&schema)),
             false,
         )
-        .unwrap_or_default();
+        .expect("succeeds");
         assert_eq!(
             b["spec"]["items"],
             json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}])

@@ -43,6 +43,22 @@ pub fn compile(text: &str) -> Result<Rule, String> {
     if let Some(hit) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
         return hit;
     }
+    // The parser recurses per nesting level: refuse what could exhaust a thread's stack (not catchable).
+    let mut depth = 0usize;
+    let mut max_depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if max_depth > 64 || text.len() > 16_384 {
+        return Err("compilation failed: the expression is too long or too deeply nested (limits: 16384 characters, 64 levels)".into());
+    }
     let text_owned = text.to_string();
     // The parser must never take the emulator down, whatever a CRD author writes.
     let compiled = std::panic::catch_unwind(move || env().compile(&text_owned))
@@ -59,6 +75,96 @@ pub fn compile(text: &str) -> Result<Rule, String> {
         c.insert(text.to_string(), compiled.clone());
     }
     compiled
+}
+
+/// Field selections on `self`/`oldSelf` that the schema does not declare: the real server refuses such rules
+/// when the CRD is created (`undefined field 'x'`).
+pub fn undefined_fields(rule: &Rule, schema: &Value, root: bool) -> Vec<String> {
+    use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+    fn chain(e: &IdedExpr) -> Option<(String, Vec<String>)> {
+        match &e.expr {
+            Expr::Ident(name) => Some((name.clone(), vec![])),
+            Expr::Select(sel) => {
+                let (root, mut fields) = chain(&sel.operand)?;
+                fields.push(sel.field.clone());
+                Some((root, fields))
+            }
+            _ => None,
+        }
+    }
+    fn resolve<'a>(schema: &'a Value, field: &str, root: bool) -> Result<Option<&'a Value>, ()> {
+        if root && matches!(field, "apiVersion" | "kind" | "metadata") {
+            return Ok(None);
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        if let Some(child) = props.and_then(|p| p.get(field)) {
+            return Ok(Some(child));
+        }
+        if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            return Ok(Some(additional));
+        }
+        let free = schema
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if free || (props.is_none() && schema.get("type").and_then(Value::as_str) == Some("object")) {
+            return Ok(None);
+        }
+        Err(())
+    }
+    fn walk(e: &IdedExpr, schema: &Value, root: bool, out: &mut Vec<String>) {
+        match &e.expr {
+            Expr::Select(sel) => {
+                if let Some((var, fields)) = chain(e) {
+                    if var == "self" || var == "oldSelf" {
+                        let mut cur = Some(schema);
+                        for (i, f) in fields.iter().enumerate() {
+                            let Some(s) = cur else { break };
+                            match resolve(s, f, root && i == 0) {
+                                Ok(next) => cur = next,
+                                Err(()) => {
+                                    out.push(f.clone());
+                                    break;
+                                }
+                            }
+                        }
+                        return;
+                    }
+                }
+                walk(&sel.operand, schema, root, out);
+            }
+            Expr::Call(call) => {
+                if let Some(t) = &call.target {
+                    walk(t, schema, root, out);
+                }
+                for a in &call.args {
+                    walk(a, schema, root, out);
+                }
+            }
+            Expr::Comprehension(c) => {
+                for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                    walk(x, schema, root, out);
+                }
+            }
+            Expr::List(l) => {
+                for x in &l.elements {
+                    walk(x, schema, root, out);
+                }
+            }
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        walk(&me.key, schema, root, out);
+                        walk(&me.value, schema, root, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(rule.program.expression(), schema, root, &mut out);
+    out
 }
 
 /// JSON to a CEL value: integers as `int`, objects as maps with string keys.
@@ -162,8 +268,9 @@ pub fn eval_string(text: &str, self_value: &Value, old_self: Option<&Value>) -> 
     if let Some(old) = old_self {
         ctx.add_variable_from_value("oldSelf", to_cel(old));
     }
-    match rule.program.execute(&ctx) {
-        Ok(cel::Value::String(s)) => Some(s.to_string()),
+    let program = rule.program.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || program.execute(&ctx))) {
+        Ok(Ok(cel::Value::String(s))) => Some(s.to_string()),
         _ => None,
     }
 }
@@ -237,6 +344,27 @@ mod tests {
             run("self.lowerAscii() == 'abc'", json!("ABC"), None),
             Outcome::Pass
         );
+    }
+
+    #[test]
+    fn undefined_fields_are_found_against_the_schema() {
+        let schema = json!({"type": "object", "properties": {"replicas": {"type": "integer"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}});
+        let check = |rule: &str| undefined_fields(&compile(rule).expect("compiles"), &schema, false);
+        assert!(
+            check("self.replicas > 0 && has(self.labels.team) && self.items.all(i, i.name != '')").is_empty()
+        );
+        assert_eq!(check("self.replica > 0"), ["replica"]);
+        assert_eq!(
+            check("has(self.nope) || self.replicas == oldSelf.other"),
+            ["nope", "other"]
+        );
+    }
+
+    #[test]
+    fn absurd_nesting_is_refused_before_parsing() {
+        let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(matches!(compile(&deep), Err(e) if e.contains("too deeply nested")));
     }
 
     #[test]

@@ -46,6 +46,14 @@ pub enum ClusterError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A manifest could not be applied.
+    #[error("cannot apply {object}: {reason}")]
+    Apply {
+        /// `Kind namespace/name` (or the document number when unparsable).
+        object: String,
+        /// What the API answered.
+        reason: String,
+    },
     /// Building a kube client failed.
     #[error("cannot build a kube client for {url}: {reason}")]
     Client {
@@ -78,7 +86,9 @@ impl Default for ClusterOptions {
         ClusterOptions {
             port: 0,
             state_file: None,
-            history: 100_000,
+            // Enough for watches to resume across ordinary reconnects; bounds memory (each event holds an
+            // object version, and the version before it for selector transitions).
+            history: 10_000,
             name: "kube-emulator".into(),
             bookmark_every: Duration::from_secs(10),
             tls: false,
@@ -275,6 +285,73 @@ impl Cluster {
         }
     }
 
+    /// Server-side apply every object of a multi-document YAML (or JSON) text as `manager`, with force, in
+    /// order, through the same code path as HTTP requests. CRDs are served as soon as they are applied, so a
+    /// later document may use them. Namespaced objects without a namespace go to `default`.
+    /// Returns `kind/name` of each applied object.
+    pub fn apply_yaml(&self, text: &str, manager: &str) -> Result<Vec<String>, ClusterError> {
+        let mut applied = Vec::new();
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let fail = |object: String, reason: String| ClusterError::Apply { object, reason };
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .map_err(|e| fail(format!("document {}", i + 1), e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let s = |p: &str| {
+                value
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (api_version, kind, name) = (s("/apiVersion"), s("/kind"), s("/metadata/name"));
+            let what = format!("{kind} {name} (document {})", i + 1);
+            let (group, version) = match api_version.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), api_version.clone()),
+            };
+            let rt = self
+                .inner
+                .lock()
+                .registry
+                .by_kind(&group, &version, &kind)
+                .ok_or_else(|| {
+                    fail(
+                        what.clone(),
+                        format!("no kind {kind:?} is served in {api_version:?}; apply its CRD first"),
+                    )
+                })?;
+            let namespace = if rt.namespaced {
+                let ns = s("/metadata/namespace");
+                if ns.is_empty() {
+                    "default".to_string()
+                } else {
+                    ns
+                }
+            } else {
+                String::new()
+            };
+            let target = Target {
+                rt,
+                version,
+                namespace,
+                name: name.clone(),
+                sub: String::new(),
+            };
+            let opts = WriteOptions {
+                manager: manager.to_string(),
+                manager_given: true,
+                force: true,
+                ..Default::default()
+            };
+            api::server_side_apply(&self.inner, &target, value, &opts)
+                .map_err(|e| fail(what.clone(), e.message))?;
+            applied.push(format!("{kind}/{name}"));
+        }
+        Ok(applied)
+    }
+
     /// Number of stored objects (all kinds).
     pub fn object_count(&self) -> usize {
         self.inner.lock().len()
@@ -350,8 +427,7 @@ fn write_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
     }
     // Take the shared objects under the lock; serialize after releasing it.
     let (rv, dump) = {
-        let mut store = inner.lock();
-        store.dirty = false;
+        let store = inner.lock();
         (store.current_rv(), store.dump())
     };
     let doc = Doc {

@@ -74,6 +74,9 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         if t.version(version).is_some_and(|v| v.status_subresource) {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if t.version(version).is_some_and(|v| v.scale.is_some()) {
+            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
     }
     if resources.is_empty() {
         return None;
@@ -114,8 +117,15 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
                         if !t.categories.is_empty() {
                             r["categories"] = json!(t.categories);
                         }
+                        let mut subs = Vec::new();
                         if t.version(v).is_some_and(|x| x.status_subresource) {
-                            r["subresources"] = json!([{"subresource": "status", "responseKind": {"group": t.group, "version": v, "kind": t.kind}, "verbs": ["get", "patch", "update"]}]);
+                            subs.push(json!({"subresource": "status", "responseKind": {"group": t.group, "version": v, "kind": t.kind}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if t.version(v).is_some_and(|x| x.scale.is_some()) {
+                            subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if !subs.is_empty() {
+                            r["subresources"] = json!(subs);
                         }
                         r
                     })
@@ -139,11 +149,11 @@ mod tests {
     #[test]
     fn core_resources_have_short_names_and_status() {
         let reg = Registry::new();
-        let list = resource_list(&reg, "", "v1").unwrap_or_default();
+        let list = resource_list(&reg, "", "v1").expect("succeeds");
         let names: Vec<&str> = list["resources"]
             .as_array()
             .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
-            .unwrap_or_default();
+            .expect("succeeds");
         assert!(
             names.contains(&"configmaps") && names.contains(&"namespaces/status"),
             "{names:?}"

@@ -148,11 +148,6 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
-    /// 504 Timeout.
-    pub fn method_not_supported(message: impl Into<String>) -> Self {
-        Self::new(405, "MethodNotAllowed", message)
-    }
-
     fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::api::{delete_locked, Inner, CRD_CLEANUP, FOREGROUND};
+use crate::api::{Inner, CRD_CLEANUP, FOREGROUND};
+use crate::delete::delete_locked;
 use crate::meta::{deleting, finalizers, meta_mut, meta_str, owner_uids, set_finalizers};
 use crate::resource::Builtin;
 use crate::store::{EventType, Store};

@@ -4,11 +4,27 @@
 //! discovery, OpenAPI, CRUD with resourceVersion preconditions, list/watch, the status subresource, all four
 //! PATCH types including server-side apply, finalizers and garbage collection, and CRD schema validation with
 //! CEL rules. Several clusters can run in one process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//!
+//! let cluster = kube_emulator::Cluster::start().await?;
+//! cluster.write_kubeconfig("/tmp/emulator.kubeconfig")?; // for kubectl
+//! let api: Api<ConfigMap> = Api::default_namespaced(cluster.client()?);
+//! let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "demo"}}))?;
+//! api.create(&PostParams::default(), &cm).await?;
+//! cluster.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 pub mod apply;
 pub mod cel;
 pub mod cluster;
+pub mod delete;
 pub mod discovery;
 pub mod error;
 pub mod gc;

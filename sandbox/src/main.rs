@@ -20,6 +20,9 @@ struct Args {
     /// State file: loaded at start when present, kept up to date while running.
     #[arg(long, env = "KUBE_EMULATOR_STATE")]
     state: Option<PathBuf>,
+    /// Manifests (files or directories of .yaml/.yml/.json) to server-side apply before serving, in order.
+    #[arg(long = "apply", value_name = "PATH")]
+    apply: Vec<PathBuf>,
     /// Serve HTTPS with a freshly generated CA (written into the kubeconfig).
     #[arg(long, env = "KUBE_EMULATOR_TLS")]
     tls: bool,
@@ -41,6 +44,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the emulator")?;
+    for path in &args.apply {
+        for file in manifest_files(path).with_context(|| format!("reading {}", path.display()))? {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let applied = cluster
+                .apply_yaml(&text, "kube-emulator")
+                .with_context(|| format!("applying {}", file.display()))?;
+            tracing::info!(file = %file.display(), objects = applied.len(), "applied");
+        }
+    }
     cluster
         .write_kubeconfig(&args.kubeconfig)
         .context("writing the kubeconfig")?;
@@ -60,4 +73,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("writing the state file on shutdown")?;
     Ok(())
+}
+
+/// A file, or the manifest files of a directory in name order.
+fn manifest_files(path: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }

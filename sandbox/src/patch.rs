@@ -148,11 +148,20 @@ fn remove(target: &mut Value, path: &str) -> ApiResult<Value> {
 }
 
 /// Merge keys of lists in the built-in kinds (`patchMergeKey` in their Go types).
-fn merge_key(field: &str) -> Option<&'static str> {
+pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
         "ownerReferences" => Some("uid"),
         "conditions" => Some("type"),
-        "managedFields" => None,
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
+            Some("name")
+        }
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "hostAliases" => Some("ip"),
+        "topologySpreadConstraints" => Some("topologyKey"),
+        // Container ports merge on containerPort, Service ports on port.
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => Some("containerPort"),
+        "ports" => Some("port"),
         _ => None,
     }
 }
@@ -192,7 +201,19 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             t.remove(k);
             continue;
         }
-        match (merge_key(k), v) {
+        let items = v.as_array().map(Vec::as_slice).unwrap_or_default();
+        if k == "finalizers" {
+            // patchStrategy merge on a list of strings: union.
+            if let (Some(Value::Array(list)), Some(add)) = (t.get_mut(k), v.as_array()) {
+                for f in add {
+                    if !list.contains(f) {
+                        list.push(f.clone());
+                    }
+                }
+                continue;
+            }
+        }
+        match (merge_key(k, items), v) {
             (Some(key), Value::Array(items)) => {
                 let entry = t.entry(k.clone()).or_insert(Value::Array(vec![]));
                 if !entry.is_array() {
@@ -247,6 +268,19 @@ mod tests {
             .err()
             .map(|e| (e.code, e.message));
         assert_eq!(err.map(|e| e.0), Some(422));
+    }
+
+    #[test]
+    fn strategic_merge_containers_by_name() {
+        let mut t = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1", "ports": [{"containerPort": 80}]}, {"name": "side", "image": "s:1"}]}}}});
+        strategic_merge_patch(
+            &mut t,
+            &json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "app"}, {"name": "side"}], "containers": [{"name": "app", "image": "a:2"}]}}}}),
+        );
+        assert_eq!(
+            t["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "app", "image": "a:2", "ports": [{"containerPort": 80}]}, {"name": "side", "image": "s:1"}])
+        );
     }
 
     #[test]

@@ -22,7 +22,201 @@ pub enum Builtin {
     Lease,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition.
     Crd,
+    /// A common built-in kind served without a schema (Deployment, Service, ClusterRole, ...), so rendered Helm
+    /// charts can be applied; no controller acts on them.
+    Generic,
 }
+
+/// The schemaless built-in kinds: (group, version, plural, kind, namespaced, short names, status, in `all`).
+type GenericKind = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+    bool,
+);
+const GENERIC: &[GenericKind] = &[
+    ("", "v1", "pods", "Pod", true, &["po"], true, true),
+    ("", "v1", "services", "Service", true, &["svc"], true, true),
+    (
+        "",
+        "v1",
+        "serviceaccounts",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+        false,
+    ),
+    ("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
+    (
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        true,
+        false,
+    ),
+    ("", "v1", "nodes", "Node", false, &["no"], true, false),
+    (
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+        true,
+    ),
+    ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true, true),
+    (
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        true,
+        &["sts"],
+        true,
+        true,
+    ),
+    (
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        true,
+        true,
+    ),
+    ("batch", "v1", "jobs", "Job", true, &[], true, true),
+    ("batch", "v1", "cronjobs", "CronJob", true, &["cj"], true, true),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "Role",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        true,
+        &["ing"],
+        true,
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        false,
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+        &["sc"],
+        false,
+        false,
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+        &["pc"],
+        false,
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        false,
+    ),
+];
 
 /// One served version of a resource type.
 #[derive(Debug, Clone)]
@@ -35,8 +229,21 @@ pub struct Version {
     pub printer_columns: Vec<Value>,
     /// Whether `/status` is a subresource.
     pub status_subresource: bool,
+    /// The `/scale` subresource, if served.
+    pub scale: Option<Scale>,
     /// `deprecated` flag and warning of a CRD version.
     pub deprecation_warning: Option<String>,
+}
+
+/// Where a kind keeps its replicas, for the `/scale` subresource (JSON paths like `.spec.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    /// `specReplicasPath`.
+    pub spec_replicas: String,
+    /// `statusReplicasPath`.
+    pub status_replicas: String,
+    /// `labelSelectorPath` (a string selector for CRDs; a LabelSelector object for the workload kinds).
+    pub label_selector: Option<String>,
 }
 
 /// A resource type (group + plural), with all its served versions.
@@ -99,7 +306,7 @@ impl ResourceType {
 
     /// Whether objects of this type carry `metadata.generation`.
     pub fn has_generation(&self) -> bool {
-        matches!(self.builtin, None | Some(Builtin::Crd))
+        matches!(self.builtin, None | Some(Builtin::Crd) | Some(Builtin::Generic))
     }
 }
 
@@ -122,6 +329,12 @@ fn builtin(
             schema: None,
             printer_columns: vec![],
             status_subresource: status,
+            // The workload kinds with replicas serve /scale like the real ones.
+            scale: matches!(plural, "deployments" | "statefulsets" | "replicasets").then(|| Scale {
+                spec_replicas: ".spec.replicas".into(),
+                status_replicas: ".status.replicas".into(),
+                label_selector: Some(".spec.selector".into()),
+            }),
             deprecation_warning: None,
         }],
         storage_version: version.into(),
@@ -174,7 +387,7 @@ impl Registry {
             true,
         );
         crd.categories = vec!["api-extensions".into()];
-        let all = [
+        let mut all = vec![
             builtin(
                 "",
                 "v1",
@@ -210,6 +423,22 @@ impl Registry {
             ),
             crd,
         ];
+        for (group, version, plural, kind, namespaced, short, status, in_all) in GENERIC {
+            let mut t = builtin(
+                group,
+                version,
+                plural,
+                kind,
+                *namespaced,
+                short,
+                Builtin::Generic,
+                *status,
+            );
+            if *in_all {
+                t.categories = vec!["all".into()];
+            }
+            all.push(t);
+        }
         let types = all
             .into_iter()
             .map(|t| ((t.group.clone(), t.plural.clone()), Arc::new(t)))
@@ -226,6 +455,14 @@ impl Registry {
     /// The type stored under (group, plural), any version.
     pub fn by_plural(&self, group: &str, plural: &str) -> Option<Arc<ResourceType>> {
         self.types.get(&(group.to_string(), plural.to_string())).cloned()
+    }
+
+    /// The type serving `kind` in `group/version` (events resolve to the storage group's view).
+    pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        self.types
+            .values()
+            .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
+            .cloned()
     }
 
     /// All types.
@@ -257,7 +494,7 @@ impl Registry {
         out
     }
 
-    /// Whether a kind with this group is a CRD-defined one.
+    /// Serve (or re-serve) the kind a CRD defines.
     pub fn insert_crd(&mut self, t: ResourceType) {
         self.types
             .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
@@ -409,6 +646,14 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
                 .cloned()
                 .unwrap_or_default(),
             status_subresource: v.pointer("/subresources/status").is_some(),
+            scale: v.pointer("/subresources/scale").map(|sc| {
+                let p = |f: &str| sc.get(f).and_then(Value::as_str).map(str::to_string);
+                Scale {
+                    spec_replicas: p("specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+                    status_replicas: p("statusReplicasPath").unwrap_or_else(|| ".status.replicas".into()),
+                    label_selector: p("labelSelectorPath"),
+                }
+            }),
             deprecation_warning: if v.get("deprecated").and_then(Value::as_bool) == Some(true) {
                 Some(
                     v.get("deprecationWarning")

@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::api::{self, DeleteOptions, Inner, ListOptions, Target, WriteOptions};
+use crate::api::{self, Inner, ListOptions, Target, WriteOptions};
+use crate::delete::{self, DeleteOptions};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
@@ -124,6 +125,22 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
                     p.contains("as=APIGroupDiscoveryList") && p.split(';').any(|x| x.trim() == "v=v2")
                 })
             })
+}
+
+/// Whether the client asked for `PartialObjectMetadata` (kube-rs `metadata_watcher`, `Api::get_metadata`).
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|p| p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io"))
+        })
+}
+
+/// An object reduced to `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
 }
 
 fn table_include(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
@@ -244,8 +261,9 @@ fn target(inner: &Inner, group: &str, version: &str, rest: &[&str], path: &str) 
     let Some(rt) = reg.get(group, version, plural) else {
         return Err(ApiError::no_route(path));
     };
-    let served_sub =
-        sub.is_empty() || (sub == "status" && rt.version(version).is_some_and(|v| v.status_subresource));
+    let served_sub = sub.is_empty()
+        || (sub == "status" && rt.version(version).is_some_and(|v| v.status_subresource))
+        || (sub == "scale" && rt.version(version).is_some_and(|v| v.scale.is_some()));
     if !served_sub {
         return Err(ApiError::no_route(path));
     }
@@ -271,7 +289,8 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiRes
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("unknown");
-            format!("fallback-{}", ua.split('/').next().unwrap_or("unknown"))
+            // The real server names the manager after the User-Agent's program ("kubectl", "kube-rs").
+            ua.split('/').next().unwrap_or("unknown").to_string()
         }
     };
     let dry_run = match query.get("dryRun").map(String::as_str) {
@@ -291,6 +310,7 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiRes
     let force = matches!(query.get("force").map(String::as_str), Some("true" | "1"));
     Ok(WriteOptions {
         dry_run,
+        manager_given: query.contains_key("fieldManager"),
         manager,
         strict,
         force,
@@ -335,6 +355,9 @@ fn verb(
 ) -> ApiResult<Response> {
     let inner = &shared.inner;
     let collection = t.name.is_empty();
+    if t.sub == "scale" {
+        return scale(inner, &t, method, query, headers, body);
+    }
     match (method.as_str(), collection) {
         ("GET", true) => {
             if !t.sub.is_empty() {
@@ -342,6 +365,16 @@ fn verb(
             }
             let opts = list_options(query)?;
             let list = api::list_shared(inner, &t, &opts)?;
+            if wants_metadata(headers) {
+                let items: Vec<Value> = list.items.iter().map(|o| partial(o)).collect();
+                let body = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list.metadata, "items": items});
+                return Ok(json_response(
+                    200,
+                    &body,
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                    &[],
+                ));
+            }
             match table_include(headers, query) {
                 Some(include) => Ok(json_response(
                     200,
@@ -359,6 +392,14 @@ fn verb(
         }
         ("GET", false) => {
             let obj = api::get(inner, &t)?;
+            if wants_metadata(headers) {
+                return Ok(json_response(
+                    200,
+                    &partial(&obj),
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                    &[],
+                ));
+            }
             match table_include(headers, query) {
                 Some(include) => Ok(json_response(
                     200,
@@ -413,12 +454,12 @@ fn verb(
             if collection {
                 Ok(json_response(
                     200,
-                    &api::delete_collection(inner, &t, &list_options(query)?, &opts)?,
+                    &delete::delete_collection(inner, &t, &list_options(query)?, &opts)?,
                     "application/json",
                     &[],
                 ))
             } else {
-                Ok(written(api::delete(inner, &t, &opts)?))
+                Ok(written(delete::delete(inner, &t, &opts)?))
             }
         }
         (m, _) => Err(ApiError::method_not_allowed(
@@ -448,9 +489,11 @@ fn watch_request(
     }
     let timeout = match query.get("timeoutSeconds") {
         Some(s) if !s.is_empty() => {
-            Some(Duration::from_secs(s.parse().map_err(|_| {
-                ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}"))
-            })?))
+            let secs: u64 = s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds: invalid value {s:?}")))?;
+            // A day is plenty; it keeps the deadline arithmetic far from overflow.
+            Some(Duration::from_secs(secs.min(86_400)))
         }
         _ => None,
     };
@@ -469,6 +512,7 @@ fn watch_request(
         labels: list.labels,
         fields,
         table: table_include(headers, query),
+        metadata_only: wants_metadata(headers),
         bookmark_every: shared.bookmark_every,
     };
     let rx = watch::start(&shared.inner, t, params);
@@ -491,4 +535,55 @@ fn watch_request(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// The `/scale` subresource (autoscaling/v1 Scale).
+fn scale(
+    inner: &Inner,
+    t: &Target,
+    method: &Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    match method.as_str() {
+        "GET" => Ok(json_response(
+            200,
+            &api::get_scale(inner, t)?,
+            "application/json",
+            &[],
+        )),
+        "PUT" => {
+            let wanted = api::parse_body(body, &content_type(headers))?;
+            Ok(written(api::update_scale(
+                inner,
+                t,
+                |_| Ok(wanted),
+                &write_options(query, headers)?,
+            )?))
+        }
+        "PATCH" => {
+            let ct = content_type(headers);
+            let ct = ct.split(';').next().unwrap_or_default().trim().to_string();
+            let doc = api::parse_body(body, "json")?;
+            let next = |mut current: Value| -> ApiResult<Value> {
+                match ct.as_str() {
+                    "application/json-patch+json" => crate::patch::json_patch(&mut current, &doc)?,
+                    "application/merge-patch+json" => crate::patch::merge_patch(&mut current, &doc),
+                    "application/strategic-merge-patch+json" => {
+                        crate::patch::strategic_merge_patch(&mut current, &doc)
+                    }
+                    other => return Err(ApiError::unsupported_media_type(other)),
+                }
+                Ok(current)
+            };
+            Ok(written(api::update_scale(
+                inner,
+                t,
+                next,
+                &write_options(query, headers)?,
+            )?))
+        }
+        m => Err(ApiError::method_not_allowed(m, "scale")),
+    }
 }

@@ -68,8 +68,6 @@ pub struct Store {
     history_cap: usize,
     compacted_rv: u64,
     tx: broadcast::Sender<Arc<Event>>,
-    /// Set on every change; cleared by the snapshot writer.
-    pub dirty: bool,
 }
 
 impl Store {
@@ -84,7 +82,6 @@ impl Store {
             history_cap,
             compacted_rv: 0,
             tx,
-            dirty: false,
         }
     }
 
@@ -224,7 +221,6 @@ impl Store {
     }
 
     fn record(&mut self, event: Event) {
-        self.dirty = true;
         let event = Arc::new(event);
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {

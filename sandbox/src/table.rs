@@ -139,6 +139,7 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
             cols.push(col("Type", "string", Some(".type")));
             cols.push(col("Data", "integer", None));
         }
+        Some(Builtin::Generic) => {}
         Some(Builtin::Lease) => cols.push(col("Holder", "string", Some(".spec.holderIdentity"))),
         Some(Builtin::Event) => {
             return vec![

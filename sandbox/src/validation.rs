@@ -778,12 +778,19 @@ pub fn check_structural(schema: &Value, path: &str, out: &mut Vec<Cause>) {
         if let Some(list) = m.get("x-kubernetes-validations").and_then(Value::as_array) {
             for (i, r) in list.iter().enumerate() {
                 if let Some(text) = r.get("rule").and_then(Value::as_str) {
-                    if let Err(e) = cel::compile(text) {
-                        out.push(cause(
+                    let field = format!("{path}.x-kubernetes-validations[{i}].rule");
+                    match cel::compile(text) {
+                        Err(e) => out.push(cause(
                             "FieldValueInvalid",
-                            &format!("{path}.x-kubernetes-validations[{i}].rule"),
+                            &field,
                             format!("Invalid value: {text:?}: {e}"),
-                        ));
+                        )),
+                        Ok(rule) => {
+                            let root = path.ends_with("openAPIV3Schema");
+                            for f in cel::undefined_fields(&rule, s, root) {
+                                out.push(cause("FieldValueInvalid", &field, format!("Invalid value: {text:?}: compilation failed: ERROR: <input>: undefined field '{f}'")));
+                            }
+                        }
                     }
                 }
             }

@@ -81,6 +81,14 @@ async fn every_failure_is_a_status_with_code_and_reason() {
         assert_status(status(a, "GET", &format!("{CMS}?continue=%21%21"), "application/json", ""), 400, "BadRequest", "continue key is not valid");
         assert_status(status(a, "POST", &format!("{CMS}?dryRun=Some"), "application/json", &cm), 400, "BadRequest", "dryRun: Unsupported value");
         assert_status(status(a, "PATCH", &format!("{CMS}/x"), "application/apply-patch+yaml", "data: {}"), 400, "BadRequest", "requires the fieldManager");
+        let frozen = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": true}).to_string();
+        assert_eq!(status(a, "POST", CMS, "application/json", &frozen).0, 201);
+        assert_status(
+            status(a, "PATCH", &format!("{CMS}/frozen"), "application/merge-patch+json", "{\"data\":{\"a\":\"2\"}}"),
+            422,
+            "Invalid",
+            "ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set",
+        );
         let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"}, "data": {"a": "x".repeat(3 * 1024 * 1024)}}).to_string();
         assert_status(status(a, "POST", CMS, "application/json", &huge), 413, "RequestEntityTooLarge", "limit is 3145728");
         // The history holds 3 events: an old continue token is 410 Expired.
@@ -127,9 +135,14 @@ async fn malformed_requests_never_take_the_server_down() {
             ("POST", "/api/v1/namespaces".to_string()),
             ("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".to_string()),
             ("PATCH", "/api/v1/namespaces/default?fieldManager=fuzz".to_string()),
+            ("POST", "/apis/apps/v1/namespaces/default/deployments".to_string()),
+            ("PUT", "/apis/apps/v1/namespaces/default/deployments/ok/scale".to_string()),
+            ("PATCH", "/apis/apps/v1/namespaces/default/deployments/ok/scale".to_string()),
         ];
         // Make sure PUT/PATCH/DELETE have something to chew on.
         let seed = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}}).to_string();
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ok"}, "spec": {"replicas": 1}}).to_string();
+        let _ = status(a, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", &deployment);
         for (method, path) in &targets {
             for ct in content_types {
                 for body in &bodies {

@@ -187,6 +187,14 @@ async fn patch_label_annotate_and_wait() {
         r#"[{"op":"remove","path":"/spec/nope"}]"#,
     ]);
     assert!(err.contains("/spec/nope"), "{err}");
+    // The CRD's scale subresource maps replicas to .spec.size, and the schema still applies.
+    assert_eq!(
+        k.ok(&["scale", "widget", "w1", "--replicas=9"]).trim(),
+        "widget.example.com/w1 scaled"
+    );
+    assert_eq!(k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.size}"]), "9");
+    let err = k.fails(&["scale", "widget", "w1", "--replicas=300"]);
+    assert!(err.contains("spec.size: Invalid value: 300"), "{err}");
     k.ok(&["label", "widget", "w1", "team=a"]);
     k.ok(&["annotate", "widget", "w1", "note=hello"]);
     assert_eq!(
@@ -310,6 +318,37 @@ async fn foreground_cascade_removes_dependents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_and_wait_for_delete() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let k = Kubectl::new(&cluster);
+    k.ok(&["create", "namespace", "tmp"]);
+    k.ok(&["create", "configmap", "inside", "-n", "tmp"]);
+    // kubectl delete waits until the namespace is really gone (contents first).
+    assert_eq!(
+        k.ok(&["delete", "namespace", "tmp"]).trim(),
+        "namespace \"tmp\" deleted"
+    );
+    assert!(k
+        .fails(&["get", "namespace", "tmp"])
+        .contains("namespaces \"tmp\" not found"));
+    k.ok(&["create", "configmap", "doomed"]);
+    let waiter = k
+        .command(&["wait", "--for=delete", "configmap/doomed", "--timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl wait");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    k.ok(&["delete", "configmap", "doomed", "--wait=false"]);
+    let out = waiter.wait_with_output().expect("wait finishes");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configmap/doomed condition met"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_uses_the_crd_schema() {
     let cluster = Cluster::start().await.expect("cluster");
     let k = Kubectl::new(&cluster);
@@ -361,18 +400,81 @@ async fn errors_read_like_the_real_server() {
 async fn cluster_api_crds_install_client_and_server_side() {
     let cluster = Cluster::start().await.expect("cluster");
     let k = Kubectl::new(&cluster);
-    k.ok(&["apply", "-f", "/work/shared/capi-crds/"]);
+    let dir = fixture("capi-crds");
+    k.ok(&["apply", "-f", &dir]);
     assert!(k
-        .ok(&["apply", "--server-side", "-f", "/work/shared/capi-crds/"])
+        .ok(&["apply", "--server-side", "-f", &dir])
         .contains("clusterclasses.cluster.x-k8s.io serverside-applied"));
     let names = k.ok(&["api-resources", "--api-group=cluster.x-k8s.io", "-o", "name"]);
-    for r in [
-        "clusterclasses.cluster.x-k8s.io",
-        "clusters.cluster.x-k8s.io",
-        "machinedeployments.cluster.x-k8s.io",
-    ] {
+    for r in ["clusterclasses.cluster.x-k8s.io", "clusters.cluster.x-k8s.io"] {
         assert!(names.contains(r), "{names}");
     }
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/web:1
+        ports:
+        - containerPort: 8080
+      - name: sidecar
+        image: registry.example/proxy:1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_workload_kinds_apply_like_on_a_real_cluster() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let k = Kubectl::new(&cluster);
+    let d = k.write("deploy.yaml", DEPLOYMENT);
+    assert_eq!(k.ok(&["apply", "-f", &d]).trim(), "deployment.apps/web created");
+    // Client-side apply sends a strategic merge patch: containers merge by name.
+    let d2 = k.write("deploy2.yaml", &DEPLOYMENT.replace("web:1", "web:2"));
+    assert_eq!(
+        k.ok(&["apply", "-f", &d2]).trim(),
+        "deployment.apps/web configured"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image} {.metadata.generation}"
+        ]),
+        "registry.example/web:2 registry.example/proxy:1 2"
+    );
+    assert!(k
+        .ok(&["get", "all", "-o", "name"])
+        .contains("deployment.apps/web"));
+    assert_eq!(
+        k.ok(&["scale", "deployment", "web", "--replicas=5"]).trim(),
+        "deployment.apps/web scaled"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "5 3"
+    );
+    let role = k.write("role.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: reader\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list]\n");
+    assert!(k
+        .ok(&["apply", "--server-side", "-f", &role])
+        .contains("clusterrole.rbac.authorization.k8s.io/reader serverside-applied"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +511,8 @@ fn binary_serves_and_keeps_state_across_restarts() {
                 &kubeconfig.to_string_lossy(),
                 "--state",
                 &state.to_string_lossy(),
+                "--apply",
+                &fixture("widget-crd.yaml"),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -438,6 +542,11 @@ fn binary_serves_and_keeps_state_across_restarts() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let mut first = start();
+    // --apply installed the CRD before the kubeconfig appeared.
+    assert_eq!(
+        kubectl(&["get", "crd", "widgets.example.com", "-o", "name"]).trim(),
+        "customresourcedefinition.apiextensions.k8s.io/widgets.example.com"
+    );
     kubectl(&["create", "namespace", "persisted"]);
     kubectl(&[
         "create",

@@ -8,7 +8,7 @@ use kube_emulator::Cluster;
 use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const CAPI: &str = "/work/shared/capi-crds";
+const CAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/capi-crds");
 
 async fn install(client: &Client, path: &str) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -280,6 +280,13 @@ async fn crds_with_broken_schemas_are_refused() {
             assert_eq!(s.code, 422);
             assert!(s.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.(\": compilation failed"), "{}", s.message);
         }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let err = crds
+        .create(&PostParams::default(), &crd(json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}, "x-kubernetes-validations": [{"rule": "self.sise > 0"}]}}})))
+        .await;
+    match err {
+        Err(kube::Error::Api(s)) => assert!(s.message.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.sise > 0\": compilation failed: ERROR: <input>: undefined field 'sise'"), "{}", s.message),
         other => panic!("expected 422, got {other:?}"),
     }
     let err = crds
