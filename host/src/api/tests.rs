@@ -438,3 +438,61 @@ fn upstream_manifest_with_provider_ref_still_parses() {
     assert_eq!(cs.spec.channel, Channel::Custom);
     assert_eq!(cel(&ClusterStack::crd(), &obj, None), Ok(()));
 }
+
+/// The API server refuses CRDs whose schema is not structural: every node needs a type (or one of the
+/// escape hatches), and no `$ref`, `definitions` or typed `anyOf`/`oneOf` branches may remain.
+#[test]
+fn schemas_are_structural() {
+    fn walk(path: &str, s: &Value, errors: &mut Vec<String>) {
+        let Some(map) = s.as_object() else { return };
+        for forbidden in ["$ref", "definitions", "$defs", "additionalItems"] {
+            if map.contains_key(forbidden) {
+                errors.push(format!("{path}: has {forbidden}"));
+            }
+        }
+        let escape = map.contains_key("x-kubernetes-preserve-unknown-fields")
+            || map.contains_key("x-kubernetes-int-or-string");
+        if !map.contains_key("type") && !escape {
+            errors.push(format!("{path}: no type"));
+        }
+        for branch in ["anyOf", "oneOf", "allOf"] {
+            for (i, b) in map
+                .get(branch)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if b.get("type").is_some() || b.get("properties").is_some() {
+                    errors.push(format!("{path}.{branch}[{i}]: typed branch"));
+                }
+            }
+        }
+        if map.contains_key("properties")
+            && map
+                .get("additionalProperties")
+                .is_some_and(|a| a != &json!(false))
+        {
+            errors.push(format!("{path}: properties and additionalProperties"));
+        }
+        for (k, v) in map
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            walk(&format!("{path}.{k}"), v, errors);
+        }
+        if let Some(items) = map.get("items") {
+            walk(&format!("{path}[]"), items, errors);
+        }
+        if let Some(ap) = map.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(&format!("{path}{{}}"), ap, errors);
+        }
+    }
+    for crd in crds() {
+        let mut errors = Vec::new();
+        walk(&crd.spec.names.kind, &schema(&crd), &mut errors);
+        assert!(errors.is_empty(), "{}: {errors:#?}", crd.spec.names.kind);
+    }
+}
