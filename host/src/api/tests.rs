@@ -496,3 +496,64 @@ fn schemas_are_structural() {
         assert!(errors.is_empty(), "{}: {errors:#?}", crd.spec.names.kind);
     }
 }
+
+fn manifest(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/manifests")
+        .join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).expect("manifest")).expect("YAML")
+}
+
+/// Every schema pattern violated by `obj` under `spec`, as `(field, value)`.
+fn pattern_violations(crd: &CustomResourceDefinition, obj: &Value) -> Vec<String> {
+    let s = schema(crd);
+    let props = &s["properties"]["spec"]["properties"];
+    let mut out = Vec::new();
+    for (field, value) in obj["spec"].as_object().into_iter().flatten() {
+        let check = |p: &Value, v: &Value, out: &mut Vec<String>| {
+            if let (Some(p), Some(v)) = (p.as_str(), v.as_str()) {
+                if !regex::Regex::new(p).expect("regex").is_match(v) {
+                    out.push(format!("{field}={v}"));
+                }
+            }
+        };
+        check(&props[field]["pattern"], value, &mut out);
+        for item in value.as_array().into_iter().flatten() {
+            check(&props[field]["items"]["pattern"], item, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn sample_manifests_validate() {
+    for (file, crd) in [
+        ("clusterstack-ferrol.yaml", ClusterStack::crd()),
+        ("clusterstack-upstream-openstack.yaml", ClusterStack::crd()),
+        ("providerplugin-docker.yaml", ProviderPlugin::crd()),
+    ] {
+        let obj = manifest(file);
+        assert_eq!(cel(&crd, &obj, None), Ok(()), "{file}");
+        assert!(
+            pattern_violations(&crd, &obj).is_empty(),
+            "{file}: {:?}",
+            pattern_violations(&crd, &obj)
+        );
+    }
+    let _: ClusterStack = serde_json::from_value(manifest("clusterstack-ferrol.yaml")).expect("typed");
+    let pp: ProviderPlugin = serde_json::from_value(manifest("providerplugin-docker.yaml")).expect("typed");
+    assert_eq!(
+        pp.spec.config,
+        Some(json!({"nodeImageRepository": "kindest/node"}))
+    );
+
+    let invalid = manifest("clusterstack-invalid.yaml");
+    assert_eq!(
+        pattern_violations(&ClusterStack::crd(), &invalid),
+        [
+            "kubernetesVersion=1.32.1",
+            "provider=my-provider",
+            "versions=v1-alpha-1"
+        ]
+    );
+}
