@@ -14,6 +14,15 @@ want=0.2.2
 # Debian's /usr/bin/python3 or whatever python3 is first on PATH; only the venv module is needed.
 py=${PYTHON:-python3}
 if [[ ! -x $venv/bin/python ]]; then
+  # Debian's python3 needs python3-venv for `-m venv` (ensurepip).
+  if ! "$py" -c 'import ensurepip, venv' 2>/dev/null; then
+    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+    else
+      echo "helm.sh: $py cannot create virtual environments: install python3-venv" >&2
+      exit 1
+    fi
+  fi
   "$py" -m venv "$venv"
 fi
 have=$("$venv/bin/python" -m pip show helm-python-sdk 2>/dev/null | sed -n 's/^Version: //p' || true)

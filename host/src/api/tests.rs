@@ -438,3 +438,122 @@ fn upstream_manifest_with_provider_ref_still_parses() {
     assert_eq!(cs.spec.channel, Channel::Custom);
     assert_eq!(cel(&ClusterStack::crd(), &obj, None), Ok(()));
 }
+
+/// The API server refuses CRDs whose schema is not structural: every node needs a type (or one of the
+/// escape hatches), and no `$ref`, `definitions` or typed `anyOf`/`oneOf` branches may remain.
+#[test]
+fn schemas_are_structural() {
+    fn walk(path: &str, s: &Value, errors: &mut Vec<String>) {
+        let Some(map) = s.as_object() else { return };
+        for forbidden in ["$ref", "definitions", "$defs", "additionalItems"] {
+            if map.contains_key(forbidden) {
+                errors.push(format!("{path}: has {forbidden}"));
+            }
+        }
+        let escape = map.contains_key("x-kubernetes-preserve-unknown-fields")
+            || map.contains_key("x-kubernetes-int-or-string");
+        if !map.contains_key("type") && !escape {
+            errors.push(format!("{path}: no type"));
+        }
+        for branch in ["anyOf", "oneOf", "allOf"] {
+            for (i, b) in map
+                .get(branch)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if b.get("type").is_some() || b.get("properties").is_some() {
+                    errors.push(format!("{path}.{branch}[{i}]: typed branch"));
+                }
+            }
+        }
+        if map.contains_key("properties")
+            && map
+                .get("additionalProperties")
+                .is_some_and(|a| a != &json!(false))
+        {
+            errors.push(format!("{path}: properties and additionalProperties"));
+        }
+        for (k, v) in map
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            walk(&format!("{path}.{k}"), v, errors);
+        }
+        if let Some(items) = map.get("items") {
+            walk(&format!("{path}[]"), items, errors);
+        }
+        if let Some(ap) = map.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(&format!("{path}{{}}"), ap, errors);
+        }
+    }
+    for crd in crds() {
+        let mut errors = Vec::new();
+        walk(&crd.spec.names.kind, &schema(&crd), &mut errors);
+        assert!(errors.is_empty(), "{}: {errors:#?}", crd.spec.names.kind);
+    }
+}
+
+fn manifest(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/manifests")
+        .join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).expect("manifest")).expect("YAML")
+}
+
+/// Every schema pattern violated by `obj` under `spec`, as `(field, value)`.
+fn pattern_violations(crd: &CustomResourceDefinition, obj: &Value) -> Vec<String> {
+    let s = schema(crd);
+    let props = &s["properties"]["spec"]["properties"];
+    let mut out = Vec::new();
+    for (field, value) in obj["spec"].as_object().into_iter().flatten() {
+        let check = |p: &Value, v: &Value, out: &mut Vec<String>| {
+            if let (Some(p), Some(v)) = (p.as_str(), v.as_str()) {
+                if !regex::Regex::new(p).expect("regex").is_match(v) {
+                    out.push(format!("{field}={v}"));
+                }
+            }
+        };
+        check(&props[field]["pattern"], value, &mut out);
+        for item in value.as_array().into_iter().flatten() {
+            check(&props[field]["items"]["pattern"], item, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn sample_manifests_validate() {
+    for (file, crd) in [
+        ("clusterstack-ferrol.yaml", ClusterStack::crd()),
+        ("clusterstack-upstream-openstack.yaml", ClusterStack::crd()),
+        ("providerplugin-docker.yaml", ProviderPlugin::crd()),
+    ] {
+        let obj = manifest(file);
+        assert_eq!(cel(&crd, &obj, None), Ok(()), "{file}");
+        assert!(
+            pattern_violations(&crd, &obj).is_empty(),
+            "{file}: {:?}",
+            pattern_violations(&crd, &obj)
+        );
+    }
+    let _: ClusterStack = serde_json::from_value(manifest("clusterstack-ferrol.yaml")).expect("typed");
+    let pp: ProviderPlugin = serde_json::from_value(manifest("providerplugin-docker.yaml")).expect("typed");
+    assert_eq!(
+        pp.spec.config,
+        Some(json!({"nodeImageRepository": "kindest/node"}))
+    );
+
+    let invalid = manifest("clusterstack-invalid.yaml");
+    assert_eq!(
+        pattern_violations(&ClusterStack::crd(), &invalid),
+        [
+            "kubernetesVersion=1.32.1",
+            "provider=my-provider",
+            "versions=v1-alpha-1"
+        ]
+    );
+}

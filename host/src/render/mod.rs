@@ -123,6 +123,20 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
     fn render(&self, req: &RenderRequest<'_>) -> Result<Vec<Value>, RenderError>;
 }
 
+/// The renderer to use: `libhelm_c.so` when it can be found (`$STACKHOST_HELM_LIB` or a `.venv`),
+/// else a `helm` binary on PATH; an error naming both ways to fix it otherwise.
+pub fn default_renderer() -> Result<Box<dyn Renderer>, RenderError> {
+    match HelmLibRenderer::discover() {
+        Ok(lib) => Ok(Box::new(lib)),
+        Err(lib_err) => match HelmBinRenderer::from_path() {
+            Some(bin) => Ok(Box::new(bin)),
+            None => Err(RenderError::HelmLibrary(format!(
+                "{lib_err}; no helm binary on PATH either"
+            ))),
+        },
+    }
+}
+
 /// Parses rendered templates (template path -> text, as Helm returns them) into objects: skips notes
 /// and partials, splits multi-document YAML, drops empty documents, checks each object has
 /// `apiVersion`, `kind` and `metadata.name`, and sorts the result.

@@ -284,3 +284,9 @@ fn helm_renders_a_multi_stage_addon_stage_from_its_unpacked_directory() {
     assert_eq!(ids(&objs), ["Deployment/metrics-server"]);
     assert_eq!(objs[0]["spec"]["replicas"], 2);
 }
+
+#[test]
+fn default_renderer_prefers_the_library() {
+    let r = default_renderer().unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.name().starts_with("libhelm_c (Helm v4."), "{}", r.name());
+}
