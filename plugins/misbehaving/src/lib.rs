@@ -49,10 +49,15 @@ fn perform(behaviour: &str) -> Result<Option<String>, Error> {
             match http::send(&request) {
                 Err(http::HttpError::Denied(why)) => Err(Error::Denied(why)),
                 Err(other) => Err(Error::Failed(format!("expected a denial, got {other:?}"))),
-                Ok(response) => Err(Error::Failed(format!("expected a denial, got HTTP {}", response.status))),
+                Ok(response) => Err(Error::Failed(format!(
+                    "expected a denial, got HTTP {}",
+                    response.status
+                ))),
             }
         }
-        "guest-error" => Err(Error::Failed("misbehaving plugin: guest error requested".to_string())),
+        "guest-error" => Err(Error::Failed(
+            "misbehaving plugin: guest error requested".to_string(),
+        )),
         "print" => {
             println!("misbehaving plugin: hello on stdout");
             eprintln!("misbehaving plugin: hello on stderr");

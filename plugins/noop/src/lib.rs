@@ -6,10 +6,10 @@ wit_bindgen::generate!({
     world: "provider",
 });
 
-use exports::clusterstack::provider::plugin::Guest;
 use clusterstack::provider::types::{
     Capability, ClusterInfo, Error, ImageState, ImageStatus, NodeImage, PluginInfo, ReleaseInfo,
 };
+use exports::clusterstack::provider::plugin::Guest;
 
 struct Noop;
 
@@ -33,7 +33,10 @@ impl Guest for Noop {
     ) -> Result<Vec<ImageStatus>, Error> {
         Ok(images
             .into_iter()
-            .map(|image| ImageStatus { state: ImageState::Ready(image.name.clone()), name: image.name })
+            .map(|image| ImageStatus {
+                state: ImageState::Ready(image.name.clone()),
+                name: image.name,
+            })
             .collect())
     }
 
