@@ -253,7 +253,7 @@ pub fn objects_to_delete(previous: &[Resource]) -> Vec<Resource> {
     objects_to_prune(previous, &[])
 }
 
-fn install_rank(kind: &str) -> u8 {
+pub(crate) fn install_rank(kind: &str) -> u8 {
     match kind {
         "Namespace" => 0,
         "CustomResourceDefinition" => 1,
@@ -306,6 +306,8 @@ pub fn resources_status(
 pub fn all_synced(resources: &[Resource]) -> bool {
     resources.iter().all(|r| r.status == Some(ResourceStatus::Synced))
 }
+
+pub mod ssa;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,129 @@
+//! Server-side apply I/O against the API emulator: a render with a CRD and its objects is applied in one
+//! go, re-applying is idempotent, a smaller render prunes, and delete removes everything.
+
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use serde_json::{json, Value};
+use stackhost::api::ResourceStatus;
+use stackhost::apply::ssa::Applier;
+
+fn render() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}}),
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+               "metadata": {"name": "w1", "namespace": "team"}, "spec": {"size": 3}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": "widgets.example.com"},
+               "spec": {"group": "example.com", "scope": "Namespaced",
+                        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                        "versions": [{"name": "v1", "served": true, "storage": true,
+                                      "schema": {"openAPIV3Schema": {"type": "object",
+                                          "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+    ]
+}
+
+fn widgets(client: kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    Api::namespaced_with(client, "team", &ar)
+}
+
+#[tokio::test]
+async fn a_render_with_a_crd_is_applied_pruned_and_deleted() -> anyhow::Result<()> {
+    let cluster = kube_emulator::Cluster::start().await?;
+    let client = cluster.client()?;
+    let applier = Applier::new(client.clone());
+
+    let first = applier.sync(&render(), "stacks", &[]).await?;
+    assert_eq!(first.failures(), 0, "{:?}", first.first_error());
+    assert_eq!(first.resources.len(), 4);
+    assert!(first
+        .resources
+        .iter()
+        .all(|r| r.status == Some(ResourceStatus::Synced)));
+    // Namespace and CRD first, whatever order the chart rendered them in.
+    let kinds: Vec<_> = first.desired.iter().map(|d| d.key.kind.as_str()).collect();
+    assert_eq!(kinds[..2], ["Namespace", "CustomResourceDefinition"]);
+
+    let widget = widgets(client.clone()).get("w1").await?;
+    assert_eq!(widget.data["spec"]["size"], 3);
+    let labels = widget.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("clusterstack.x-k8s.io/instance").map(String::as_str),
+        Some("owned")
+    );
+    let managers: Vec<_> = widget
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.contains(&"stackhost".to_owned()), "{managers:?}");
+    // A ConfigMap without a namespace goes to the default namespace given.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "stacks");
+    assert!(cms.get_opt("settings").await?.is_some());
+
+    // Same render again: nothing fails, same status.
+    let again = applier.sync(&render(), "stacks", &first.resources).await?;
+    assert_eq!(again.resources, first.resources);
+
+    // The widget leaves the render: it is pruned.
+    let smaller: Vec<Value> = render().into_iter().filter(|o| o["kind"] != "Widget").collect();
+    let pruned = applier.sync(&smaller, "stacks", &again.resources).await?;
+    assert_eq!(pruned.resources.len(), 3);
+    assert!(widgets(client.clone()).get_opt("w1").await?.is_none());
+
+    // Deleting what was applied removes it; deleting again is not an error.
+    let gone = applier
+        .delete(&stackhost::apply::objects_to_delete(&pruned.resources))
+        .await;
+    assert!(gone.values().all(Result::is_ok), "{gone:?}");
+    assert!(cms.get_opt("settings").await?.is_none());
+    let twice = applier.delete(&pruned.resources).await;
+    assert!(twice.values().all(Result::is_ok), "{twice:?}");
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> anyhow::Result<()> {
+    let cluster = kube_emulator::Cluster::start().await?;
+    let applier = Applier::new(cluster.client()?);
+    let mut objects = render();
+    // Not a valid ConfigMap: data values must be strings.
+    objects.push(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "data": {"n": 5}}),
+    );
+    let out = applier.sync(&objects, "stacks", &[]).await?;
+    assert_eq!(out.failures(), 1);
+    let error = out.first_error().unwrap_or_default();
+    assert!(error.contains("ConfigMap stacks/bad"), "{error}");
+    let bad = out
+        .resources
+        .iter()
+        .find(|r| r.name == "bad")
+        .map(|r| r.status.clone());
+    assert_eq!(bad, Some(Some(ResourceStatus::NotSynced)));
+
+    // A kind nobody serves is refused before anything is sent, naming the object.
+    let unknown = vec![json!({"apiVersion": "nowhere.io/v1", "kind": "Ghost", "metadata": {"name": "g"}})];
+    let refused = applier
+        .sync(&unknown, "stacks", &[])
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("Ghost") && refused.contains("install its CRD"),
+        "{refused}"
+    );
+    cluster.shutdown().await?;
+    Ok(())
+}
