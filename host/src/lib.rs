@@ -1,6 +1,8 @@
 //! stackhost: a Kubernetes controller for Cluster Stacks that runs every provider-specific step as a
 //! sandboxed WebAssembly component.
 
+pub mod addon;
+pub mod hooks;
 pub mod api;
 pub mod apply;
 pub mod cli;

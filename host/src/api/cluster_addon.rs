@@ -56,6 +56,10 @@ pub struct ClusterAddonStatus {
     /// Stages of the running hook (multi-stage addons).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,
+    /// ClusterClass whose stages `stages` are running (multi-stage addons); empty when none run. With
+    /// `stages` it lets a restarted controller resume the run exactly where it stopped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applying_cluster_stack: String,
     /// Whether the addons of the current class are applied.
     #[serde(default)]
     pub ready: bool,
@@ -77,4 +81,7 @@ pub struct StageStatus {
     /// `Pending`, `waitingForPreCondition`, `applyingOrDeleting`, `waitingForPostCondition` or `done`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
+    /// Objects this stage applied (or deleted) in the workload cluster, with their sync status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Resource>,
 }

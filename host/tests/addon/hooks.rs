@@ -1,0 +1,186 @@
+//! The runtime hook server over HTTPS: discovery and hook responses in Cluster API's shapes, and
+//! `BeforeClusterUpgrade` blocking until the addons of the new class are applied.
+
+use serde_json::{json, Value};
+use stackhost::hooks::client::HookClient;
+use stackhost::hooks::{HooksConfig, HOOKS_API_VERSION};
+use tokio::sync::watch;
+
+use crate::env::{ready, Env, NS};
+
+async fn start_hooks(env: &Env) -> (stackhost::hooks::HooksServer, watch::Sender<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let config = HooksConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        cert_dir: None,
+        retry_after_seconds: 7,
+    };
+    let server = stackhost::hooks::start(env.client.clone(), config, rx).await.expect("hook server");
+    (server, tx)
+}
+
+async fn cluster_json(env: &Env, name: &str) -> Value {
+    serde_json::to_value(env.clusters().get(name).await.expect("cluster")).expect("json")
+}
+
+/// POSTs raw JSON to the server, trusting its CA.
+async fn post(server: &stackhost::hooks::HooksServer, path: &str, body: &str) -> (u16, Value) {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+    let response = http
+        .post(format!("{}{path}", server.url()))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_responses_have_cluster_api_shapes() {
+    let env = Env::start(false).await;
+    let (server, _stop) = start_hooks(&env).await;
+
+    let (status, discovery) = post(&server, "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(discovery["apiVersion"], HOOKS_API_VERSION);
+    assert_eq!(discovery["kind"], "DiscoveryResponse");
+    assert_eq!(discovery["status"], "Success");
+    let handlers = discovery["handlers"].as_array().expect("handlers");
+    assert_eq!(handlers.len(), 3);
+    assert!(handlers.contains(&json!({
+        "name": "before-cluster-upgrade",
+        "requestHook": {"apiVersion": HOOKS_API_VERSION, "hook": "BeforeClusterUpgrade"},
+        "timeoutSeconds": 10,
+        "failurePolicy": "Fail",
+    })));
+
+    let client = HookClient::discover(&server.url(), &server.ca_pem).await.expect("discover");
+    assert_eq!(
+        client.hooks(),
+        ["AfterClusterUpgrade", "AfterControlPlaneInitialized", "BeforeClusterUpgrade"]
+    );
+
+    // A Cluster without ClusterAddon: the non-blocking hook succeeds, the blocking one waits.
+    env.create_cluster("c1", 1).await;
+    let cluster = cluster_json(&env, "c1").await;
+    let acpi = client
+        .call("AfterControlPlaneInitialized", &cluster, json!({}))
+        .await
+        .expect("call")
+        .expect("registered");
+    assert_eq!(
+        acpi,
+        json!({"apiVersion": HOOKS_API_VERSION, "kind": "AfterControlPlaneInitializedResponse", "status": "Success"})
+    );
+    let bcu = client
+        .call(
+            "BeforeClusterUpgrade",
+            &cluster,
+            json!({"fromKubernetesVersion": "v1.32.2", "toKubernetesVersion": "v1.32.3"}),
+        )
+        .await
+        .expect("call")
+        .expect("registered");
+    assert_eq!(
+        bcu,
+        json!({"apiVersion": HOOKS_API_VERSION, "kind": "BeforeClusterUpgradeResponse", "status": "Success",
+               "retryAfterSeconds": 7})
+    );
+    let acu = client
+        .call("AfterClusterUpgrade", &cluster, json!({"kubernetesVersion": "v1.32.3"}))
+        .await
+        .expect("call")
+        .expect("registered");
+    assert_eq!(acu["kind"], "AfterClusterUpgradeResponse");
+    assert_eq!(acu["status"], "Success");
+
+    // Wrong kind for the path, and a body that is not JSON: Failure responses that say why.
+    let wrong = json!({"apiVersion": HOOKS_API_VERSION, "kind": "AfterClusterUpgradeRequest", "cluster": cluster});
+    let (status, answer) = post(
+        &server,
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterupgrade/before-cluster-upgrade",
+        &wrong.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"], "Failure");
+    assert_eq!(
+        answer["message"],
+        "expected a BeforeClusterUpgradeRequest of hooks.runtime.cluster.x-k8s.io/v1alpha1, got kind \"AfterClusterUpgradeRequest\" of \"hooks.runtime.cluster.x-k8s.io/v1alpha1\""
+    );
+    let (status, answer) = post(
+        &server,
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/afterclusterupgrade/after-cluster-upgrade",
+        "not json",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["kind"], "AfterClusterUpgradeResponse");
+    assert_eq!(answer["status"], "Failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_cluster_upgrade_blocks_until_the_new_addons_are_applied() {
+    let mut env = Env::start(true).await;
+    env.release(1).await;
+    env.create_cluster("c1", 1).await;
+    let (server, _stop) = start_hooks(&env).await;
+    let client = HookClient::discover(&server.url(), &server.ca_pem).await.expect("discover");
+    env.start_controller();
+    env.wait_addon("c1", "v1 applied", ready).await;
+
+    // Nothing to wait for: same class, addons applied.
+    let cluster = cluster_json(&env, "c1").await;
+    let extra = json!({"fromKubernetesVersion": "v1.32.2", "toKubernetesVersion": "v1.32.3"});
+    let answer = client.call("BeforeClusterUpgrade", &cluster, extra.clone()).await.expect("call").expect("hook");
+    assert_eq!(answer["retryAfterSeconds"], 0);
+
+    // A new class whose release is not there yet: the upgrade is held, and the hook is recorded.
+    env.set_class("c1", 2, Some("v1.32.3")).await;
+    let cluster = cluster_json(&env, "c1").await;
+    let answer = client.call("BeforeClusterUpgrade", &cluster, extra.clone()).await.expect("call").expect("hook");
+    assert_eq!((answer["status"].as_str(), answer["retryAfterSeconds"].as_i64()), (Some("Success"), Some(7)));
+    let addon = env.addons().get("cluster-addon-c1").await.expect("addon");
+    assert_eq!(addon.spec.hook, "BeforeClusterUpgrade");
+
+    env.release(2).await;
+    env.wait_addon("c1", "v2 applied", |a| ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v2").await;
+    let answer = client.call("BeforeClusterUpgrade", &cluster, extra).await.expect("call").expect("hook");
+    assert_eq!(answer["retryAfterSeconds"], 0, "released once the new addons are applied: {answer}");
+    assert_eq!(env.addons().get("cluster-addon-c1").await.expect("addon").spec.hook, "");
+    let _ = NS;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extension_config_is_accepted_by_the_cluster_api_crd() {
+    let env = Env::start(false).await;
+    // Cluster API's ExtensionConfig CRD, unmodified (from the same commit as sandbox/tests/fixtures/capi-crds).
+    let crd = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/addon/runtime.cluster.x-k8s.io_extensionconfigs.yaml"),
+    )
+    .expect("ExtensionConfig CRD");
+    env.mgmt.apply_yaml(&crd, "test").expect("ExtensionConfig CRD");
+    let manifest = stackhost::hooks::extension_config(
+        "stackhost",
+        &stackhost::hooks::Endpoint::Service {
+            namespace: "stackhost-system".into(),
+            name: "stackhost-hooks".into(),
+            port: 443,
+        },
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    );
+    let applied = env
+        .mgmt
+        .apply_yaml(&serde_yaml::to_string(&manifest).expect("yaml"), "test")
+        .expect("the ExtensionConfig validates against Cluster API's schema");
+    assert_eq!(applied, ["ExtensionConfig/stackhost"]);
+    assert_eq!(manifest["spec"]["clientConfig"]["service"]["port"], 443);
+    assert_eq!(manifest["spec"]["namespaceSelector"], json!({}));
+}

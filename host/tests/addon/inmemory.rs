@@ -1,0 +1,72 @@
+//! The sandbox's in-memory infrastructure with the hook server and the controller: a Cluster gets a
+//! workload API, a kubeconfig Secret and its addons; a version upgrade with a new class goes through
+//! `BeforeClusterUpgrade` (held until the new addons are applied) and the deleted Cluster's API stops.
+
+use std::time::Duration;
+
+use kube::api::DeleteParams;
+use stackhost::addon::inmemory::{InMemoryConfig, InMemoryProvider};
+use stackhost::hooks::HooksConfig;
+use tokio::sync::watch;
+
+use crate::env::{ready, workload_object, Env};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
+    let mut env = Env::start(false).await;
+    env.release(1).await;
+    let (stop_tx, stop) = watch::channel(false);
+    let hooks = stackhost::hooks::start(
+        env.client.clone(),
+        HooksConfig {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            cert_dir: None,
+            retry_after_seconds: 1,
+        },
+        stop.clone(),
+    )
+    .await
+    .expect("hooks");
+    let provider = InMemoryProvider::new(
+        env.client.clone(),
+        InMemoryConfig {
+            hooks: Some((hooks.url(), hooks.ca_pem.clone())),
+            poll: Duration::from_millis(200),
+        },
+    );
+    let task = tokio::spawn(provider.clone().run(stop.clone()));
+    env.start_controller();
+    env.create_cluster("c1", 1).await;
+
+    let addon = env.wait_addon("c1", "addons in the in-memory workload cluster", ready).await;
+    assert_eq!(addon.spec.cluster_stack, "docker-ferrol-1-32-v1");
+    let cluster = env.clusters().get("c1").await.expect("cluster");
+    assert_eq!(cluster.data["status"]["phase"], "Provisioned");
+    assert_eq!(cluster.data["status"]["controlPlaneReady"], true);
+    let wl = provider.workload_client("default", "c1").await.expect("workload API");
+    let info = workload_object(&wl, "v1", "ConfigMap", "cluster-addon-info").await.expect("addons arrived");
+    assert_eq!(info["data"]["clusterName"], "c1");
+
+    // Upgrade Kubernetes and class; the release is published later, so BeforeClusterUpgrade holds the
+    // control plane at the old version meanwhile.
+    env.set_class("c1", 2, Some("v1.32.3")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let addon = env.addons().get("cluster-addon-c1").await.expect("addon");
+    assert_eq!(addon.spec.hook, "BeforeClusterUpgrade", "the blocking hook was called and is waiting");
+    env.release(2).await;
+    env.wait_addon("c1", "v2 applied", |a| ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v2")
+        .await;
+    assert!(workload_object(&wl, "v1", "ConfigMap", "cluster-addon-extra").await.is_none());
+    assert!(provider.hook_errors().is_empty(), "{:?}", provider.hook_errors());
+
+    env.clusters().delete("c1", &DeleteParams::background()).await.expect("delete");
+    for _ in 0..100 {
+        if provider.workload_client("default", "c1").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(provider.workload_client("default", "c1").await.is_none(), "workload API stopped");
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("provider stops").expect("task");
+}
