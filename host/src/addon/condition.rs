@@ -124,7 +124,7 @@ async fn resolve(
         .run()
         .await
         .map_err(|e| format!("discovery of {group:?} in the workload cluster: {e}"))?;
-    Ok(discovery
+    let found = discovery
         .groups()
         .find(|g| g.name() == group)
         .and_then(|g| {
@@ -132,7 +132,8 @@ async fn resolve(
                 .into_iter()
                 .find(|(r, _)| r.kind == kind)
         })
-        .map(|(r, caps)| (r, caps.scope == kube::discovery::Scope::Namespaced)))
+        .map(|(r, caps)| (r, caps.scope == kube::discovery::Scope::Namespaced));
+    Ok(found)
 }
 
 #[cfg(test)]

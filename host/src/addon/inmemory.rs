@@ -55,13 +55,18 @@ struct Workload {
 }
 
 /// The in-memory infrastructure provider.
-#[derive(Debug)]
 pub struct InMemoryProvider {
     client: kube::Client,
     config: InMemoryConfig,
     hooks: tokio::sync::OnceCell<Option<HookClient>>,
     workloads: tokio::sync::Mutex<HashMap<String, Workload>>,
     errors: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for InMemoryProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryProvider").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl InMemoryProvider {
@@ -302,5 +307,107 @@ impl InMemoryProvider {
             .await
             .map_err(|e| format!("cannot mark Cluster {ns}/{name} provisioned (control plane {version}): {e}"))?;
         Ok(())
+    }
+}
+
+/// What `stackhost sandbox` runs for addons: the hook server (generated certificate on 127.0.0.1), the
+/// in-memory infrastructure calling it, and the ClusterAddon controller.
+#[derive(Debug)]
+pub struct SandboxAddons {
+    /// The hook server (its URL and CA, e.g. for an ExtensionConfig).
+    pub hooks: crate::hooks::HooksServer,
+    /// The in-memory infrastructure.
+    pub provider: Arc<InMemoryProvider>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the hook server, the in-memory infrastructure and the ClusterAddon controller; all stop when
+/// `shutdown` turns true.
+pub async fn start_sandbox(
+    client: kube::Client,
+    config: super::AddonConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<SandboxAddons, String> {
+    let hooks = crate::hooks::start(
+        client.clone(),
+        crate::hooks::HooksConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert_dir: None,
+            retry_after_seconds: 1,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let provider = InMemoryProvider::new(
+        client.clone(),
+        InMemoryConfig {
+            hooks: Some((hooks.url(), hooks.ca_pem.clone())),
+            ..Default::default()
+        },
+    );
+    let mut tasks = vec![tokio::spawn(provider.clone().run(shutdown.clone()))];
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = super::run(client, config, shutdown).await {
+            tracing::error!(error = %e, "ClusterAddon controller stopped");
+        }
+    }));
+    Ok(SandboxAddons { hooks, provider, tasks })
+}
+
+impl SandboxAddons {
+    /// For `stackhost sandbox --once`: the ClusterAddon of Cluster `namespace/name` is ready and every
+    /// object its status lists exists in the in-memory workload cluster. Returns those objects
+    /// (`Kind namespace/name`), or what is missing.
+    pub async fn check(&self, management: &kube::Client, namespace: &str, name: &str) -> Result<Vec<String>, String> {
+        let addons: Api<crate::api::ClusterAddon> = Api::namespaced(management.clone(), namespace);
+        let addon_name = super::cluster_addon_name(name);
+        let addon = addons
+            .get_opt(&addon_name)
+            .await
+            .map_err(|e| format!("cannot read ClusterAddon {namespace}/{addon_name}: {e}"))?
+            .ok_or_else(|| format!("Cluster {namespace}/{name} has no ClusterAddon yet"))?;
+        let status = addon.status.unwrap_or_default();
+        if !status.ready {
+            let why = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::condition::READY)
+                .and_then(|c| c.message.clone())
+                .unwrap_or_default();
+            return Err(format!("ClusterAddon {namespace}/{addon_name} is not ready: {why}"));
+        }
+        let workload = self
+            .provider
+            .workload_client(namespace, name)
+            .await
+            .ok_or_else(|| format!("Cluster {namespace}/{name} has no in-memory workload API"))?;
+        let mut found = Vec::new();
+        for r in &status.resources {
+            let gvk = kube::core::GroupVersionKind::gvk(&r.group, &r.version, &r.kind);
+            let (resource, caps) = kube::discovery::pinned_kind(&workload, &gvk)
+                .await
+                .map_err(|e| format!("{} is not served by the workload API: {e}", r.kind))?;
+            let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+                Api::namespaced_with(workload.clone(), &r.namespace, &resource)
+            } else {
+                Api::all_with(workload.clone(), &resource)
+            };
+            let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
+            api.get_opt(&r.name)
+                .await
+                .map_err(|e| format!("cannot read {what} in the workload cluster: {e}"))?
+                .ok_or_else(|| format!("{what} is listed in the ClusterAddon but missing in the workload cluster"))?;
+            found.push(what);
+        }
+        Ok(found)
+    }
+
+    /// Waits until every task stopped (after shutdown).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.hooks.stopped().await;
     }
 }

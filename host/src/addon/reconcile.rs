@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Resource as _, ResourceExt};
+use kube::ResourceExt;
 use kube_runtime::controller::{Action, Controller};
 use kube_runtime::finalizer::{finalizer, Event};
 use kube_runtime::reflector::ObjectRef;
@@ -59,7 +59,6 @@ pub mod addon_types {
 use addon_types::*;
 
 /// Everything a reconcile touches.
-#[derive(Debug)]
 pub struct Context {
     /// Management cluster.
     pub client: kube::Client,
@@ -67,6 +66,12 @@ pub struct Context {
     pub config: AddonConfig,
     /// Workload clients per Cluster.
     pub workloads: WorkloadClients,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl Context {
@@ -142,13 +147,15 @@ pub async fn create_addon(cluster: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
     let name = cluster.name_any();
     let addons: Api<ClusterAddon> = Api::namespaced(ctx.client.clone(), &ns);
     let addon_name = cluster_addon_name(&name);
-    if addons
+    match addons
         .get_opt(&addon_name)
         .await
         .map_err(Error::kube(format!("cannot read ClusterAddon {ns}/{addon_name}")))?
-        .is_some()
     {
-        return Ok(Action::await_change());
+        // Deleted by hand while its Cluster lives: create it again once it is gone.
+        Some(a) if a.metadata.deletion_timestamp.is_some() => return Ok(Action::requeue(ctx.config.wait)),
+        Some(_) => return Ok(Action::await_change()),
+        None => {}
     }
     let api_version = cluster
         .types
@@ -237,6 +244,7 @@ struct Progress<'a> {
     name: String,
     saved_spec: ClusterAddonSpec,
     spec: ClusterAddonSpec,
+    saved_status: ClusterAddonStatus,
     status: ClusterAddonStatus,
     annotation: Option<String>,
     ctx: &'a Context,
@@ -272,6 +280,10 @@ impl Progress<'_> {
                 .map_err(Error::kube(what.clone()))?;
             self.saved_spec = self.spec.clone();
         }
+        if self.status == self.saved_status {
+            // Nothing changed: no write, so no watch event and no reconcile loop.
+            return Ok(());
+        }
         // Explicit empty lists and strings: a merge patch leaves absent fields as they were.
         let status = json!({"status": {
             "resources": self.status.resources,
@@ -284,6 +296,7 @@ impl Progress<'_> {
             .patch_status(&self.name, &params, &Patch::Merge(&status))
             .await
             .map_err(Error::kube(what))?;
+        self.saved_status = self.status.clone();
         Ok(())
     }
 
@@ -318,6 +331,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
         name: addon.name_any(),
         saved_spec: addon.spec.clone(),
         spec: addon.spec.clone(),
+        saved_status: addon.status.clone().unwrap_or_default(),
         status: addon.status.clone().unwrap_or_default(),
         annotation: None,
         ctx,

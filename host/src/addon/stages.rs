@@ -31,7 +31,7 @@ pub fn action_name(action: StageAction) -> &'static str {
 
 /// The stages of `hook`; a release that lists no `BeforeClusterUpgrade` stages upgrades with its
 /// `AfterControlPlaneInitialized` stages (the full set of addons), so an upgrade never prunes everything.
-pub fn stages_for<'a>(config: &'a ClusterAddonConfig, hook: &str) -> (&'a str, &'a [AddonStage]) {
+pub fn stages_for<'a>(config: &'a ClusterAddonConfig, hook: &'a str) -> (&'a str, &'a [AddonStage]) {
     for candidate in [hook, super::HOOK_AFTER_CONTROL_PLANE_INITIALIZED] {
         if let Some((name, stages)) = config
             .addon_stages

@@ -83,7 +83,8 @@ pub fn render_values(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|e| template_err(format!("unexpected output from Helm: {e}")))?;
-    let output = String::from_utf8_lossy(&bytes);
+    // Helm drops `<no value>` (a missing map key) from its output; the values file is rendered the same way.
+    let output = String::from_utf8_lossy(&bytes).replace("<no value>", "");
     parse_values(&output).map_err(|found| ValuesError::NotAMap {
         file: file.to_owned(),
         release: release.to_owned(),
@@ -94,6 +95,9 @@ pub fn render_values(
 /// The values map from a rendered values file: the `values: |` block string when there is one, else
 /// the whole document. `Err` says what was found instead of a map.
 pub fn parse_values(output: &str) -> Result<Value, String> {
+    if output.trim().is_empty() {
+        return Err("nothing".into());
+    }
     let doc: Value = serde_yaml::from_str(output).map_err(|e| format!("invalid YAML: {e}"))?;
     let values = match doc {
         Value::Object(ref map) => match map.get("values") {
@@ -142,7 +146,7 @@ fn write_chart(chart: &Path, text: &str) -> std::io::Result<()> {
 /// Helm's message names the scratch chart's files; say "line N" of the user's file instead.
 fn clean_helm_message(detail: &str) -> String {
     detail
-        .replace("stackhost-addon-values/templates/_values.tpl", "line")
+        .replace("stackhost-addon-values/templates/_values.tpl:", "line ")
         .replace("stackhost-addon-values/templates/values.yaml", "the values file")
 }
 

@@ -25,12 +25,18 @@ pub enum WorkloadError {
 }
 
 /// A workload cluster: its client and an applier sharing the discovery cache.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Workload {
     /// Client for the workload API.
     pub client: kube::Client,
     /// Server-side apply against it.
     pub applier: Arc<Applier>,
+}
+
+impl std::fmt::Debug for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workload").finish_non_exhaustive()
+    }
 }
 
 /// Workload clients per Cluster (`namespace/name`), keyed by a hash of the kubeconfig they came from.

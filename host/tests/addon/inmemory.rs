@@ -5,37 +5,18 @@
 use std::time::Duration;
 
 use kube::api::DeleteParams;
-use stackhost::addon::inmemory::{InMemoryConfig, InMemoryProvider};
-use stackhost::hooks::HooksConfig;
+use stackhost::addon::inmemory::start_sandbox;
 use tokio::sync::watch;
 
 use crate::env::{ready, workload_object, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
-    let mut env = Env::start(false).await;
+    let env = Env::start(false).await;
     env.release(1).await;
     let (stop_tx, stop) = watch::channel(false);
-    let hooks = stackhost::hooks::start(
-        env.client.clone(),
-        HooksConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            cert_dir: None,
-            retry_after_seconds: 1,
-        },
-        stop.clone(),
-    )
-    .await
-    .expect("hooks");
-    let provider = InMemoryProvider::new(
-        env.client.clone(),
-        InMemoryConfig {
-            hooks: Some((hooks.url(), hooks.ca_pem.clone())),
-            poll: Duration::from_millis(200),
-        },
-    );
-    let task = tokio::spawn(provider.clone().run(stop.clone()));
-    env.start_controller();
+    let sandbox = start_sandbox(env.client.clone(), env.config(), stop).await.expect("sandbox");
+    let provider = sandbox.provider.clone();
     env.create_cluster("c1", 1).await;
 
     let addon = env.wait_addon("c1", "addons in the in-memory workload cluster", ready).await;
@@ -45,6 +26,16 @@ async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
     assert_eq!(cluster.data["status"]["controlPlaneReady"], true);
     let wl = provider.workload_client("default", "c1").await.expect("workload API");
     let info = workload_object(&wl, "v1", "ConfigMap", "cluster-addon-info").await.expect("addons arrived");
+    let mut checked = sandbox.check(&env.client, "default", "c1").await.expect("sandbox --once check");
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "ConfigMap kube-system/cluster-addon-extra",
+            "ConfigMap kube-system/cluster-addon-info",
+            "Deployment kube-system/cluster-addon-web"
+        ]
+    );
     assert_eq!(info["data"]["clusterName"], "c1");
 
     // Upgrade Kubernetes and class; the release is published later, so BeforeClusterUpgrade holds the
@@ -68,5 +59,5 @@ async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
     }
     assert!(provider.workload_client("default", "c1").await.is_none(), "workload API stopped");
     let _ = stop_tx.send(true);
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("provider stops").expect("task");
+    tokio::time::timeout(Duration::from_secs(20), sandbox.stopped()).await.expect("the sandbox stops");
 }
