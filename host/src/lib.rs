@@ -2,10 +2,10 @@
 //! sandboxed WebAssembly component.
 
 pub mod addon;
-pub mod hooks;
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod hooks;
 pub mod oci;
 pub mod plugin;
 pub mod release;

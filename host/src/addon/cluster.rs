@@ -124,6 +124,9 @@ mod tests {
         assert_eq!(topology_version(&v1beta1), Some("v1.32.2"));
         assert_eq!(topology_class(&v1beta2), Some("docker-ferrol-1-32-v2"));
         assert_eq!(topology_class(&json!({"spec": {}})), None);
-        assert_eq!(topology_class(&json!({"spec": {"topology": {"class": ""}}})), None);
+        assert_eq!(
+            topology_class(&json!({"spec": {"topology": {"class": ""}}})),
+            None
+        );
     }
 }

@@ -147,10 +147,22 @@ mod tests {
             ("a".to_owned(), json!({"spec": {"replicas": 2}})),
             ("b".to_owned(), json!({"spec": {"replicas": 2}, "status": {}})),
         ];
-        assert_eq!(evaluate("a.spec.replicas == b.spec.replicas", &vars), Outcome::Met);
-        assert!(matches!(evaluate("a.spec.replicas == 3", &vars), Outcome::Waiting(m) if m.contains("is false")));
-        assert!(matches!(evaluate("b.status.readyReplicas == 2", &vars), Outcome::Waiting(_)));
-        assert!(matches!(evaluate("a.spec.replicas", &vars), Outcome::Waiting(m) if m.contains("not a bool")));
-        assert!(matches!(evaluate("a.spec.replicas ==", &vars), Outcome::Invalid(m) if m.contains("cannot compile")));
+        assert_eq!(
+            evaluate("a.spec.replicas == b.spec.replicas", &vars),
+            Outcome::Met
+        );
+        assert!(
+            matches!(evaluate("a.spec.replicas == 3", &vars), Outcome::Waiting(m) if m.contains("is false"))
+        );
+        assert!(matches!(
+            evaluate("b.status.readyReplicas == 2", &vars),
+            Outcome::Waiting(_)
+        ));
+        assert!(
+            matches!(evaluate("a.spec.replicas", &vars), Outcome::Waiting(m) if m.contains("not a bool"))
+        );
+        assert!(
+            matches!(evaluate("a.spec.replicas ==", &vars), Outcome::Invalid(m) if m.contains("cannot compile"))
+        );
     }
 }

@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::cluster::{cluster_resource, kubeconfig_secret_name, topology_class, topology_version};
+use super::{HOOK_AFTER_CONTROL_PLANE_INITIALIZED, HOOK_BEFORE_CLUSTER_UPGRADE};
 use crate::hooks::client::HookClient;
 use crate::hooks::HOOK_AFTER_CLUSTER_UPGRADE;
-use super::{HOOK_AFTER_CONTROL_PLANE_INITIALIZED, HOOK_BEFORE_CLUSTER_UPGRADE};
 
 /// Field manager of what the in-memory provider writes.
 const MANAGER: &str = "stackhost-inmemory";
@@ -65,7 +65,9 @@ pub struct InMemoryProvider {
 
 impl std::fmt::Debug for InMemoryProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryProvider").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("InMemoryProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,7 +202,8 @@ impl InMemoryProvider {
             })
             .await
             .map_err(|e| format!("cannot start the workload API: {e}"))?;
-            self.write_kubeconfig(ns, name, &uid, &emulator.kubeconfig()).await?;
+            self.write_kubeconfig(ns, name, &uid, &emulator.kubeconfig())
+                .await?;
             self.mark_provisioned(ns, name, &version).await?;
             tracing::info!(cluster = %key, url = %emulator.url(), "workload API started");
             workloads.insert(
@@ -224,7 +227,10 @@ impl InMemoryProvider {
             w.upgrade = None;
             return Ok(());
         }
-        if w.upgrade.as_ref().is_some_and(|(v, at)| *v == version && Instant::now() < *at) {
+        if w.upgrade
+            .as_ref()
+            .is_some_and(|(v, at)| *v == version && Instant::now() < *at)
+        {
             return Ok(());
         }
         let from = w.version.clone();
@@ -252,7 +258,10 @@ impl InMemoryProvider {
             return Ok(());
         };
         if retry > 0 {
-            w.upgrade = Some((version, Instant::now() + Duration::from_secs(retry.unsigned_abs())));
+            w.upgrade = Some((
+                version,
+                Instant::now() + Duration::from_secs(retry.unsigned_abs()),
+            ));
             return Ok(());
         }
         w.version = version.clone();
@@ -260,12 +269,22 @@ impl InMemoryProvider {
         drop(workloads);
         self.mark_provisioned(ns, name, &version).await?;
         tracing::info!(cluster = %key, from = %from, to = %version, "control plane upgraded");
-        self.call_hook(HOOK_AFTER_CLUSTER_UPGRADE, cluster, json!({"kubernetesVersion": version}))
-            .await;
+        self.call_hook(
+            HOOK_AFTER_CLUSTER_UPGRADE,
+            cluster,
+            json!({"kubernetesVersion": version}),
+        )
+        .await;
         Ok(())
     }
 
-    async fn write_kubeconfig(&self, ns: &str, name: &str, uid: &str, kubeconfig: &str) -> Result<(), String> {
+    async fn write_kubeconfig(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        kubeconfig: &str,
+    ) -> Result<(), String> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret_name = kubeconfig_secret_name(name);
         let mut secret = Secret {
@@ -287,7 +306,11 @@ impl InMemoryProvider {
         value["apiVersion"] = json!("v1");
         value["kind"] = json!("Secret");
         secrets
-            .patch(&secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
+            .patch(
+                &secret_name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&value),
+            )
             .await
             .map_err(|e| format!("cannot write Secret {ns}/{secret_name}: {e}"))?;
         Ok(())
@@ -305,7 +328,9 @@ impl InMemoryProvider {
         clusters
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| format!("cannot mark Cluster {ns}/{name} provisioned (control plane {version}): {e}"))?;
+            .map_err(|e| {
+                format!("cannot mark Cluster {ns}/{name} provisioned (control plane {version}): {e}")
+            })?;
         Ok(())
     }
 }
@@ -352,14 +377,23 @@ pub async fn start_sandbox(
             tracing::error!(error = %e, "ClusterAddon controller stopped");
         }
     }));
-    Ok(SandboxAddons { hooks, provider, tasks })
+    Ok(SandboxAddons {
+        hooks,
+        provider,
+        tasks,
+    })
 }
 
 impl SandboxAddons {
     /// For `stackhost sandbox --once`: the ClusterAddon of Cluster `namespace/name` is ready and every
     /// object its status lists exists in the in-memory workload cluster. Returns those objects
     /// (`Kind namespace/name`), or what is missing.
-    pub async fn check(&self, management: &kube::Client, namespace: &str, name: &str) -> Result<Vec<String>, String> {
+    pub async fn check(
+        &self,
+        management: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
         let addons: Api<crate::api::ClusterAddon> = Api::namespaced(management.clone(), namespace);
         let addon_name = super::cluster_addon_name(name);
         let addon = addons
@@ -375,7 +409,9 @@ impl SandboxAddons {
                 .find(|c| c.type_ == crate::api::condition::READY)
                 .and_then(|c| c.message.clone())
                 .unwrap_or_default();
-            return Err(format!("ClusterAddon {namespace}/{addon_name} is not ready: {why}"));
+            return Err(format!(
+                "ClusterAddon {namespace}/{addon_name} is not ready: {why}"
+            ));
         }
         let workload = self
             .provider
@@ -397,7 +433,9 @@ impl SandboxAddons {
             api.get_opt(&r.name)
                 .await
                 .map_err(|e| format!("cannot read {what} in the workload cluster: {e}"))?
-                .ok_or_else(|| format!("{what} is listed in the ClusterAddon but missing in the workload cluster"))?;
+                .ok_or_else(|| {
+                    format!("{what} is listed in the ClusterAddon but missing in the workload cluster")
+                })?;
             found.push(what);
         }
         Ok(found)

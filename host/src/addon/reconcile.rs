@@ -70,7 +70,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,10 +123,15 @@ pub async fn run(
         });
 
     let controller = Controller::new(addons, watcher::Config::default())
-        .watches_with(clusters, ar, watcher::Config::default(), |cluster: DynamicObject| {
-            let ns = cluster.namespace()?;
-            Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
-        })
+        .watches_with(
+            clusters,
+            ar,
+            watcher::Config::default(),
+            |cluster: DynamicObject| {
+                let ns = cluster.namespace()?;
+                Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
+            },
+        )
         .graceful_shutdown_on(stop(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -187,7 +194,11 @@ pub async fn create_addon(cluster: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
     match addons.create(&PostParams::default(), &addon).await {
         Ok(_) => tracing::info!(cluster = %format!("{ns}/{name}"), "created ClusterAddon {addon_name}"),
         Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(Error::kube(format!("cannot create ClusterAddon {ns}/{addon_name}"))(e)),
+        Err(e) => {
+            return Err(Error::kube(format!(
+                "cannot create ClusterAddon {ns}/{addon_name}"
+            ))(e))
+        }
     }
     Ok(Action::await_change())
 }
@@ -365,7 +376,12 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
                 WorkloadError::Kubeconfig(_) => ConditionSeverity::Warning,
                 WorkloadError::NotReady(_) => ConditionSeverity::Info,
             };
-            p.set(false_condition(CLUSTER_READY, severity, "ControlPlaneNotReady", e.to_string()));
+            p.set(false_condition(
+                CLUSTER_READY,
+                severity,
+                "ControlPlaneNotReady",
+                e.to_string(),
+            ));
             return p.wait(p.wait_interval()).await;
         }
     };
@@ -391,7 +407,10 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
                 types::CLUSTER_STACK_RELEASE_DOWNLOADED,
                 ConditionSeverity::Info,
                 "ReleaseAssetsNotDownloadedYet",
-                format!("release {} not downloaded yet (by its ClusterStackRelease)", release.tag()),
+                format!(
+                    "release {} not downloaded yet (by its ClusterStackRelease)",
+                    release.tag()
+                ),
             ));
             return p.wait(p.wait_interval()).await;
         }
@@ -514,7 +533,10 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
             types::HELM_CHART_APPLIED,
             ConditionSeverity::Warning,
             "FailedToApplyObjects",
-            format!("{} of the addon objects failed, first: {first}", outcome.failures()),
+            format!(
+                "{} of the addon objects failed, first: {first}",
+                outcome.failures()
+            ),
         ));
         return p.wait(p.ctx.config.retry).await;
     }
@@ -559,7 +581,10 @@ async fn build_values(
         cluster: run.cluster.clone(),
         ..Default::default()
     };
-    for (field, what) in [("controlPlaneRef", "ControlPlane"), ("infrastructureRef", "InfraCluster")] {
+    for (field, what) in [
+        ("controlPlaneRef", "ControlPlane"),
+        ("infrastructureRef", "InfraCluster"),
+    ] {
         // Only fetched when the template uses it: the referenced object may not exist yet otherwise.
         if !text.contains(&format!(".{what}")) {
             continue;
@@ -567,7 +592,11 @@ async fn build_values(
         let object = cluster::referenced_object(&ctx.client, run.cluster, field)
             .await
             .map_err(|reason| ValuesError::Lookup {
-                what: if what == "ControlPlane" { "ControlPlane" } else { "InfraCluster" },
+                what: if what == "ControlPlane" {
+                    "ControlPlane"
+                } else {
+                    "InfraCluster"
+                },
                 object: reason.split(':').next().unwrap_or_default().to_owned(),
                 file: file.to_owned(),
                 reason,
@@ -577,17 +606,23 @@ async fn build_values(
             _ => input.infra_cluster = object,
         }
     }
-    let scratch = scratch_dir(&ctx.config.work_dir, "values")
-        .map_err(|reason| ValuesError::Template {
-            file: file.to_owned(),
-            release: tag.clone(),
-            reason,
-        })?;
+    let scratch = scratch_dir(&ctx.config.work_dir, "values").map_err(|reason| ValuesError::Template {
+        file: file.to_owned(),
+        release: tag.clone(),
+        reason,
+    })?;
     let renderer = ctx.config.renderer.clone();
     let (file_owned, tag_owned) = (file.to_owned(), tag.clone());
     let scratch_path = scratch.path().to_owned();
     let values = tokio::task::spawn_blocking(move || {
-        render_values(renderer.as_ref(), &scratch_path, &text, &input, &file_owned, &tag_owned)
+        render_values(
+            renderer.as_ref(),
+            &scratch_path,
+            &text,
+            &input,
+            &file_owned,
+            &tag_owned,
+        )
     })
     .await
     .map_err(|e| ValuesError::Template {
@@ -724,7 +759,8 @@ async fn multi_stage(
         HOOK_BEFORE_CLUSTER_UPGRADE
     };
     let (hook, stage_list) = stages::stages_for(config, wanted_hook);
-    let current = p.status.applying_cluster_stack == run.class && stages::matches(&p.status.stages, stage_list);
+    let current =
+        p.status.applying_cluster_stack == run.class && stages::matches(&p.status.stages, stage_list);
     if !current {
         // Start (or restart, when the class changed under a running hook). Objects a partial run
         // applied stay recorded so the end of the new run prunes them if no longer wanted.
@@ -756,7 +792,10 @@ async fn multi_stage(
                 CONFIG_VALIDATED,
                 ConditionSeverity::Error,
                 "ParsingClusterAddonConfigFailed",
-                format!("cannot unpack the addon archive of release {}: {e}", run.assets.name.tag()),
+                format!(
+                    "cannot unpack the addon archive of release {}: {e}",
+                    run.assets.name.tag()
+                ),
             ));
             return p.wait(p.ctx.config.retry).await;
         }

@@ -120,7 +120,11 @@ mod tests {
 
     #[test]
     fn stale_objects_are_what_the_run_no_longer_applies() {
-        let previous = vec![res("ConfigMap", "a"), res("ConfigMap", "b"), res("ConfigMap", "c")];
+        let previous = vec![
+            res("ConfigMap", "a"),
+            res("ConfigMap", "b"),
+            res("ConfigMap", "c"),
+        ];
         let stages = vec![
             stage("apply", vec![res("ConfigMap", "a"), res("Secret", "b")]),
             stage("delete", vec![res("ConfigMap", "c")]),

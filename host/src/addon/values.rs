@@ -102,8 +102,8 @@ pub fn parse_values(output: &str) -> Result<Value, String> {
     let values = match doc {
         Value::Object(ref map) => match map.get("values") {
             Some(Value::String(inner)) => {
-                let inner: Value =
-                    serde_yaml::from_str(inner).map_err(|e| format!("a `values` block with invalid YAML: {e}"))?;
+                let inner: Value = serde_yaml::from_str(inner)
+                    .map_err(|e| format!("a `values` block with invalid YAML: {e}"))?;
                 match inner {
                     // `values: ""` (or only comments): no values.
                     Value::Null => Value::Object(Map::new()),

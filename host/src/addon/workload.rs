@@ -58,8 +58,12 @@ impl WorkloadClients {
         let secret = secrets
             .get_opt(&secret_name)
             .await
-            .map_err(|e| WorkloadError::Kubeconfig(format!("cannot read Secret {namespace}/{secret_name}: {e}")))?
-            .ok_or_else(|| WorkloadError::Kubeconfig(format!("Secret {namespace}/{secret_name} does not exist")))?;
+            .map_err(|e| {
+                WorkloadError::Kubeconfig(format!("cannot read Secret {namespace}/{secret_name}: {e}"))
+            })?
+            .ok_or_else(|| {
+                WorkloadError::Kubeconfig(format!("Secret {namespace}/{secret_name} does not exist"))
+            })?;
         let text = secret
             .data
             .as_ref()
@@ -80,9 +84,9 @@ impl WorkloadClients {
         let workload = match cached {
             Some(w) => w,
             None => {
-                let client = client_from_kubeconfig(&text)
-                    .await
-                    .map_err(|e| WorkloadError::Kubeconfig(format!("Secret {namespace}/{secret_name}: {e}")))?;
+                let client = client_from_kubeconfig(&text).await.map_err(|e| {
+                    WorkloadError::Kubeconfig(format!("Secret {namespace}/{secret_name}: {e}"))
+                })?;
                 let workload = Workload {
                     applier: Arc::new(Applier::new(client.clone())),
                     client,

@@ -28,9 +28,13 @@ impl HookClient {
             .build()
             .map_err(|e| format!("cannot build an HTTPS client: {e}"))?;
         let base = base.trim_end_matches('/').to_owned();
-        let discovery = post(&http, &format!("{base}{}", discovery_path()), &json!({
-            "apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"
-        }))
+        let discovery = post(
+            &http,
+            &format!("{base}{}", discovery_path()),
+            &json!({
+                "apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"
+            }),
+        )
         .await?;
         if discovery["status"] != "Success" {
             return Err(format!("discovery failed: {discovery}"));
@@ -39,7 +43,12 @@ impl HookClient {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|h| Some((h["requestHook"]["hook"].as_str()?.to_owned(), h["name"].as_str()?.to_owned())))
+            .filter_map(|h| {
+                Some((
+                    h["requestHook"]["hook"].as_str()?.to_owned(),
+                    h["name"].as_str()?.to_owned(),
+                ))
+            })
             .collect();
         Ok(Self { http, base, handlers })
     }
@@ -79,5 +88,6 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value, 
         .map_err(|e| format!("POST {url}: {e}"))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| format!("POST {url}: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("POST {url} answered {status} with non-JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .map_err(|e| format!("POST {url} answered {status} with non-JSON ({e}): {text}"))
 }

@@ -17,7 +17,10 @@ pub mod server;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use crate::addon::{cluster_addon_name, cluster::topology_class, HOOK_AFTER_CONTROL_PLANE_INITIALIZED, HOOK_BEFORE_CLUSTER_UPGRADE};
+use crate::addon::{
+    cluster::topology_class, cluster_addon_name, HOOK_AFTER_CONTROL_PLANE_INITIALIZED,
+    HOOK_BEFORE_CLUSTER_UPGRADE,
+};
 use crate::api::ClusterAddon;
 
 pub use server::{run, start, HooksConfig, HooksError, HooksServer};
@@ -32,7 +35,10 @@ pub const HOOK_AFTER_CLUSTER_UPGRADE: &str = "AfterClusterUpgrade";
 /// The hooks served: (hook, handler name), upstream's handler names.
 pub const HANDLERS: [(&str, &str); 3] = [
     (HOOK_BEFORE_CLUSTER_UPGRADE, "before-cluster-upgrade"),
-    (HOOK_AFTER_CONTROL_PLANE_INITIALIZED, "after-control-plane-initialized"),
+    (
+        HOOK_AFTER_CONTROL_PLANE_INITIALIZED,
+        "after-control-plane-initialized",
+    ),
     (HOOK_AFTER_CLUSTER_UPGRADE, "after-cluster-upgrade"),
 ];
 
@@ -94,7 +100,9 @@ fn request_cluster(hook: &str, request: &Value) -> Result<(String, String), Stri
     let meta = &request["cluster"]["metadata"];
     match (meta["namespace"].as_str(), meta["name"].as_str()) {
         (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.to_owned(), name.to_owned())),
-        _ => Err(format!("the {hook}Request has no cluster.metadata.name and namespace")),
+        _ => Err(format!(
+            "the {hook}Request has no cluster.metadata.name and namespace"
+        )),
     }
 }
 
@@ -128,7 +136,8 @@ pub async fn handle(client: &kube::Client, hook: &str, request: &Value, retry_af
     };
     let class = topology_class(&request["cluster"]).unwrap_or_default();
     let status = addon.status.clone().unwrap_or_default();
-    let applied = addon.spec.cluster_stack == class && status.ready && status.applying_cluster_stack.is_empty();
+    let applied =
+        addon.spec.cluster_stack == class && status.ready && status.applying_cluster_stack.is_empty();
     if applied {
         return response(hook, None, blocking.then_some(0));
     }
@@ -174,7 +183,11 @@ pub fn extension_config(name: &str, endpoint: &Endpoint, ca_pem: &str) -> Value 
         "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
     });
     match endpoint {
-        Endpoint::Service { namespace, name, port } => {
+        Endpoint::Service {
+            namespace,
+            name,
+            port,
+        } => {
             client_config["service"] = json!({"namespace": namespace, "name": name, "port": port});
         }
         Endpoint::Url(url) => client_config["url"] = json!(url),
@@ -200,7 +213,10 @@ mod tests {
             handler_path("BeforeClusterUpgrade", "before-cluster-upgrade"),
             "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterupgrade/before-cluster-upgrade"
         );
-        assert_eq!(discovery_path(), "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery");
+        assert_eq!(
+            discovery_path(),
+            "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery"
+        );
     }
 
     #[test]

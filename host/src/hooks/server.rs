@@ -117,14 +117,23 @@ fn router(client: kube::Client, retry_after: i64) -> Router {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> axum::response::Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 async fn discovery() -> axum::response::Response {
     json_response(StatusCode::OK, &discovery_response())
 }
 
-async fn hook_handler(State(state): State<AppState>, hook: &'static str, body: Bytes) -> axum::response::Response {
+async fn hook_handler(
+    State(state): State<AppState>,
+    hook: &'static str,
+    body: Bytes,
+) -> axum::response::Response {
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -150,8 +159,14 @@ pub async fn start(
     };
     let tcp = TcpListener::bind(config.addr)
         .await
-        .map_err(|source| HooksError::Bind { addr: config.addr, source })?;
-    let addr = tcp.local_addr().map_err(|source| HooksError::Bind { addr: config.addr, source })?;
+        .map_err(|source| HooksError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = tcp.local_addr().map_err(|source| HooksError::Bind {
+        addr: config.addr,
+        source,
+    })?;
     let listener = TlsListener::new(tcp, Arc::new(server_config));
     let app = router(client, config.retry_after_seconds);
     let mut shutdown = shutdown;
@@ -199,34 +214,50 @@ fn from_dir(dir: &std::path::Path) -> Result<(ServerConfig, String), HooksError>
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(bad(&key_path))?;
     let ca_path = dir.join("ca.crt");
-    let ca_pem = std::fs::read_to_string(if ca_path.is_file() { &ca_path } else { &cert_path })
-        .map_err(|e| HooksError::Certificate {
-            path: ca_path.clone(),
-            reason: e.to_string(),
+    let ca_pem =
+        std::fs::read_to_string(if ca_path.is_file() { &ca_path } else { &cert_path }).map_err(|e| {
+            HooksError::Certificate {
+                path: ca_path.clone(),
+                reason: e.to_string(),
+            }
         })?;
     Ok((server_config(certs, key)?, ca_pem))
 }
 
 fn generated() -> Result<(ServerConfig, String), HooksError> {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    };
     let generate = || -> Result<_, rcgen::Error> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "stackhost-hooks-ca");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "stackhost-hooks-ca");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, "stackhost-hooks");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "stackhost-hooks");
         let cert = params.signed_by(&key, &ca)?;
-        Ok((cert.der().clone(), ca.der().clone(), key.serialize_der(), ca.pem()))
+        Ok((
+            cert.der().clone(),
+            ca.der().clone(),
+            key.serialize_der(),
+            ca.pem(),
+        ))
     };
     let (cert, ca, key, ca_pem) = generate().map_err(|e| HooksError::Generate(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(key.into());
     Ok((server_config(vec![cert, ca], key)?, ca_pem))
 }
 
-fn server_config(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<ServerConfig, HooksError> {
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, HooksError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -256,7 +287,9 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                    {
                         let _ = tx.send((tls, addr)).await;
                     }
                 });

@@ -21,7 +21,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn capi_crd() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sandbox/tests/fixtures/capi-crds/cluster.x-k8s.io_clusters.yaml")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sandbox/tests/fixtures/capi-crds/cluster.x-k8s.io_clusters.yaml")
 }
 
 /// Packs each directory in `dirs` (as top-level entries) into a gzip tar at `out`.
@@ -56,7 +57,10 @@ pub fn build_release(root: &Path, n: u32) -> String {
         .map(|e| e.path())
         .collect();
     charts.sort();
-    pack(&dest.join(format!("docker-ferrol-1-32-cluster-addon-v{n}.tgz")), &charts);
+    pack(
+        &dest.join(format!("docker-ferrol-1-32-cluster-addon-v{n}.tgz")),
+        &charts,
+    );
     pack(
         &dest.join(format!("docker-ferrol-1-32-cluster-class-v{n}.tgz")),
         &[fixtures().join("cluster-class/docker-ferrol-1-32-cluster-class")],
@@ -78,8 +82,11 @@ pub struct Env {
 impl Env {
     /// Management cluster with CRDs, and a workload cluster unless `workload` is false.
     pub async fn start(workload: bool) -> Env {
-        let mgmt = kube_emulator::Cluster::start().await.expect("management emulator");
-        mgmt.apply_yaml(&stackhost::api::crds_yaml(), "test").expect("stackhost CRDs");
+        let mgmt = kube_emulator::Cluster::start()
+            .await
+            .expect("management emulator");
+        mgmt.apply_yaml(&stackhost::api::crds_yaml(), "test")
+            .expect("stackhost CRDs");
         let capi = std::fs::read_to_string(capi_crd()).expect("CAPI Cluster CRD");
         mgmt.apply_yaml(&capi, "test").expect("CAPI CRDs");
         let client = mgmt.client().expect("client");
@@ -104,7 +111,11 @@ impl Env {
     }
 
     pub fn workload_client(&self) -> kube::Client {
-        self.workload.as_ref().expect("workload cluster").client().expect("client")
+        self.workload
+            .as_ref()
+            .expect("workload cluster")
+            .client()
+            .expect("client")
     }
 
     pub async fn write_kubeconfig(&self, cluster: &str, kubeconfig: &str) {
@@ -113,7 +124,11 @@ impl Env {
             "metadata": {"name": format!("{cluster}-kubeconfig"), "namespace": NS},
             "stringData": {"value": kubeconfig}});
         secrets
-            .patch(&format!("{cluster}-kubeconfig"), &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .patch(
+                &format!("{cluster}-kubeconfig"),
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
             .await
             .expect("kubeconfig secret");
     }
@@ -122,7 +137,10 @@ impl Env {
     pub async fn release(&self, n: u32) {
         let tag = build_release(&self.dir.path().join("releases"), n);
         let name = ReleaseName::parse_tag(&tag).expect("tag");
-        self.cache.fetch(self.source.as_ref(), &name).await.expect("release loads");
+        self.cache
+            .fetch(self.source.as_ref(), &name)
+            .await
+            .expect("release loads");
     }
 
     pub fn config(&self) -> AddonConfig {
@@ -147,7 +165,9 @@ impl Env {
         let (tx, rx) = watch::channel(false);
         let client = self.client.clone();
         let task = tokio::spawn(async move {
-            stackhost::addon::run(client, config, rx).await.expect("controller");
+            stackhost::addon::run(client, config, rx)
+                .await
+                .expect("controller");
         });
         self.controller = Some((tx, task));
     }
@@ -177,7 +197,10 @@ impl Env {
             },
         }))
         .expect("cluster");
-        self.clusters().create(&PostParams::default(), &cluster).await.expect("create Cluster");
+        self.clusters()
+            .create(&PostParams::default(), &cluster)
+            .await
+            .expect("create Cluster");
     }
 
     /// Moves Cluster `name` to class v<n> (and optionally a new Kubernetes version).
@@ -187,7 +210,11 @@ impl Env {
             topology["version"] = json!(v);
         }
         self.clusters()
-            .patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"topology": topology}})))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"topology": topology}})),
+            )
             .await
             .expect("patch Cluster");
     }
@@ -198,7 +225,12 @@ impl Env {
 
     /// Waits (up to 60 s) until the ClusterAddon of `cluster` satisfies `check`; panics with the last
     /// state otherwise.
-    pub async fn wait_addon(&self, cluster: &str, what: &str, check: impl Fn(&ClusterAddon) -> bool) -> ClusterAddon {
+    pub async fn wait_addon(
+        &self,
+        cluster: &str,
+        what: &str,
+        check: impl Fn(&ClusterAddon) -> bool,
+    ) -> ClusterAddon {
         let name = format!("cluster-addon-{cluster}");
         let mut last = None;
         for _ in 0..300 {
@@ -210,7 +242,10 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("timed out waiting for {what}; last ClusterAddon: {}", serde_json::to_string_pretty(&last).unwrap_or_default());
+        panic!(
+            "timed out waiting for {what}; last ClusterAddon: {}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        );
     }
 }
 
@@ -225,13 +260,19 @@ impl Drop for Env {
 
 /// The condition `type_` of a ClusterAddon as (status, reason, message).
 pub fn condition(addon: &ClusterAddon, type_: &str) -> Option<(String, String, String)> {
-    addon.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| {
-        (
-            format!("{:?}", c.status),
-            c.reason.clone().unwrap_or_default(),
-            c.message.clone().unwrap_or_default(),
-        )
-    })
+    addon
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| {
+            (
+                format!("{:?}", c.status),
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
 }
 
 pub fn ready(addon: &ClusterAddon) -> bool {
@@ -239,7 +280,12 @@ pub fn ready(addon: &ClusterAddon) -> bool {
 }
 
 /// Gets `kind` `name` in kube-system of the workload cluster as JSON, if it exists.
-pub async fn workload_object(client: &kube::Client, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+pub async fn workload_object(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Value> {
     let (group, version) = stackhost::apply::split_api_version(api_version);
     let plural = format!("{}s", kind.to_lowercase());
     let ar = kube::discovery::ApiResource {
@@ -250,5 +296,8 @@ pub async fn workload_object(client: &kube::Client, api_version: &str, kind: &st
         plural,
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kube-system", &ar);
-    api.get_opt(name).await.expect("workload get").map(|o| serde_json::to_value(o).expect("json"))
+    api.get_opt(name)
+        .await
+        .expect("workload get")
+        .map(|o| serde_json::to_value(o).expect("json"))
 }

@@ -15,7 +15,9 @@ async fn start_hooks(env: &Env) -> (stackhost::hooks::HooksServer, watch::Sender
         cert_dir: None,
         retry_after_seconds: 7,
     };
-    let server = stackhost::hooks::start(env.client.clone(), config, rx).await.expect("hook server");
+    let server = stackhost::hooks::start(env.client.clone(), config, rx)
+        .await
+        .expect("hook server");
     (server, tx)
 }
 
@@ -38,7 +40,10 @@ async fn post(server: &stackhost::hooks::HooksServer, path: &str, body: &str) ->
         .expect("POST");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +51,12 @@ async fn discovery_and_responses_have_cluster_api_shapes() {
     let env = Env::start(false).await;
     let (server, _stop) = start_hooks(&env).await;
 
-    let (status, discovery) = post(&server, "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery", "{}").await;
+    let (status, discovery) = post(
+        &server,
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery",
+        "{}",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(discovery["apiVersion"], HOOKS_API_VERSION);
     assert_eq!(discovery["kind"], "DiscoveryResponse");
@@ -60,10 +70,16 @@ async fn discovery_and_responses_have_cluster_api_shapes() {
         "failurePolicy": "Fail",
     })));
 
-    let client = HookClient::discover(&server.url(), &server.ca_pem).await.expect("discover");
+    let client = HookClient::discover(&server.url(), &server.ca_pem)
+        .await
+        .expect("discover");
     assert_eq!(
         client.hooks(),
-        ["AfterClusterUpgrade", "AfterControlPlaneInitialized", "BeforeClusterUpgrade"]
+        [
+            "AfterClusterUpgrade",
+            "AfterControlPlaneInitialized",
+            "BeforeClusterUpgrade"
+        ]
     );
 
     // A Cluster without ClusterAddon: the non-blocking hook succeeds, the blocking one waits.
@@ -93,7 +109,11 @@ async fn discovery_and_responses_have_cluster_api_shapes() {
                "retryAfterSeconds": 7})
     );
     let acu = client
-        .call("AfterClusterUpgrade", &cluster, json!({"kubernetesVersion": "v1.32.3"}))
+        .call(
+            "AfterClusterUpgrade",
+            &cluster,
+            json!({"kubernetesVersion": "v1.32.3"}),
+        )
         .await
         .expect("call")
         .expect("registered");
@@ -101,7 +121,8 @@ async fn discovery_and_responses_have_cluster_api_shapes() {
     assert_eq!(acu["status"], "Success");
 
     // Wrong kind for the path, and a body that is not JSON: Failure responses that say why.
-    let wrong = json!({"apiVersion": HOOKS_API_VERSION, "kind": "AfterClusterUpgradeRequest", "cluster": cluster});
+    let wrong =
+        json!({"apiVersion": HOOKS_API_VERSION, "kind": "AfterClusterUpgradeRequest", "cluster": cluster});
     let (status, answer) = post(
         &server,
         "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterupgrade/before-cluster-upgrade",
@@ -131,29 +152,60 @@ async fn before_cluster_upgrade_blocks_until_the_new_addons_are_applied() {
     env.release(1).await;
     env.create_cluster("c1", 1).await;
     let (server, _stop) = start_hooks(&env).await;
-    let client = HookClient::discover(&server.url(), &server.ca_pem).await.expect("discover");
+    let client = HookClient::discover(&server.url(), &server.ca_pem)
+        .await
+        .expect("discover");
     env.start_controller();
     env.wait_addon("c1", "v1 applied", ready).await;
 
     // Nothing to wait for: same class, addons applied.
     let cluster = cluster_json(&env, "c1").await;
     let extra = json!({"fromKubernetesVersion": "v1.32.2", "toKubernetesVersion": "v1.32.3"});
-    let answer = client.call("BeforeClusterUpgrade", &cluster, extra.clone()).await.expect("call").expect("hook");
+    let answer = client
+        .call("BeforeClusterUpgrade", &cluster, extra.clone())
+        .await
+        .expect("call")
+        .expect("hook");
     assert_eq!(answer["retryAfterSeconds"], 0);
 
     // A new class whose release is not there yet: the upgrade is held, and the hook is recorded.
     env.set_class("c1", 2, Some("v1.32.3")).await;
     let cluster = cluster_json(&env, "c1").await;
-    let answer = client.call("BeforeClusterUpgrade", &cluster, extra.clone()).await.expect("call").expect("hook");
-    assert_eq!((answer["status"].as_str(), answer["retryAfterSeconds"].as_i64()), (Some("Success"), Some(7)));
+    let answer = client
+        .call("BeforeClusterUpgrade", &cluster, extra.clone())
+        .await
+        .expect("call")
+        .expect("hook");
+    assert_eq!(
+        (answer["status"].as_str(), answer["retryAfterSeconds"].as_i64()),
+        (Some("Success"), Some(7))
+    );
     let addon = env.addons().get("cluster-addon-c1").await.expect("addon");
     assert_eq!(addon.spec.hook, "BeforeClusterUpgrade");
 
     env.release(2).await;
-    env.wait_addon("c1", "v2 applied", |a| ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v2").await;
-    let answer = client.call("BeforeClusterUpgrade", &cluster, extra).await.expect("call").expect("hook");
-    assert_eq!(answer["retryAfterSeconds"], 0, "released once the new addons are applied: {answer}");
-    assert_eq!(env.addons().get("cluster-addon-c1").await.expect("addon").spec.hook, "");
+    env.wait_addon("c1", "v2 applied", |a| {
+        ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v2"
+    })
+    .await;
+    let answer = client
+        .call("BeforeClusterUpgrade", &cluster, extra)
+        .await
+        .expect("call")
+        .expect("hook");
+    assert_eq!(
+        answer["retryAfterSeconds"], 0,
+        "released once the new addons are applied: {answer}"
+    );
+    assert_eq!(
+        env.addons()
+            .get("cluster-addon-c1")
+            .await
+            .expect("addon")
+            .spec
+            .hook,
+        ""
+    );
     let _ = NS;
 }
 

@@ -12,7 +12,12 @@ fn phases(addon: &stackhost::api::ClusterAddon) -> Vec<(String, String)> {
     addon
         .status
         .as_ref()
-        .map(|s| s.stages.iter().map(|st| (st.name.clone(), st.phase.clone())).collect())
+        .map(|s| {
+            s.stages
+                .iter()
+                .map(|st| (st.name.clone(), st.phase.clone()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -25,7 +30,9 @@ async fn a_cel_condition_holds_the_stage_and_a_restart_resumes() {
 
     let held = env
         .wait_addon("c1", "metrics-server waiting for its pre-condition", |a| {
-            phases(a).get(1).is_some_and(|(_, p)| p == "waitingForPreCondition")
+            phases(a)
+                .get(1)
+                .is_some_and(|(_, p)| p == "waitingForPreCondition")
         })
         .await;
     assert_eq!(
@@ -40,15 +47,25 @@ async fn a_cel_condition_holds_the_stage_and_a_restart_resumes() {
     let status = held.status.clone().expect("status");
     assert_eq!(status.applying_cluster_stack, "docker-ferrol-1-32-v3");
     let (cel_status, reason, message) = condition(&held, "EvaluatedCEL").expect("EvaluatedCEL");
-    assert_eq!((cel_status.as_str(), reason.as_str()), ("False", "FailedToEvaluatePreCondition"));
+    assert_eq!(
+        (cel_status.as_str(), reason.as_str()),
+        ("False", "FailedToEvaluatePreCondition")
+    );
     assert_eq!(
         message,
         "stage metrics-server waits for its waitForPreCondition: ConfigMap kube-system/addon-gate does not exist yet"
     );
     let wl = env.workload_client();
-    let cni = workload_object(&wl, "v1", "ConfigMap", "cni-config").await.expect("stage cni applied");
-    assert_eq!(cni["data"]["clusterName"], "c1", "overwrite.yaml templated with the Cluster");
-    assert!(workload_object(&wl, "apps/v1", "Deployment", "metrics-server").await.is_none());
+    let cni = workload_object(&wl, "v1", "ConfigMap", "cni-config")
+        .await
+        .expect("stage cni applied");
+    assert_eq!(
+        cni["data"]["clusterName"], "c1",
+        "overwrite.yaml templated with the Cluster"
+    );
+    assert!(workload_object(&wl, "apps/v1", "Deployment", "metrics-server")
+        .await
+        .is_none());
 
     // Restart in the middle of the stages; the gate exists but says "not yet".
     env.stop_controller().await;
@@ -58,10 +75,16 @@ async fn a_cel_condition_holds_the_stage_and_a_restart_resumes() {
                "metadata": {"name": "addon-gate", "namespace": "kube-system"}, "data": {"ready": ready}})
     };
     gates
-        .patch("addon-gate", &PatchParams::apply("test"), &Patch::Apply(&gate("false")))
+        .patch(
+            "addon-gate",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&gate("false")),
+        )
         .await
         .expect("gate");
-    let cni_before = workload_object(&wl, "v1", "ConfigMap", "cni-config").await.expect("cni");
+    let cni_before = workload_object(&wl, "v1", "ConfigMap", "cni-config")
+        .await
+        .expect("cni");
     env.start_controller();
     let still = env
         .wait_addon("c1", "the CEL expression evaluated false", |a| {
@@ -69,36 +92,55 @@ async fn a_cel_condition_holds_the_stage_and_a_restart_resumes() {
         })
         .await;
     assert_eq!(phases(&still)[0].1, "done", "the finished stage is not run again");
-    let cni_after = workload_object(&wl, "v1", "ConfigMap", "cni-config").await.expect("cni");
+    let cni_after = workload_object(&wl, "v1", "ConfigMap", "cni-config")
+        .await
+        .expect("cni");
     assert_eq!(
         cni_before["metadata"]["resourceVersion"], cni_after["metadata"]["resourceVersion"],
         "the restarted controller resumed at the waiting stage instead of re-applying cni"
     );
 
     gates
-        .patch("addon-gate", &PatchParams::apply("test"), &Patch::Apply(&gate("true")))
+        .patch(
+            "addon-gate",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&gate("true")),
+        )
         .await
         .expect("gate");
     let done = env
-        .wait_addon("c1", "all stages done", |a| ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v3")
+        .wait_addon("c1", "all stages done", |a| {
+            ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v3"
+        })
         .await;
     let status = done.status.clone().expect("status");
     assert!(status.stages.is_empty());
     assert!(status.applying_cluster_stack.is_empty());
     assert_eq!(done.spec.hook, "");
     assert_eq!(done.spec.version, "v3");
-    assert!(condition(&done, "EvaluatedCEL").is_none(), "removed once the expression holds");
-    let mut names: Vec<_> = status.resources.iter().map(|r| format!("{}/{}", r.kind, r.name)).collect();
+    assert!(
+        condition(&done, "EvaluatedCEL").is_none(),
+        "removed once the expression holds"
+    );
+    let mut names: Vec<_> = status
+        .resources
+        .iter()
+        .map(|r| format!("{}/{}", r.kind, r.name))
+        .collect();
     names.sort();
     assert_eq!(names, ["ConfigMap/cni-config", "Deployment/metrics-server"]);
-    let ms = workload_object(&wl, "apps/v1", "Deployment", "metrics-server").await.expect("metrics-server");
+    let ms = workload_object(&wl, "apps/v1", "Deployment", "metrics-server")
+        .await
+        .expect("metrics-server");
     assert_eq!(ms["spec"]["replicas"], 1);
 
     // Upgrade to v6: stage cni is gone (its ConfigMap is pruned), stage dashboard is new.
     env.release(6).await;
     env.set_class("c1", 6, Some("v1.32.3")).await;
     let upgraded = env
-        .wait_addon("c1", "v6 applied", |a| ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v6")
+        .wait_addon("c1", "v6 applied", |a| {
+            ready(a) && a.spec.cluster_stack == "docker-ferrol-1-32-v6"
+        })
         .await;
     assert_eq!(upgraded.spec.version, "v6");
     let mut names: Vec<_> = upgraded
@@ -111,8 +153,17 @@ async fn a_cel_condition_holds_the_stage_and_a_restart_resumes() {
         .collect();
     names.sort();
     assert_eq!(names, ["Deployment/metrics-server", "ServiceAccount/dashboard"]);
-    assert!(workload_object(&wl, "v1", "ConfigMap", "cni-config").await.is_none(), "removed stage pruned");
-    assert!(workload_object(&wl, "v1", "ServiceAccount", "dashboard").await.is_some());
-    let ms = workload_object(&wl, "apps/v1", "Deployment", "metrics-server").await.expect("metrics-server");
+    assert!(
+        workload_object(&wl, "v1", "ConfigMap", "cni-config")
+            .await
+            .is_none(),
+        "removed stage pruned"
+    );
+    assert!(workload_object(&wl, "v1", "ServiceAccount", "dashboard")
+        .await
+        .is_some());
+    let ms = workload_object(&wl, "apps/v1", "Deployment", "metrics-server")
+        .await
+        .expect("metrics-server");
     assert_eq!(ms["spec"]["replicas"], 2);
 }
