@@ -168,12 +168,15 @@ mod tests {
 
     #[test]
     fn empty_or_non_map_output_is_an_error_not_a_panic() {
-        assert_eq!(parse_values("").unwrap_err(), "nothing");
-        assert_eq!(parse_values("- a\n- b\n").unwrap_err(), "a list");
-        assert_eq!(parse_values("hello").unwrap_err(), "the string \"hello\"");
+        assert_eq!(parse_values("").expect_err("an error"), "nothing");
+        assert_eq!(parse_values("- a\n- b\n").expect_err("an error"), "a list");
+        assert_eq!(
+            parse_values("hello").expect_err("an error"),
+            "the string \"hello\""
+        );
         assert_eq!(parse_values("values: \"\"\n").expect("empty block"), json!({}));
         assert_eq!(
-            parse_values("values: |\n  - x\n").unwrap_err(),
+            parse_values("values: |\n  - x\n").expect_err("an error"),
             "a list",
             "a values block must hold a map as well"
         );

@@ -223,7 +223,7 @@ mod tests {
     fn wrong_request_kind_is_a_failure_response() {
         let req = json!({"apiVersion": HOOKS_API_VERSION, "kind": "AfterClusterUpgradeRequest",
                          "cluster": {"metadata": {"name": "c", "namespace": "n"}}});
-        let err = request_cluster("BeforeClusterUpgrade", &req).unwrap_err();
+        let err = request_cluster("BeforeClusterUpgrade", &req).expect_err("an error");
         assert!(err.contains("expected a BeforeClusterUpgradeRequest"), "{err}");
         let r = response("BeforeClusterUpgrade", Some(err), Some(10));
         assert_eq!(r["kind"], "BeforeClusterUpgradeResponse");
