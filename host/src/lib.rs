@@ -4,7 +4,10 @@
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod controller;
 pub mod oci;
 pub mod plugin;
 pub mod release;
 pub mod render;
+pub mod run;
+pub mod sandbox;
