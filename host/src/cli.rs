@@ -51,6 +51,18 @@ pub enum Command {
     Oci(crate::oci::cli::OciCommand),
     /// Print the CustomResourceDefinitions (the content of crds/).
     Crds,
+    /// Run the controllers: leader election, /metrics, /healthz, /readyz, graceful shutdown.
+    Run(RunArgs),
+    /// The embedded default: API emulator, CRDs, controllers, a sample plugin and release, reconciled.
+    Sandbox(crate::sandbox::SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub process: crate::run::ProcessArgs,
+    #[command(flatten)]
+    pub controllers: crate::controller::ControllerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,7 +246,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", crate::api::crds_yaml());
             Ok(0)
         }
+        Command::Run(args) => run_controllers(args).await,
+        Command::Sandbox(args) => crate::sandbox::run_sandbox(args).await,
     }
+}
+
+async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
+    let client = crate::run::client(args.process.kubeconfig.as_deref()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let ctx = controller_context(client.clone(), args.controllers, &mut registry)?;
+    let ended = crate::run::serve(&args.process, client, registry, |shutdown, health| async move {
+        crate::controller::run(Arc::new(ctx), shutdown, move || health.set_ready(true)).await
+    })
+    .await?;
+    Ok(match ended {
+        crate::run::Ended::Stopped => 0,
+        crate::run::Ended::LostLeadership => 1,
+    })
+}
+
+/// The controllers' shared context: plugin host, renderer, caches and metrics.
+pub fn controller_context(
+    client: kube::Client,
+    args: crate::controller::ControllerArgs,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<crate::controller::Context> {
+    let host = plugin::PluginHost::new(plugin::EngineConfig::default())?;
+    let renderer: Arc<dyn crate::render::Renderer> = Arc::from(crate::render::default_renderer()?);
+    let metrics = crate::controller::Metrics::new(registry);
+    crate::controller::Context::new(
+        client,
+        args,
+        crate::controller::PluginRegistry::new(host),
+        renderer,
+        metrics,
+    )
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {

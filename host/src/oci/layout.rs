@@ -236,6 +236,49 @@ pub async fn export_one(registry: &Registry, layout: &mut Layout, reference: &Re
     Ok(fetched.digest)
 }
 
+/// Write the component `file` into `layout` as a plugin artifact named `reference` (no registry
+/// involved; used to build the sample layout of `stackhost sandbox`). Returns the manifest digest.
+pub fn add_plugin(
+    layout: &mut Layout,
+    reference: &Reference,
+    file: &str,
+    component: &[u8],
+) -> Result<String> {
+    let artifact = super::artifact::PluginArtifact::new(file, component, Default::default())?;
+    layout.put_blob(component)?;
+    layout.put_blob(&artifact.config_bytes)?;
+    let bytes = artifact.manifest.to_bytes();
+    layout.add_manifest(reference, &bytes, manifest::OCI_MANIFEST)?;
+    Ok(digest::sha256(&bytes))
+}
+
+/// Write the release directory `dir` into `layout` as a release artifact named `reference`, with the
+/// same manifest `stackhost release push` writes. Returns the manifest digest.
+pub fn add_release(layout: &mut Layout, reference: &Reference, dir: &Path) -> Result<String> {
+    let (checked, files) = super::release::read_dir(dir)?;
+    let mut layers = Vec::new();
+    for (name, path) in &files {
+        let bytes = std::fs::read(path).map_err(|e| OciError::io("reading", path, e))?;
+        layout.put_blob(&bytes)?;
+        let mut desc = Descriptor::for_bytes(super::release::media_type_for(name), &bytes);
+        desc.annotations
+            .insert(manifest::ANNOTATION_TITLE.into(), name.clone());
+        layers.push(desc);
+    }
+    let config = b"{}";
+    layout.put_blob(config)?;
+    let mut m = Manifest::new(
+        Descriptor::for_bytes(super::release::EMPTY_CONFIG, config),
+        layers,
+    );
+    m.artifact_type = Some(super::release::ARTIFACT_TYPE.to_string());
+    m.annotations
+        .insert("kubernetesVersion".into(), checked.kubernetes_version.clone());
+    let bytes = m.to_bytes();
+    layout.add_manifest(reference, &bytes, manifest::OCI_MANIFEST)?;
+    Ok(digest::sha256(&bytes))
+}
+
 async fn copy_manifest_blobs(
     registry: &Registry,
     layout: &Layout,

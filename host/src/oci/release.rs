@@ -14,6 +14,8 @@ use super::error::{OciError, Result};
 use super::manifest::{self, Descriptor, Manifest, OCI_MANIFEST};
 use super::registry::{display, Registry};
 use super::source::Source;
+use crate::release::source::BoxFuture;
+use crate::release::{ReleaseError, ReleaseSource};
 
 /// Artifact type csctl publishes releases with.
 pub const ARTIFACT_TYPE: &str = "application/vnd.scs.cluster-stacks.v1";
@@ -304,6 +306,76 @@ pub async fn list_tags(source: &Source, repository: &Reference) -> Result<Vec<St
         .into_iter()
         .filter(|t| !(t.starts_with("sha256-") && (t.ends_with(".sig") || t.ends_with(".att"))))
         .collect())
+}
+
+/// A repository of release artifacts (in a registry or an OCI layout) as a [`ReleaseSource`]: the
+/// controller lists its tags for autoSubscribe and pulls releases through the release cache.
+#[derive(Debug, Clone)]
+pub struct OciReleaseSource {
+    source: Source,
+    repository: Reference,
+    shown: String,
+}
+
+impl OciReleaseSource {
+    /// `repository` is `<registry>/<path>` without a tag, e.g. `registry.example/kaas/cluster-stacks`.
+    pub fn new(source: Source, repository: &str) -> Result<Self> {
+        let repository = source.parse(repository)?;
+        let shown = format!("{}/{}", repository.registry(), repository.repository());
+        Ok(Self {
+            source,
+            repository,
+            shown,
+        })
+    }
+
+    fn error(&self, e: OciError) -> ReleaseError {
+        match e {
+            OciError::NotFound { reference } => ReleaseError::NotFound {
+                tag: reference,
+                source_name: self.describe(),
+            },
+            other => ReleaseError::Source {
+                source_name: self.describe(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl ReleaseSource for OciReleaseSource {
+    fn describe(&self) -> String {
+        match &self.source {
+            Source::Registry(_) => format!("OCI repository {}", self.shown),
+            Source::Layout(l) => format!("OCI layout {} ({})", l.root().display(), self.shown),
+        }
+    }
+
+    fn list_releases(&self) -> BoxFuture<'_, std::result::Result<Vec<String>, ReleaseError>> {
+        Box::pin(async move {
+            list_tags(&self.source, &self.repository)
+                .await
+                .map_err(|e| self.error(e))
+        })
+    }
+
+    fn download<'a>(
+        &'a self,
+        tag: &'a str,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, std::result::Result<(), ReleaseError>> {
+        Box::pin(async move {
+            let reference = Reference::with_tag(
+                self.repository.registry().to_string(),
+                self.repository.repository().to_string(),
+                tag.to_string(),
+            );
+            pull(&self.source, &reference, dest)
+                .await
+                .map(drop)
+                .map_err(|e| self.error(e))
+        })
+    }
 }
 
 #[cfg(test)]

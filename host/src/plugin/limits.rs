@@ -58,6 +58,14 @@ impl Grants {
             | usize::from(self.state) << 2
     }
 
+    /// Whether `<secret>/<key>` is granted: listed exactly, or its Secret is granted whole (`<secret>/*`).
+    pub fn allows_secret(&self, key: &str) -> bool {
+        let secret = key.split_once('/').map(|(s, _)| s);
+        self.secret_keys
+            .iter()
+            .any(|granted| granted == key || (secret.is_some() && granted.strip_suffix("/*") == secret))
+    }
+
     /// Whether `host` (and `port`) of a URL matches one of the granted host patterns.
     pub fn allows_host(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();

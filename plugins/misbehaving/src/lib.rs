@@ -2,7 +2,8 @@
 //!
 //! `validate-config(b)` performs behaviour `b` at once and stores it (state key `behaviour`), so every
 //! other export performs it too. Behaviours: `loop`, `alloc`, `trap`, `huge-output`, `forbidden-http`,
-//! `guest-error`, `print`, `ok`.
+//! `guest-error`, `print`, `ok`. `later:<b>` stores `b` without performing it, so the plugin loads and
+//! only the later calls misbehave (e.g. `later:trap` traps in `patch-cluster-class`).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -88,6 +89,10 @@ impl Guest for Misbehaving {
 
     fn validate_config(config: String) -> Result<(), Error> {
         let behaviour = config.trim().trim_matches('"').to_string();
+        if let Some(later) = behaviour.strip_prefix("later:") {
+            return state::set("behaviour", later)
+                .map_err(|e| Error::Failed(format!("cannot store the behaviour: {e:?}")));
+        }
         state::set("behaviour", &behaviour)
             .map_err(|e| Error::Failed(format!("cannot store the behaviour: {e:?}")))?;
         match perform(&behaviour)? {

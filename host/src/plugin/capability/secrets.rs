@@ -24,7 +24,7 @@ impl SecretSource for StaticSecrets {
 impl Host for CallState {
     fn get(&mut self, key: String) -> Result<Vec<u8>, SecretError> {
         self.host_calls += 1;
-        if !self.grants.secret_keys.contains(&key) {
+        if !self.grants.allows_secret(&key) {
             return Err(SecretError::Denied(format!(
                 "secret key {key:?} is not granted to this plugin; add it to the ProviderPlugin's \
                  spec.capabilities.secrets"

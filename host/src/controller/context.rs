@@ -1,0 +1,404 @@
+//! What every reconcile shares: the client, the plugin registry, release sources and cache, the
+//! renderer, events, metrics and per-object retry backoff.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+
+use super::metrics::Metrics;
+use super::plugins::PluginRegistry;
+use crate::api::{ClusterStackSpec, ReleaseSourceSpec};
+use crate::oci::auth::{Credential, Credentials};
+use crate::oci::cache::BlobCache;
+use crate::oci::layout::Layout;
+use crate::oci::registry::{Registry, RegistryConfig};
+use crate::oci::release::OciReleaseSource;
+use crate::oci::source::Source;
+use crate::release::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseCache, ReleaseSource};
+use crate::render::Renderer;
+
+/// Options of the controllers (`stackhost run`, flattened into its command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Only watch and reconcile objects in this namespace (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only reconcile objects carrying this label (`key=value`); ClusterStackReleases inherit it.
+    #[arg(long, value_parser = parse_label)]
+    pub watch_label: Option<(String, String)>,
+    /// Reconciles run at the same time, per controller.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Release source for ClusterStacks without `spec.source`: `oci://REGISTRY/REPO`,
+    /// `oci+http://REGISTRY/REPO` (plain HTTP), `github://OWNER/REPO`, or `dir:PATH`.
+    #[arg(long, env = "STACKHOST_RELEASE_SOURCE")]
+    pub release_source: Option<String>,
+    /// Read plugins and OCI releases from this OCI image layout instead of registries (air gap).
+    #[arg(long)]
+    pub oci_layout: Option<PathBuf>,
+    /// Cache of release files and plugin blobs.
+    #[arg(long, env = "STACKHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// How often autoSubscribe looks for new releases.
+    #[arg(long, default_value = "5m", value_parser = crate::run::parse_duration)]
+    pub auto_subscribe_interval: Duration,
+    /// How often a ProviderPlugin's image reference is resolved again (a tag may move to a new digest).
+    #[arg(long, default_value = "2m", value_parser = crate::run::parse_duration)]
+    pub plugin_refresh_interval: Duration,
+    /// How often a ready release is applied again (drift correction).
+    #[arg(long, default_value = "10m", value_parser = crate::run::parse_duration)]
+    pub resync_interval: Duration,
+    /// First wait before retrying a failed step; doubled per consecutive failure.
+    #[arg(long, default_value = "5s", value_parser = crate::run::parse_duration)]
+    pub retry_base: Duration,
+    /// Longest wait between retries of a failed step.
+    #[arg(long, default_value = "5m", value_parser = crate::run::parse_duration)]
+    pub retry_max: Duration,
+    /// GitHub API base URL for `github://` sources.
+    #[arg(long, default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// How the provider step runs: `plugin` (the ProviderPlugin, in process) or `object` (upstream's way:
+    /// a provider object is created in the API and a separate provider operator marks it ready; kept
+    /// for the comparison benchmark).
+    #[arg(long, value_enum, default_value = "plugin", hide = true)]
+    pub provider_step: ProviderStep,
+}
+
+/// See [`ControllerArgs::provider_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProviderStep {
+    #[default]
+    Plugin,
+    Object,
+}
+
+impl Default for ControllerArgs {
+    fn default() -> Self {
+        ControllerArgs {
+            namespace: None,
+            watch_label: None,
+            concurrency: 4,
+            release_source: None,
+            oci_layout: None,
+            cache_dir: None,
+            auto_subscribe_interval: Duration::from_secs(300),
+            plugin_refresh_interval: Duration::from_secs(120),
+            resync_interval: Duration::from_secs(600),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+            github_api_url: "https://api.github.com".into(),
+            provider_step: ProviderStep::Plugin,
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not a label; use key=value")),
+    }
+}
+
+impl ControllerArgs {
+    /// `key=value` for list/watch label selectors.
+    pub fn label_selector(&self) -> Option<String> {
+        self.watch_label.as_ref().map(|(k, v)| format!("{k}={v}"))
+    }
+
+    fn cache_root(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("stackhost")
+        })
+    }
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: kube::Client,
+    pub args: ControllerArgs,
+    pub plugins: PluginRegistry,
+    pub releases: ReleaseCache,
+    pub blobs: Arc<BlobCache>,
+    pub renderer: Arc<dyn Renderer>,
+    pub metrics: Metrics,
+    layout: Option<Arc<Layout>>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+    tags: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    refreshes: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Opens the caches and the OCI layout, if one is configured.
+    pub fn new(
+        client: kube::Client,
+        args: ControllerArgs,
+        plugins: PluginRegistry,
+        renderer: Arc<dyn Renderer>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let root = args.cache_root();
+        let releases = ReleaseCache::open(&root.join("releases"))
+            .with_context(|| format!("cannot open the release cache in {}", root.display()))?;
+        let blobs = Arc::new(
+            BlobCache::open(root.join("blobs"))
+                .with_context(|| format!("cannot open the blob cache in {}", root.display()))?,
+        );
+        let layout = match &args.oci_layout {
+            Some(dir) => Some(Arc::new(
+                Layout::open(dir).with_context(|| format!("--oci-layout {}", dir.display()))?,
+            )),
+            None => None,
+        };
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "stackhost".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Ok(Context {
+            client,
+            args,
+            plugins,
+            releases,
+            blobs,
+            renderer,
+            metrics,
+            layout,
+            recorder,
+            failures: Mutex::default(),
+            tags: Mutex::default(),
+            refreshes: Mutex::default(),
+        })
+    }
+
+    /// Where OCI artifacts come from: the configured layout, else registries (plain HTTP for
+    /// `insecure`, loopback always), with `credentials`.
+    pub fn oci_source(&self, insecure_host: Option<&str>, credentials: Credentials) -> Source {
+        if let Some(layout) = &self.layout {
+            return Source::Layout(layout.clone());
+        }
+        Source::Registry(Arc::new(Registry::new(RegistryConfig {
+            insecure: insecure_host.map(|h| vec![h.to_string()]).unwrap_or_default(),
+            credentials,
+            ..RegistryConfig::default()
+        })))
+    }
+
+    /// The release source of a ClusterStack (its `spec.source`, else the process default).
+    pub async fn release_source(
+        &self,
+        namespace: &str,
+        spec: Option<&ReleaseSourceSpec>,
+    ) -> Result<Arc<dyn ReleaseSource>, String> {
+        match spec {
+            Some(ReleaseSourceSpec { oci: Some(oci), .. }) => {
+                let host = oci.repository.split('/').next().unwrap_or_default().to_string();
+                let mut credentials = Credentials::anonymous();
+                if let Some(secret) = &oci.credentials_secret_name {
+                    let data = self.secret_data(namespace, secret).await?;
+                    let get = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+                    let credential = match (get("username"), get("password"), get("token")) {
+                        (Some(username), Some(password), _) => Credential::Basic { username, password },
+                        (_, _, Some(token)) => Credential::Bearer(token),
+                        _ => {
+                            return Err(format!(
+                                "Secret {namespace}/{secret} (spec.source.oci.credentialsSecretName) needs \
+                                 `username` and `password`, or `token`"
+                            ))
+                        }
+                    };
+                    credentials.insert(&host, credential);
+                }
+                let source = self.oci_source(oci.insecure.then_some(host.as_str()), credentials);
+                OciReleaseSource::new(source, &oci.repository)
+                    .map(|s| Arc::new(s) as Arc<dyn ReleaseSource>)
+                    .map_err(|e| format!("spec.source.oci.repository: {e}"))
+            }
+            Some(ReleaseSourceSpec { github: Some(gh), .. }) => {
+                let token = match &gh.token_secret_name {
+                    Some(secret) => {
+                        let data = self.secret_data(namespace, secret).await?;
+                        let token = data.get("token").ok_or_else(|| {
+                            format!(
+                                "Secret {namespace}/{secret} (spec.source.github.tokenSecretName) has no `token` key"
+                            )
+                        })?;
+                        Some(String::from_utf8_lossy(token).trim().to_string())
+                    }
+                    None => None,
+                };
+                Ok(Arc::new(GitHubSource::new(GitHubConfig {
+                    api_url: gh
+                        .api_url
+                        .clone()
+                        .unwrap_or_else(|| self.args.github_api_url.clone()),
+                    owner: gh.owner.clone(),
+                    repository: gh.repository.clone(),
+                    token,
+                    ..GitHubConfig::default()
+                })))
+            }
+            _ => self.default_source(),
+        }
+    }
+
+    fn default_source(&self) -> Result<Arc<dyn ReleaseSource>, String> {
+        let Some(spec) = self.args.release_source.as_deref() else {
+            return Err(
+                "the ClusterStack has no spec.source and the controller has no --release-source; \
+                        set one of them"
+                    .into(),
+            );
+        };
+        if let Some(path) = spec.strip_prefix("dir:") {
+            return Ok(Arc::new(LocalDirSource::new(path)));
+        }
+        if let Some(repo) = spec.strip_prefix("github://") {
+            let (owner, repository) = repo
+                .split_once('/')
+                .ok_or_else(|| format!("--release-source {spec}: use github://OWNER/REPO"))?;
+            return Ok(Arc::new(GitHubSource::new(GitHubConfig {
+                api_url: self.args.github_api_url.clone(),
+                owner: owner.into(),
+                repository: repository.into(),
+                ..GitHubConfig::default()
+            })));
+        }
+        let (repo, insecure) = match (spec.strip_prefix("oci://"), spec.strip_prefix("oci+http://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => {
+                return Err(format!(
+                    "--release-source {spec}: use oci://REGISTRY/REPO, oci+http://REGISTRY/REPO, \
+                     github://OWNER/REPO or dir:PATH"
+                ))
+            }
+        };
+        let host = repo.split('/').next().unwrap_or_default();
+        let source = self.oci_source(insecure.then_some(host), Credentials::anonymous());
+        OciReleaseSource::new(source, repo)
+            .map(|s| Arc::new(s) as Arc<dyn ReleaseSource>)
+            .map_err(|e| format!("--release-source {spec}: {e}"))
+    }
+
+    /// The data of a Secret, with a message naming it when it cannot be read.
+    pub async fn secret_data(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => Ok(s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()),
+            Ok(None) => Err(format!("Secret {namespace}/{name} does not exist")),
+            Err(e) => Err(format!("cannot read Secret {namespace}/{name}: {e}")),
+        }
+    }
+
+    /// Release tags of a source, listed at most once per autoSubscribe interval (100 ClusterStacks on
+    /// one source cost one listing). `fresh` skips the cache (a refresh was asked for).
+    pub async fn list_tags(&self, source: &dyn ReleaseSource, fresh: bool) -> Result<Vec<String>, String> {
+        let id = source.id();
+        let ttl = self.args.auto_subscribe_interval / 2;
+        if !fresh {
+            let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, list)) = tags.get(&id) {
+                if at.elapsed() < ttl {
+                    return Ok(list.clone());
+                }
+            }
+        }
+        let list = source.list_releases().await.map_err(|e| e.to_string())?;
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Whether the refresh annotation value `value` of object `uid` is new (a fresh listing is due).
+    pub fn refresh_requested(&self, uid: &str, value: &str) -> bool {
+        let mut seen = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(uid.to_string(), value.to_string()).as_deref() != Some(value)
+    }
+
+    /// Publishes an Event about `object`; failures are logged, never fatal.
+    pub async fn event<K>(&self, object: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(&note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!(object = %object.name_any(), error = %e, "cannot publish event");
+        }
+    }
+
+    /// The wait before retrying a failed step of `key`: `retry_base * 2^(failures-1)`, capped.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let factor = 2u32.saturating_pow((*n - 1).min(16));
+        self.args
+            .retry_base
+            .saturating_mul(factor)
+            .min(self.args.retry_max)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The ProviderPlugin name a ClusterStack uses (None in noProvider mode).
+pub fn plugin_of(spec: &ClusterStackSpec) -> Option<String> {
+    crate::api::provider_plugin_name(spec).map(str::to_owned)
+}

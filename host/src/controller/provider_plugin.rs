@@ -1,0 +1,322 @@
+//! ProviderPlugin controller: resolve the image reference, verify the signature, compile, validate the
+//! config, swap the plugin in, report. The reference is resolved again every
+//! `--plugin-refresh-interval`, so a tag that moves to a fixed digest is picked up without a restart.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+
+use super::plugins::{load_state, new_capabilities};
+use super::Context;
+use crate::api::condition::{self, false_condition, true_condition, types, READY};
+use crate::api::{parse_deadline, parse_memory, ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
+use crate::oci::auth::Credentials;
+use crate::oci::fetch::PluginFetcher;
+use crate::oci::signature::{PublicKey, SignaturePolicy, Verdict};
+use crate::plugin::capability::Capabilities;
+use crate::plugin::{Grants, Limits, PluginSettings};
+
+pub(crate) const CONTROLLER: &str = "providerplugin";
+
+/// A failed load step: the condition reason and a message that says what to do.
+struct LoadError {
+    reason: &'static str,
+    message: String,
+}
+
+fn fail(reason: &'static str) -> impl FnOnce(String) -> LoadError {
+    move |message| LoadError { reason, message }
+}
+
+/// The limits of a ProviderPlugin spec, defaults where unset.
+pub fn limits_of(pp: &ProviderPlugin) -> Result<Limits, String> {
+    let mut limits = Limits::default();
+    let l = &pp.spec.limits;
+    if let Some(fuel) = l.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(m) = &l.memory {
+        limits.memory_bytes =
+            usize::try_from(parse_memory(m).map_err(|e| format!("spec.limits.memory: {e}"))?)
+                .unwrap_or(usize::MAX);
+    }
+    if let Some(d) = &l.deadline {
+        let deadline = parse_deadline(d).map_err(|e| format!("spec.limits.deadline: {e}"))?;
+        limits.deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    }
+    Ok(limits)
+}
+
+/// Grants from `spec.capabilities`; `state` is always linked (a per-plugin store the host keeps).
+pub fn grants_of(pp: &ProviderPlugin) -> Grants {
+    let caps = &pp.spec.capabilities;
+    Grants {
+        http_hosts: caps.http_hosts.clone(),
+        secret_keys: caps
+            .secrets
+            .iter()
+            .flat_map(|g| {
+                if g.keys.is_empty() {
+                    vec![format!("{}/*", g.name)]
+                } else {
+                    g.keys.iter().map(|k| format!("{}/{k}", g.name)).collect()
+                }
+            })
+            .collect(),
+        state: true,
+    }
+}
+
+async fn policy(ctx: &Context, pp: &ProviderPlugin) -> Result<SignaturePolicy, LoadError> {
+    let ns = pp.namespace().unwrap_or_default();
+    let mut keys = Vec::new();
+    for (i, k) in pp.spec.verification.keys.iter().enumerate() {
+        let key_ns = k.namespace.clone().unwrap_or_else(|| ns.clone());
+        let data = ctx
+            .secret_data(&key_ns, &k.name)
+            .await
+            .map_err(|e| fail("VerificationKeyMissing")(format!("spec.verification.keys[{i}]: {e}")))?;
+        let pem = data.get(&k.key).ok_or_else(|| {
+            fail("VerificationKeyMissing")(format!(
+                "spec.verification.keys[{i}]: Secret {key_ns}/{} has no key `{}`",
+                k.name, k.key
+            ))
+        })?;
+        let origin = format!("{key_ns}/{}/{}", k.name, k.key);
+        keys.push(
+            PublicKey::from_pem(&origin, pem)
+                .map_err(|e| fail("VerificationKeyInvalid")(format!("spec.verification.keys[{i}]: {e}")))?,
+        );
+    }
+    Ok(SignaturePolicy {
+        keys,
+        allow_unsigned: pp.spec.verification.allow_unsigned,
+    })
+}
+
+/// Resolve, verify, compile and validate; on success the plugin serves from now on.
+async fn load(
+    ctx: &Context,
+    pp: &ProviderPlugin,
+) -> Result<(Arc<super::plugins::LoadedPlugin>, bool), LoadError> {
+    let ns = pp.namespace().unwrap_or_default();
+    let name = pp.name_any();
+    let generation = pp.metadata.generation.unwrap_or_default();
+    let limits = limits_of(pp).map_err(fail("InvalidSpec"))?;
+    let grants = grants_of(pp);
+    let policy = policy(ctx, pp).await?;
+    let host = pp.spec.image.split('/').next().unwrap_or_default().to_string();
+    let source = ctx.oci_source(
+        pp.spec.insecure_registry.then_some(host.as_str()),
+        Credentials::anonymous(),
+    );
+    let fetcher = PluginFetcher::new(source, ctx.blobs.clone(), policy);
+    let pulled = fetcher.pull(&pp.spec.image).await.map_err(|e| {
+        let reason = match &e {
+            crate::oci::error::OciError::Unsigned { .. } => "SignatureMissing",
+            crate::oci::error::OciError::BadSignature { .. } => "SignatureInvalid",
+            crate::oci::error::OciError::NotAPlugin { .. }
+            | crate::oci::error::OciError::UnsupportedWorld { .. } => "IncompatiblePlugin",
+            _ => "PullFailed",
+        };
+        fail(reason)(format!("spec.image {}: {e}", pp.spec.image))
+    })?;
+    if let Some(current) = ctx.plugins.get(&ns, &name) {
+        if current.plugin.digest() == pulled.component_digest && current.generation == generation {
+            return Ok((current, false));
+        }
+    }
+    let verified_by = match &pulled.verdict {
+        Verdict::Signed(v) => v.key.clone(),
+        Verdict::UnsignedAllowed => "unsigned (allowUnsigned)".to_string(),
+    };
+    let state = load_state(&ctx.client, &ns, &name)
+        .await
+        .map_err(fail("StateUnavailable"))?;
+    let capabilities = new_capabilities(state);
+    let config = pp
+        .spec
+        .config
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "{}".to_string());
+    let settings = PluginSettings {
+        name: format!("{ns}/{name}"),
+        limits,
+        grants,
+        capabilities: Capabilities {
+            config: Arc::from(config.as_str()),
+            secrets: capabilities.0.clone(),
+            state: capabilities.1.clone(),
+            ..Capabilities::default()
+        },
+        ..PluginSettings::default()
+    };
+    let host_ = ctx.plugins.host.clone();
+    let bytes = pulled.bytes.clone();
+    let plugin = tokio::task::spawn_blocking(move || host_.load(&bytes, settings))
+        .await
+        .map_err(|e| fail("CompileFailed")(format!("the compiler panicked: {e}")))?
+        .map_err(|e| fail("CompileFailed")(e.to_string()))?;
+    // The plugin judges its own config before it serves anything.
+    let validated = plugin
+        .offload("validate-config", move |p| p.validate_config(&config))
+        .await;
+    ctx.metrics.plugin_call(
+        &format!("{ns}/{name}"),
+        &validated.report,
+        validated.result.as_ref().map(|r| r.is_ok()),
+    );
+    match validated.result {
+        Ok(Ok(())) => {}
+        Ok(Err(guest)) => return Err(fail("InvalidConfig")(format!("spec.config: {guest}"))),
+        Err(e) => return Err(fail("PluginFailed")(format!("validate-config: {e}"))),
+    }
+    let granted_secrets = pp
+        .spec
+        .capabilities
+        .secrets
+        .iter()
+        .map(|g| (g.name.clone(), g.keys.clone()))
+        .collect();
+    ctx.plugins.install(
+        &ns,
+        &name,
+        plugin,
+        pulled.manifest_digest,
+        generation,
+        verified_by,
+        granted_secrets,
+        capabilities,
+    );
+    let loaded = ctx
+        .plugins
+        .get(&ns, &name)
+        .ok_or_else(|| fail("CompileFailed")("the plugin vanished right after loading".into()))?;
+    Ok((loaded, true))
+}
+
+/// Reconciles one ProviderPlugin.
+pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let started = Instant::now();
+    let ns = pp.namespace().unwrap_or_default();
+    let name = pp.name_any();
+    let api: Api<ProviderPlugin> = Api::namespaced(ctx.client.clone(), &ns);
+    if pp.metadata.deletion_timestamp.is_some() {
+        ctx.plugins.remove(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    let now = super::now();
+    let mut status = pp.status.clone().unwrap_or_default();
+    let outcome = load(&ctx, &pp).await;
+    let key = format!("pp/{ns}/{name}");
+    let action = match outcome {
+        Ok((loaded, swapped)) => {
+            ctx.succeeded(&key);
+            if swapped {
+                let previous = status.resolved_digest.clone();
+                ctx.event(
+                    pp.as_ref(),
+                    EventType::Normal,
+                    "PluginLoaded",
+                    "Load",
+                    match previous {
+                        Some(p) if p != loaded.plugin.digest() => format!(
+                            "now serving {} (was {p}); calls in flight finish on the old one",
+                            loaded.plugin.digest()
+                        ),
+                        _ => format!("serving {} ({})", loaded.plugin.digest(), loaded.verified_by),
+                    },
+                )
+                .await;
+            }
+            status.resolved_digest = Some(loaded.plugin.digest().to_string());
+            status.verified_by = Some(loaded.verified_by.clone());
+            status.imports = loaded.plugin.imports().to_vec();
+            status.exports = loaded.plugin.exports().to_vec();
+            status.last_load_error = None;
+            condition::set(&mut status.conditions, true_condition(types::PLUGIN_LOADED), &now);
+            Action::requeue(ctx.args.plugin_refresh_interval)
+        }
+        Err(e) => {
+            ctx.plugins
+                .failed(&ns, &name, format!("{}: {}", e.reason, e.message));
+            let serving = ctx.plugins.get(&ns, &name);
+            let message = match &serving {
+                Some(p) => format!(
+                    "{} (the last good plugin {} keeps serving)",
+                    e.message,
+                    p.plugin.digest()
+                ),
+                None => e.message.clone(),
+            };
+            if status.last_load_error.as_deref() != Some(message.as_str()) {
+                ctx.event(pp.as_ref(), EventType::Warning, e.reason, "Load", message.clone())
+                    .await;
+            }
+            status.last_load_error = Some(message.clone());
+            condition::set(
+                &mut status.conditions,
+                false_condition(types::PLUGIN_LOADED, ConditionSeverity::Error, e.reason, &message),
+                &now,
+            );
+            Action::requeue(ctx.backoff(&key))
+        }
+    };
+    if let Some(loaded) = ctx.plugins.get(&ns, &name) {
+        let stats = loaded.plugin.stats();
+        status.calls.total = stats.calls;
+        status.calls.errors = stats.guest_errors;
+        status.calls.traps = stats.failures;
+        status.calls.fuel_consumed = stats.fuel;
+    }
+    // Ready while some plugin serves, even if the latest load failed (that shows in PluginLoaded).
+    let ready = match ctx.plugins.get(&ns, &name) {
+        Some(_) => true_condition(READY),
+        None => {
+            let c = condition::find(&status.conditions, types::PLUGIN_LOADED).cloned();
+            false_condition(
+                READY,
+                ConditionSeverity::Error,
+                c.as_ref()
+                    .and_then(|c| c.reason.as_deref())
+                    .unwrap_or("NotLoaded"),
+                c.as_ref()
+                    .and_then(|c| c.message.as_deref())
+                    .unwrap_or("not loaded yet"),
+            )
+        }
+    };
+    condition::set(&mut status.conditions, ready, &now);
+    status.observed_generation = pp.metadata.generation;
+    write_status(&api, &name, &pp.status, status).await?;
+    let result = if ctx.plugins.get(&ns, &name).is_some() {
+        "ok"
+    } else {
+        "requeue"
+    };
+    ctx.metrics.reconciled(CONTROLLER, result, started.elapsed());
+    Ok(action)
+}
+
+async fn write_status(
+    api: &Api<ProviderPlugin>,
+    name: &str,
+    old: &Option<ProviderPluginStatus>,
+    status: ProviderPluginStatus,
+) -> Result<(), kube::Error> {
+    if old.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .map(drop)
+}

@@ -1,0 +1,465 @@
+//! `stackhost sandbox`: the whole product on one machine. An in-process Kubernetes API emulator with the
+//! stackhost and Cluster API CRDs, the controllers running against it, and (for the embedded default) a
+//! sample release and plugin read from an OCI image layout shipped in the repository.
+//!
+//! The integration tests use the same [`Sandbox`] with a real registry instead of the layout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
+use crate::controller::{Context, ControllerArgs};
+
+/// The Cluster API CRDs the sample stacks need (real, unmodified upstream files).
+pub const CAPI_CRDS: &[(&str, &str)] = &[
+    (
+        "cluster.x-k8s.io_clusterclasses.yaml",
+        include_str!("../../tests/fixtures/capi-crds/cluster.x-k8s.io_clusterclasses.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_clusters.yaml",
+        include_str!("../../tests/fixtures/capi-crds/cluster.x-k8s.io_clusters.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_devclustertemplates.yaml",
+        include_str!(
+            "../../tests/fixtures/capi-crds/infrastructure.cluster.x-k8s.io_devclustertemplates.yaml"
+        ),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_devmachinetemplates.yaml",
+        include_str!(
+            "../../tests/fixtures/capi-crds/infrastructure.cluster.x-k8s.io_devmachinetemplates.yaml"
+        ),
+    ),
+    (
+        "controlplane.cluster.x-k8s.io_kubeadmcontrolplanetemplates.yaml",
+        include_str!(
+            "../../tests/fixtures/capi-crds/controlplane.cluster.x-k8s.io_kubeadmcontrolplanetemplates.yaml"
+        ),
+    ),
+    (
+        "bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
+        include_str!("../../tests/fixtures/capi-crds/bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml"),
+    ),
+];
+
+/// Installs the stackhost CRDs and the Cluster API CRDs into an emulator cluster.
+pub fn install_crds(cluster: &kube_emulator::Cluster) -> anyhow::Result<()> {
+    cluster
+        .apply_yaml(&crate::api::crds_yaml(), "stackhost")
+        .context("installing the stackhost CRDs")?;
+    for (file, text) in CAPI_CRDS {
+        cluster
+            .apply_yaml(text, "stackhost")
+            .with_context(|| format!("installing the Cluster API CRD {file}"))?;
+    }
+    Ok(())
+}
+
+/// An API emulator with the CRDs installed and the controllers running against it.
+pub struct Sandbox {
+    pub cluster: kube_emulator::Cluster,
+    pub client: kube::Client,
+    pub args: ControllerArgs,
+    pub registry: prometheus_client::registry::Registry,
+    controllers: Option<(watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, Arc<Context>)>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("api", &self.cluster.url())
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Starts the emulator, installs the CRDs and starts the controllers with `args`.
+    pub async fn start(args: ControllerArgs) -> anyhow::Result<Self> {
+        let cluster = kube_emulator::Cluster::start()
+            .await
+            .context("starting the API emulator")?;
+        install_crds(&cluster)?;
+        let client = cluster.client()?;
+        let mut sandbox = Sandbox {
+            cluster,
+            client,
+            args,
+            registry: prometheus_client::registry::Registry::default(),
+            controllers: None,
+        };
+        sandbox.start_controllers()?;
+        Ok(sandbox)
+    }
+
+    /// The controllers' context (metrics, plugin registry), while they run.
+    pub fn context(&self) -> Option<&Arc<Context>> {
+        self.controllers.as_ref().map(|(_, _, ctx)| ctx)
+    }
+
+    /// Starts the controllers (again) with a fresh context: nothing is remembered but what the API
+    /// and the on-disk caches hold, as after a process restart.
+    pub fn start_controllers(&mut self) -> anyhow::Result<()> {
+        self.registry = prometheus_client::registry::Registry::default();
+        let ctx = Arc::new(crate::cli::controller_context(
+            self.client.clone(),
+            self.args.clone(),
+            &mut self.registry,
+        )?);
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(crate::controller::run(ctx.clone(), rx, || {}));
+        self.controllers = Some((tx, task, ctx));
+        Ok(())
+    }
+
+    /// Stops the controllers gracefully (reconciles in flight finish).
+    pub async fn stop_controllers(&mut self) {
+        if let Some((tx, task, _)) = self.controllers.take() {
+            let _ = tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+
+    /// Kills the controllers at once, in the middle of whatever they were doing.
+    pub async fn kill_controllers(&mut self) {
+        if let Some((_, task, _)) = self.controllers.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_controllers().await;
+        self.cluster.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms; the error says what was awaited and the
+/// last state seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(last) if Instant::now() >= deadline => {
+                anyhow::bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A one-line account of a release's state: ready flag and its conditions.
+pub fn describe_release(r: &ClusterStackRelease) -> String {
+    let Some(s) = &r.status else {
+        return format!("{}: no status yet", r.name_any());
+    };
+    let conditions: Vec<String> = s
+        .conditions
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={:?}{}",
+                c.type_,
+                c.status,
+                c.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r}: {})", c.message.clone().unwrap_or_default()))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("{}: ready={} [{}]", r.name_any(), s.ready, conditions.join(", "))
+}
+
+/// Waits until ClusterStackRelease `namespace/name` is Ready.
+pub async fn wait_release_ready(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<ClusterStackRelease> {
+    let api: Api<ClusterStackRelease> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("ClusterStackRelease {namespace}/{name} to be ready"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                match api.get_opt(name).await {
+                    Ok(Some(r)) if r.status.as_ref().is_some_and(|s| s.ready) => Ok(r),
+                    Ok(Some(r)) => Err(describe_release(&r)),
+                    Ok(None) => Err("not created yet".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The sample objects of the embedded default: a ProviderPlugin for the docker plugin and a
+/// ClusterStack following the docker/ferrol stack.
+pub fn sample_objects(namespace: &str, plugin_image: &str) -> (ProviderPlugin, ClusterStack) {
+    let pp: ProviderPlugin = serde_json::from_value(serde_json::json!({
+        "apiVersion": "clusterstack.x-k8s.io/v1alpha1",
+        "kind": "ProviderPlugin",
+        "metadata": {"name": "docker", "namespace": namespace},
+        "spec": {
+            "image": plugin_image,
+            "verification": {"allowUnsigned": true},
+            "limits": {"fuel": 500_000_000u64, "memory": "64Mi", "deadline": "10s"},
+            "config": {"imageRegistry": "docker.io", "pendingRounds": 1}
+        }
+    }))
+    .unwrap_or_else(|e| unreachable!("the sample ProviderPlugin is valid: {e}"));
+    let cs: ClusterStack = serde_json::from_value(serde_json::json!({
+        "apiVersion": "clusterstack.x-k8s.io/v1alpha1",
+        "kind": "ClusterStack",
+        "metadata": {"name": "docker-ferrol-1-32", "namespace": namespace},
+        "spec": {
+            "provider": "docker",
+            "name": "ferrol",
+            "kubernetesVersion": "1.32",
+            "channel": "stable",
+            "autoSubscribe": true,
+            "versions": []
+        }
+    }))
+    .unwrap_or_else(|e| unreachable!("the sample ClusterStack is valid: {e}"));
+    (pp, cs)
+}
+
+/// Creates an object, or replaces nothing when it exists.
+pub async fn create<K>(client: &kube::Client, namespace: &str, object: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", object.name_any())),
+    }
+}
+
+/// The OCI layout of the embedded default, shipped in the repository.
+pub fn default_layout() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox/sample")
+}
+
+/// `stackhost sandbox`: the embedded default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    /// Exit once the sample release is Ready (0), or with 1 and the reason when it is not within --timeout.
+    #[arg(long)]
+    pub once: bool,
+    /// Where to write the kubeconfig of the sandbox API (for kubectl).
+    #[arg(long, default_value = "stackhost-sandbox.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// OCI image layout holding the sample plugin and release [default: sandbox/sample in the repository].
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
+    /// How long --once waits for the sample to become Ready.
+    #[arg(long, default_value = "120s", value_parser = crate::run::parse_duration)]
+    pub timeout: Duration,
+    /// Cache directory [default: a temporary directory].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Instead of running: write the sample layout into this directory from plugins/dist/docker.wasm and
+    /// tests/fixtures/releases/docker-ferrol-1-32-v1 (what scripts/build-sample-layout.sh does), then exit.
+    #[arg(long, value_name = "DIR")]
+    pub write_sample_layout: Option<PathBuf>,
+}
+
+/// Writes the sample layout (see [`SandboxArgs::write_sample_layout`]) from the repository at `repo`.
+pub fn write_sample_layout(repo: &Path, dest: &Path) -> anyhow::Result<()> {
+    use crate::oci::layout::{add_plugin, add_release, Layout};
+    use crate::oci::registry::parse_reference;
+    let component_path = repo.join("plugins/dist/docker.wasm");
+    let component = std::fs::read(&component_path).with_context(|| {
+        format!(
+            "{}: build the plugins first (plugins/build)",
+            component_path.display()
+        )
+    })?;
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    let mut layout = Layout::create(dest)?;
+    let plugin = parse_reference(SAMPLE_PLUGIN, &[])?;
+    let digest = add_plugin(&mut layout, &plugin, "docker.wasm", &component)?;
+    println!("{SAMPLE_PLUGIN} {digest}");
+    let tag = "docker-ferrol-1-32-v1";
+    let release = parse_reference(&format!("{SAMPLE_RELEASES}:{tag}"), &[])?;
+    let digest = add_release(
+        &mut layout,
+        &release,
+        &repo.join("tests/fixtures/releases").join(tag),
+    )?;
+    println!("{SAMPLE_RELEASES}:{tag} {digest}");
+    Ok(())
+}
+
+/// Reference of the sample plugin inside the shipped layout.
+pub const SAMPLE_PLUGIN: &str = "sample.stackhost.local/plugins/docker:0.1.0";
+/// Release repository inside the shipped layout.
+pub const SAMPLE_RELEASES: &str = "sample.stackhost.local/kaas/cluster-stacks";
+
+/// Runs the embedded default; see [`SandboxArgs`].
+pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
+    if let Some(dest) = &args.write_sample_layout {
+        write_sample_layout(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), dest)?;
+        return Ok(0);
+    }
+    let layout = args.layout.clone().unwrap_or_else(default_layout);
+    anyhow::ensure!(
+        layout.join("index.json").is_file(),
+        "{} is not an OCI image layout (no index.json): pass --layout, or rebuild it with scripts/build-sample-layout.sh",
+        layout.display()
+    );
+    let temp = tempfile::Builder::new().prefix("stackhost-sandbox").tempdir()?;
+    let controller_args = ControllerArgs {
+        oci_layout: Some(layout.clone()),
+        release_source: Some(format!("oci://{SAMPLE_RELEASES}")),
+        cache_dir: Some(
+            args.cache_dir
+                .clone()
+                .unwrap_or_else(|| temp.path().to_path_buf()),
+        ),
+        retry_base: Duration::from_millis(500),
+        retry_max: Duration::from_secs(10),
+        auto_subscribe_interval: Duration::from_secs(60),
+        ..ControllerArgs::default()
+    };
+    let started = Instant::now();
+    eprintln!(
+        "sandbox: starting the API emulator and the controllers (plugins and releases from {})",
+        layout.display()
+    );
+    let sandbox = Sandbox::start(controller_args).await?;
+    sandbox.cluster.write_kubeconfig(&args.kubeconfig)?;
+    eprintln!(
+        "sandbox: API at {} (kubeconfig {}); CRDs installed: stackhost and Cluster API",
+        sandbox.cluster.url(),
+        args.kubeconfig.display()
+    );
+    let (pp, cs) = sample_objects("default", SAMPLE_PLUGIN);
+    create(&sandbox.client, "default", &pp).await?;
+    create(&sandbox.client, "default", &cs).await?;
+    eprintln!("sandbox: applied ProviderPlugin default/docker ({SAMPLE_PLUGIN}) and ClusterStack default/docker-ferrol-1-32");
+
+    let outcome = follow_sample(&sandbox.client, args.timeout).await;
+    match &outcome {
+        Ok(release) => report(&sandbox.client, release, started.elapsed()).await?,
+        Err(e) => eprintln!("sandbox: the sample did not become ready: {e:#}"),
+    }
+    if args.once {
+        sandbox.shutdown().await?;
+        let _ = std::fs::remove_file(&args.kubeconfig);
+        return Ok(if outcome.is_ok() { 0 } else { 1 });
+    }
+    println!(
+        "\nThe sandbox keeps running. Try:\n  kubectl --kubeconfig {0} get clusterstacks,clusterstackreleases,providerplugins\n  kubectl --kubeconfig {0} get clusterclasses\nStop it with Ctrl-C.",
+        args.kubeconfig.display()
+    );
+    tokio::signal::ctrl_c().await.ok();
+    eprintln!("sandbox: stopping");
+    sandbox.shutdown().await?;
+    Ok(0)
+}
+
+/// Prints each change of the sample release until it is Ready.
+async fn follow_sample(client: &kube::Client, timeout: Duration) -> anyhow::Result<ClusterStackRelease> {
+    let api: Api<ClusterStackRelease> = Api::namespaced(client.clone(), "default");
+    let mut last = String::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let releases = api.list(&Default::default()).await?.items;
+        for r in &releases {
+            let line = describe_release(r);
+            if line != last {
+                eprintln!("sandbox: {line}");
+                last = line;
+            }
+        }
+        if let Some(r) = releases
+            .iter()
+            .find(|r| r.status.as_ref().is_some_and(|s| s.ready))
+        {
+            return Ok(r.clone());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("not ready after {timeout:?}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn report(client: &kube::Client, release: &ClusterStackRelease, took: Duration) -> anyhow::Result<()> {
+    let status = release.status.clone().unwrap_or_default();
+    println!(
+        "release {} ready in {:.1}s (Kubernetes {}, plugin {})",
+        release.name_any(),
+        took.as_secs_f64(),
+        status.kubernetes_version.unwrap_or_default(),
+        status.plugin_digest.unwrap_or_else(|| "none".into())
+    );
+    println!("applied {} objects:", status.resources.len());
+    for r in &status.resources {
+        let ns = if r.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", r.namespace)
+        };
+        println!(
+            "  {} {ns}{} ({:?})",
+            r.kind,
+            r.name,
+            r.status.clone().unwrap_or(crate::api::ResourceStatus::NotSynced)
+        );
+    }
+    let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "ClusterClass",
+    ));
+    let classes: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    for class in classes.list(&Default::default()).await?.items {
+        let patched: Vec<String> = class
+            .annotations()
+            .iter()
+            .filter(|(k, _)| k.starts_with("docker.clusterstack.x-k8s.io/"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "ClusterClass {} patched by the plugin: {}",
+            class.name_any(),
+            if patched.is_empty() {
+                "nothing".to_string()
+            } else {
+                patched.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

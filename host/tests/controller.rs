@@ -1,0 +1,595 @@
+//! The controllers end to end, against the API emulator (with the real Cluster API CRDs), the real
+//! `docker-registry` and real Helm: ClusterStack -> ClusterStackReleases -> plugin steps -> ClusterClass
+//! applied; autoSubscribe, pinning, in-use protection, deletion, a trapping plugin replaced by a fixed
+//! digest, an unreachable registry, and a controller killed in the middle of a reconcile.
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+use stackhost::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
+use stackhost::controller::ControllerArgs;
+use stackhost::oci::registry::{Registry, RegistryConfig};
+use stackhost::sandbox::{describe_release, wait_for, wait_release_ready, Sandbox};
+use support::proxy::{Mode, Proxy};
+use support::TestRegistry;
+
+const NS: &str = "default";
+const WAIT: Duration = Duration::from_secs(60);
+
+type TestResult = anyhow::Result<()>;
+
+fn fixture_release(tag: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/releases")
+        .join(tag)
+}
+
+fn args(cache: &Path) -> ControllerArgs {
+    ControllerArgs {
+        cache_dir: Some(cache.to_path_buf()),
+        auto_subscribe_interval: Duration::from_secs(2),
+        plugin_refresh_interval: Duration::from_millis(500),
+        retry_base: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+        ..ControllerArgs::default()
+    }
+}
+
+fn registry_client() -> Registry {
+    Registry::new(RegistryConfig::default())
+}
+
+async fn push_release(registry: &Registry, addr: &str, tag: &str) -> TestResult {
+    let r = registry.parse(&format!("{addr}/kaas/cluster-stacks:{tag}"))?;
+    stackhost::oci::release::push(registry, &fixture_release(tag), &r).await?;
+    Ok(())
+}
+
+async fn push_plugin(registry: &Registry, reference: &str, name: &str) -> anyhow::Result<String> {
+    let r = registry.parse(reference)?;
+    let bytes = common::plugin_bytes(name);
+    Ok(
+        stackhost::oci::fetch::push_plugin(registry, &format!("{name}.wasm"), &bytes, &r, BTreeMap::new())
+            .await?,
+    )
+}
+
+fn provider_plugin(image: &str, config: serde_json::Value) -> ProviderPlugin {
+    serde_json::from_value(json!({
+        "apiVersion": "clusterstack.x-k8s.io/v1alpha1",
+        "kind": "ProviderPlugin",
+        "metadata": {"name": "docker", "namespace": NS},
+        "spec": {
+            "image": image,
+            "verification": {"allowUnsigned": true},
+            "insecureRegistry": true,
+            "limits": {"fuel": 200_000_000u64, "deadline": "5s"},
+            "config": config
+        }
+    }))
+    .expect("valid ProviderPlugin")
+}
+
+fn cluster_stack(repository: &str, auto_subscribe: bool, versions: &[&str]) -> ClusterStack {
+    serde_json::from_value(json!({
+        "apiVersion": "clusterstack.x-k8s.io/v1alpha1",
+        "kind": "ClusterStack",
+        "metadata": {"name": "ferrol", "namespace": NS},
+        "spec": {
+            "provider": "docker", "name": "ferrol", "kubernetesVersion": "1.32",
+            "autoSubscribe": auto_subscribe, "versions": versions,
+            "source": {"oci": {"repository": repository, "insecure": true}}
+        }
+    }))
+    .expect("valid ClusterStack")
+}
+
+fn gvk_api(client: &kube::Client, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), NS, &ar)
+}
+
+fn cluster_classes(client: &kube::Client) -> Api<DynamicObject> {
+    gvk_api(client, "cluster.x-k8s.io", "v1beta2", "ClusterClass")
+}
+
+async fn names(api: &Api<DynamicObject>) -> anyhow::Result<Vec<String>> {
+    let mut v: Vec<String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+async fn release_names(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let api: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let mut v: Vec<String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+async fn wait_releases(client: &kube::Client, expected: &[&str]) -> TestResult {
+    wait_for(&format!("releases {expected:?}"), WAIT, || async {
+        let now = release_names(client).await.map_err(|e| e.to_string())?;
+        if now == expected {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await
+}
+
+async fn wait_classes(client: &kube::Client, expected: &[&str]) -> TestResult {
+    let api = cluster_classes(client);
+    wait_for(&format!("ClusterClasses {expected:?}"), WAIT, || async {
+        let now = names(&api).await.map_err(|e| e.to_string())?;
+        if now == expected {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await
+}
+
+async fn patch_spec(client: &kube::Client, spec: serde_json::Value) -> TestResult {
+    let api: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    api.patch(
+        "ferrol",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Cluster API Cluster (v1beta2) using `class`.
+async fn create_cluster(client: &kube::Client, name: &str, class: &str) -> TestResult {
+    let api = gvk_api(client, "cluster.x-k8s.io", "v1beta2", "Cluster");
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"topology": {"classRef": {"name": class}, "version": "v1.32.2",
+                              "controlPlane": {"replicas": 1}}}
+    }))?;
+    api.create(&Default::default(), &obj).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_stack_follows_its_releases_from_apply_to_deletion() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+    let plugin_ref = format!("{}/plugins/docker:1", reg.addr);
+    let digest = push_plugin(&registry, &plugin_ref, "docker").await?;
+
+    // A signed plugin: the ProviderPlugin names the public key in a Secret.
+    let key = stackhost::oci::signature::generate_key(b"")?;
+    let key_file = cache.path().join("cosign.key");
+    std::fs::write(&key_file, &key.private_pem)?;
+    let signer = stackhost::oci::signature::SigningKey::from_file(&key_file, b"")?;
+    stackhost::oci::signature::sign(&registry, &registry.parse(&plugin_ref)?, &digest, &signer).await?;
+
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plugin-keys"},
+                "stringData": {"cosign.pub": key.public_pem}
+            }))?,
+        )
+        .await?;
+    let mut pp = provider_plugin(&plugin_ref, json!({"pendingRounds": 2}));
+    pp.spec.verification =
+        serde_json::from_value(json!({"keys": [{"name": "plugin-keys", "key": "cosign.pub"}]}))?;
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    pps.create(&Default::default(), &pp).await?;
+    let repository = format!("{}/kaas/cluster-stacks", reg.addr);
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks
+        .create(&Default::default(), &cluster_stack(&repository, true, &[]))
+        .await?;
+
+    // The newest release becomes ready: node images pending twice (the plugin's retry hint), then
+    // rendered, patched and applied.
+    let v1 = wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    let status = v1.status.clone().unwrap_or_default();
+    assert_eq!(status.kubernetes_version.as_deref(), Some("v1.32.2"));
+    assert!(status
+        .plugin_digest
+        .as_deref()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    let class = cluster_classes(&client).get("docker-ferrol-1-32-v1").await?;
+    let annotations = class.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("docker.clusterstack.x-k8s.io/node-images")
+            .map(String::as_str),
+        Some("docker.io/kindest/node:v1.32.2"),
+        "{annotations:?}"
+    );
+    assert!(annotations
+        .get("docker.clusterstack.x-k8s.io/patched-by")
+        .is_some_and(|v| v.starts_with("docker-plugin")));
+    let labels = class.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("clusterstack.x-k8s.io/instance").map(String::as_str),
+        Some("owned")
+    );
+    // The templates the class references were applied too, each listed as synced.
+    for kind in ["DevClusterTemplate", "DevMachineTemplate"] {
+        let listed = status.resources.iter().filter(|r| r.kind == kind).count();
+        assert!(listed >= 1, "{kind} not applied: {:?}", status.resources);
+    }
+    let templates = gvk_api(
+        &client,
+        "infrastructure.cluster.x-k8s.io",
+        "v1beta2",
+        "DevClusterTemplate",
+    );
+    assert!(!names(&templates).await?.is_empty());
+
+    // The plugin is verified by the key, and its call statistics and state are reported.
+    let pp = wait_for("ProviderPlugin status with calls", WAIT, || async {
+        let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
+        match &pp.status {
+            Some(s) if s.calls.total >= 3 => Ok(pp),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    let pp_status = pp.status.unwrap_or_default();
+    assert_eq!(
+        pp_status.verified_by.as_deref(),
+        Some("default/plugin-keys/cosign.pub")
+    );
+    assert!(
+        pp_status
+            .imports
+            .iter()
+            .any(|i| i.contains("clusterstack:provider/state")),
+        "{:?}",
+        pp_status.imports
+    );
+    let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let state = state.get("stackhost-plugin-state-docker").await?;
+    assert_eq!(
+        state
+            .data
+            .unwrap_or_default()
+            .get("ready/docker-ferrol-1-32-v1")
+            .map(String::as_str),
+        Some("docker.io/kindest/node:v1.32.2")
+    );
+
+    // The ClusterStack reports the release.
+    let cs = wait_for("ClusterStack usable versions", WAIT, || async {
+        let cs = stacks.get("ferrol").await.map_err(|e| e.to_string())?;
+        match &cs.status {
+            Some(s) if s.usable_versions == "v1" => Ok(cs),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    let cs_status = cs.status.unwrap_or_default();
+    assert_eq!(cs_status.latest_release, "docker-ferrol-1-32-v1 | v1.32.2");
+    assert!(
+        stackhost::api::condition::is_true(&cs_status.conditions, "Ready"),
+        "{:?}",
+        cs_status.conditions
+    );
+
+    // autoSubscribe picks up a newer release pushed now; the old one is no longer needed.
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v2").await?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v2", WAIT).await?;
+    wait_releases(&client, &["docker-ferrol-1-32-v2"]).await?;
+    wait_classes(&client, &["docker-ferrol-1-32-v2"]).await?;
+
+    // Pin v1 and stop following: v1 comes back, v2 goes.
+    patch_spec(&client, json!({"autoSubscribe": false, "versions": ["v1"]})).await?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    wait_releases(&client, &["docker-ferrol-1-32-v1"]).await?;
+    wait_classes(&client, &["docker-ferrol-1-32-v1"]).await?;
+
+    // A Cluster uses v1: following the channel again keeps v1 next to v2.
+    create_cluster(&client, "workload", "docker-ferrol-1-32-v1").await?;
+    patch_spec(&client, json!({"autoSubscribe": true, "versions": []})).await?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v2", WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        release_names(&client).await?,
+        ["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"]
+    );
+
+    // Deleting the release in use waits, with a condition naming the reason.
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    releases
+        .delete("docker-ferrol-1-32-v1", &DeleteParams::default())
+        .await?;
+    let blocked = wait_for("the in-use release to report InUse", WAIT, || async {
+        let r = releases
+            .get("docker-ferrol-1-32-v1")
+            .await
+            .map_err(|e| e.to_string())?;
+        let reason = r
+            .status
+            .as_ref()
+            .and_then(|s| stackhost::api::condition::find(&s.conditions, "Ready").cloned())
+            .and_then(|c| c.reason);
+        if reason.as_deref() == Some("InUse") {
+            Ok(r)
+        } else {
+            Err(describe_release(&r))
+        }
+    })
+    .await?;
+    assert!(blocked.metadata.deletion_timestamp.is_some());
+    assert!(cluster_classes(&client)
+        .get_opt("docker-ferrol-1-32-v1")
+        .await?
+        .is_some());
+
+    // Once the Cluster is gone, the release and what it applied go too.
+    gvk_api(&client, "cluster.x-k8s.io", "v1beta2", "Cluster")
+        .delete("workload", &DeleteParams::default())
+        .await?;
+    wait_releases(&client, &["docker-ferrol-1-32-v2"]).await?;
+    wait_classes(&client, &["docker-ferrol-1-32-v2"]).await?;
+
+    // Deleting the ClusterStack removes its releases and everything they applied.
+    stacks.delete("ferrol", &DeleteParams::default()).await?;
+    wait_releases(&client, &[]).await?;
+    wait_classes(&client, &[]).await?;
+    assert!(names(&templates).await?.is_empty());
+
+    // Metrics were recorded for all three controllers and the plugin calls.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &sandbox.registry)?;
+    for needle in [
+        "stackhost_reconciles_total{controller=\"clusterstack\"",
+        "stackhost_reconciles_total{controller=\"clusterstackrelease\"",
+        "stackhost_plugin_calls_total{plugin=\"default/docker\",function=\"reconcile-node-images\",outcome=\"ok\"}",
+        "stackhost_plugin_fuel_total{plugin=\"default/docker\",function=\"patch-cluster-class\"}",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+    let plugin_ref = format!("{}/plugins/docker:stable", reg.addr);
+    // The published plugin traps in every call after loading.
+    push_plugin(&registry, &plugin_ref, "misbehaving").await?;
+
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    pps.create(
+        &Default::default(),
+        &provider_plugin(&plugin_ref, json!("later:trap")),
+    )
+    .await?;
+    let repository = format!("{}/kaas/cluster-stacks", reg.addr);
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks
+        .create(&Default::default(), &cluster_stack(&repository, false, &["v1"]))
+        .await?;
+
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let failed = wait_for("the release to report the trap", WAIT, || async {
+        let r = releases
+            .get_opt("docker-ferrol-1-32-v1")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not created")?;
+        let c = r.status.as_ref().and_then(|s| {
+            stackhost::api::condition::find(&s.conditions, "ProviderClusterStackReleaseReady").cloned()
+        });
+        match c {
+            Some(c) if c.reason.as_deref() == Some("PluginFailed") => Ok(c),
+            _ => Err(describe_release(&r)),
+        }
+    })
+    .await?;
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("default/docker") && message.contains("trap"),
+        "{message}"
+    );
+    // The controller keeps running and retrying: the other controllers still answer.
+    assert!(
+        !releases
+            .get("docker-ferrol-1-32-v1")
+            .await?
+            .status
+            .unwrap_or_default()
+            .ready
+    );
+
+    // A fixed plugin is published under the same tag: the ProviderPlugin resolves the new digest,
+    // swaps it in, and the release recovers without a restart.
+    push_plugin(&registry, &plugin_ref, "docker").await?;
+    pps.patch(
+        "docker",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"config": {"pendingRounds": 0}}})),
+    )
+    .await?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    let pp = pps.get("docker").await?;
+    let metrics_ctx = sandbox.context().cloned();
+    assert!(metrics_ctx.is_some());
+    assert!(pp.status.and_then(|s| s.resolved_digest).is_some());
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_gives_a_condition_and_the_release_recovers() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+    let proxy = Proxy::start(&reg.addr).await;
+    proxy.set_mode(Mode::Status(503, "UNAVAILABLE"));
+
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let mut cs = cluster_stack(&format!("{}/kaas/cluster-stacks", proxy.addr), false, &["v1"]);
+    cs.spec.no_provider = true;
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks.create(&Default::default(), &cs).await?;
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let c = wait_for("the release to report the source", WAIT, || async {
+        let r = releases
+            .get_opt("docker-ferrol-1-32-v1")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not created")?;
+        let c = r.status.as_ref().and_then(|s| {
+            stackhost::api::condition::find(&s.conditions, "ClusterStackReleaseDownloaded").cloned()
+        });
+        match c {
+            Some(c) if c.reason.as_deref() == Some("SourceUnavailable") => Ok(c),
+            _ => Err(describe_release(&r)),
+        }
+    })
+    .await?;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.contains(&proxy.addr) && message.contains("503"),
+        "{message}"
+    );
+
+    proxy.set_mode(Mode::Forward);
+    let ready = wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    // noProvider: no plugin step, no patch condition.
+    let conditions = ready.status.unwrap_or_default().conditions;
+    assert!(stackhost::api::condition::find(&conditions, "ClusterClassPatched").is_none());
+    wait_classes(&client, &["docker-ferrol-1-32-v1"]).await?;
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_reconcile_resumes_without_duplicates_or_losses() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v2").await?;
+    let plugin_ref = format!("{}/plugins/docker:1", reg.addr);
+    push_plugin(&registry, &plugin_ref, "docker").await?;
+
+    let mut sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    pps.create(
+        &Default::default(),
+        &provider_plugin(&plugin_ref, json!({"pendingRounds": 3})),
+    )
+    .await?;
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks
+        .create(
+            &Default::default(),
+            &cluster_stack(&format!("{}/kaas/cluster-stacks", reg.addr), false, &["v1", "v2"]),
+        )
+        .await?;
+
+    // Kill the controllers while the node images are still pending (the plugin's progress is in its
+    // state, persisted after every call).
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    wait_for("node images pending", WAIT, || async {
+        let r = releases
+            .get_opt("docker-ferrol-1-32-v1")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not created")?;
+        let pending = r.status.as_ref().is_some_and(|s| {
+            stackhost::api::condition::find(&s.conditions, "ProviderClusterStackReleaseReady")
+                .is_some_and(|c| c.reason.as_deref() == Some("NodeImagesPending"))
+        });
+        if pending {
+            Ok(())
+        } else {
+            Err(describe_release(&r))
+        }
+    })
+    .await?;
+    sandbox.kill_controllers().await;
+    let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let before = state
+        .get("stackhost-plugin-state-docker")
+        .await?
+        .data
+        .unwrap_or_default();
+    assert!(before.keys().any(|k| k.starts_with("pull/")), "{before:?}");
+
+    sandbox.start_controllers()?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    wait_release_ready(&client, NS, "docker-ferrol-1-32-v2", WAIT).await?;
+    wait_classes(&client, &["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"]).await?;
+    // Kill again right after a fresh start, then once more let it settle: each object exactly once.
+    sandbox.kill_controllers().await;
+    sandbox.start_controllers()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for tag in ["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"] {
+        let r = wait_release_ready(&client, NS, tag, WAIT).await?;
+        let resources = r.status.unwrap_or_default().resources;
+        let mut keys: Vec<String> = resources
+            .iter()
+            .map(|r| format!("{}/{}/{}", r.kind, r.namespace, r.name))
+            .collect();
+        let total = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            total,
+            "duplicate entries in status.resources of {tag}"
+        );
+        assert!(total >= 5, "{tag}: {keys:?}");
+    }
+    assert_eq!(
+        release_names(&client).await?,
+        ["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"]
+    );
+    let templates = gvk_api(
+        &client,
+        "infrastructure.cluster.x-k8s.io",
+        "v1beta2",
+        "DevMachineTemplate",
+    );
+    let before_count = names(&templates).await?.len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(names(&templates).await?.len(), before_count);
+    sandbox.shutdown().await
+}

@@ -1,0 +1,147 @@
+//! `stackhost sandbox` as a user runs it, and kubectl as a real client of the sandbox: the embedded default
+//! reaches Ready, `kubectl get` shows the printer columns, invalid ClusterStacks are refused with the
+//! schema and CEL messages.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use stackhost::controller::ControllerArgs;
+use stackhost::sandbox::{self, Sandbox};
+
+fn stackhost() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stackhost"))
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl is installed (scripts/deps/emulator.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sandbox_once_reaches_ready_and_says_what_happened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = stackhost()
+        .args(["sandbox", "--once", "--timeout", "90s", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("run stackhost sandbox");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.contains("release docker-ferrol-1-32-v1 ready in"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ClusterClass docker-ferrol-1-32-v1"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "patched by the plugin: docker.clusterstack.x-k8s.io/node-images=docker.io/kindest/node:v1.32.2"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DevClusterTemplate"), "{stdout}");
+    // Progress went through the plugin's pending step on the way.
+    assert!(stderr.contains("NodeImagesPending"), "{stderr}");
+}
+
+#[test]
+fn sandbox_once_fails_with_the_reason_when_the_layout_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = stackhost()
+        .args(["sandbox", "--once", "--layout"])
+        .arg(dir.path())
+        .output()
+        .expect("run stackhost sandbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not an OCI image layout") && stderr.contains("--layout"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_sees_printer_columns_and_invalid_cluster_stacks_are_refused() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let sb = Sandbox::start(ControllerArgs {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..ControllerArgs::default()
+    })
+    .await?;
+    let kubeconfig = cache.path().join("kubeconfig");
+    sb.cluster.write_kubeconfig(&kubeconfig)?;
+    let kc = kubeconfig.clone();
+    let run = move |args: Vec<String>| {
+        let kc = kc.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                kubectl(&kc, &refs)
+            })
+            .await
+            .expect("kubectl thread")
+        }
+    };
+    let invalid =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/manifests/clusterstack-invalid.yaml");
+    let (_, _, _) = run(vec!["create".into(), "namespace".into(), "cluster".into()]).await;
+    let (ok, _, stderr) = run(vec!["apply".into(), "-f".into(), invalid.display().to_string()]).await;
+    assert!(!ok, "invalid ClusterStack accepted");
+    for needle in ["spec.provider", "spec.kubernetesVersion", "spec.versions[0]"] {
+        assert!(stderr.contains(needle), "{needle} not named in:\n{stderr}");
+    }
+
+    // A valid one is accepted; an update of an immutable field is refused with the CEL message.
+    let (_, cs) = sandbox::sample_objects("default", "sample.stackhost.local/plugins/docker:0.1.0");
+    let mut cs = cs;
+    cs.spec.auto_subscribe = false;
+    sandbox::create(&sb.client, "default", &cs).await?;
+    let (ok, _, stderr) = run(vec![
+        "patch".into(),
+        "clusterstack".into(),
+        "docker-ferrol-1-32".into(),
+        "--type=merge".into(),
+        "-p".into(),
+        r#"{"spec":{"kubernetesVersion":"1.33"}}"#.into(),
+    ])
+    .await;
+    assert!(!ok, "kubernetesVersion changed");
+    assert!(stderr.contains("kubernetesVersion is immutable"), "{stderr}");
+
+    // The printer columns are upstream's; the ClusterStack reports why it has no release yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok, stdout, stderr) = run(vec!["get".into(), "clusterstacks".into()]).await;
+    assert!(ok, "{stderr}");
+    let header = stdout.lines().next().unwrap_or_default().to_string();
+    for column in [
+        "PROVIDER",
+        "CLUSTERSTACK",
+        "K8S",
+        "CHANNEL",
+        "AUTOSUBSCRIBE",
+        "USABLE",
+        "LATEST",
+        "AGE",
+        "REASON",
+        "MESSAGE",
+    ] {
+        assert!(header.contains(column), "{column} missing: {stdout}");
+    }
+    assert!(
+        stdout.contains("docker-ferrol-1-32") && stdout.contains("1.32"),
+        "{stdout}"
+    );
+    sb.shutdown().await
+}
