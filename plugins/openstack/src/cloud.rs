@@ -104,8 +104,9 @@ impl Cloud {
             Some(name) => name.clone(),
             None => match optional_secret(&format!("{secret}/cloudName")) {
                 // Upstream YAML-decodes the key, so `"openstack"` and `openstack\n` both work.
-                Some(text) => serde_yaml::from_str::<String>(&text)
-                    .unwrap_or_else(|_| text.trim().to_string()),
+                Some(text) => {
+                    serde_yaml::from_str::<String>(&text).unwrap_or_else(|_| text.trim().to_string())
+                }
                 None => "openstack".to_string(),
             },
         };
@@ -121,14 +122,20 @@ impl Cloud {
         cacert: Option<String>,
     ) -> Result<Cloud, Error> {
         let file: CloudsFile = serde_yaml::from_slice(clouds_yaml).map_err(|e| {
-            Error::InvalidInput(format!("Secret {secret:?} key clouds.yaml is not valid YAML: {e}"))
+            Error::InvalidInput(format!(
+                "Secret {secret:?} key clouds.yaml is not valid YAML: {e}"
+            ))
         })?;
         let known: Vec<&str> = file.clouds.keys().map(String::as_str).collect();
         let entry = file.clouds.get(name).cloned().ok_or_else(|| {
             Error::InvalidInput(format!(
                 "Secret {secret:?} key clouds.yaml has no cloud {name:?} (it has: {}); set the \
                  Secret's `cloudName` key or spec.config.cloudName",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
         let bad = |why: String| {
@@ -236,7 +243,9 @@ fn password_body(auth: &AuthEntry) -> Result<serde_json::Value, String> {
             "domain": domain(&auth.project_domain_name, &auth.project_domain_id, auth),
         }),
         (None, None) => {
-            return Err("auth.project_name or auth.project_id is missing: images are created in a project".into())
+            return Err(
+                "auth.project_name or auth.project_id is missing: images are created in a project".into(),
+            )
         }
     };
     Ok(json!({ "auth": {
@@ -266,7 +275,9 @@ fn appcred_body(auth: &AuthEntry) -> Result<serde_json::Value, String> {
             json!({ "name": name, "secret": secret, "user": user })
         }
         (None, None) => {
-            return Err("auth.application_credential_id or auth.application_credential_name is missing".into())
+            return Err(
+                "auth.application_credential_id or auth.application_credential_name is missing".into(),
+            )
         }
     };
     Ok(json!({ "auth": { "identity": {
@@ -542,19 +553,32 @@ clouds:
         assert_eq!(c.auth_url, "http://127.0.0.1:5000/v3");
         assert_eq!(c.method, "password");
         assert_eq!(c.auth_body["auth"]["scope"]["project"]["name"], "proj");
-        assert_eq!(c.auth_body["auth"]["identity"]["password"]["user"]["domain"]["name"], "Default");
+        assert_eq!(
+            c.auth_body["auth"]["identity"]["password"]["user"]["domain"]["name"],
+            "Default"
+        );
         let a = cloud(yaml, "appcred").unwrap();
         assert_eq!(a.auth_url, "http://127.0.0.1:5000/v3");
-        assert_eq!(a.auth_body["auth"]["identity"]["application_credential"]["id"], "abc");
+        assert_eq!(
+            a.auth_body["auth"]["identity"]["application_credential"]["id"],
+            "abc"
+        );
         assert_ne!(c.fingerprint(), a.fingerprint());
-        let Err(Error::InvalidInput(e)) = cloud(yaml, "other") else { panic!() };
-        assert!(e.contains("no cloud \"other\"") && e.contains("appcred, openstack"), "{e}");
+        let Err(Error::InvalidInput(e)) = cloud(yaml, "other") else {
+            panic!()
+        };
+        assert!(
+            e.contains("no cloud \"other\"") && e.contains("appcred, openstack"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_fields_are_named() {
-        let Err(Error::InvalidInput(e)) = cloud("clouds: {openstack: {auth: {auth_url: x, username: u}}}", "openstack")
-        else {
+        let Err(Error::InvalidInput(e)) = cloud(
+            "clouds: {openstack: {auth: {auth_url: x, username: u}}}",
+            "openstack",
+        ) else {
             panic!()
         };
         assert!(e.contains("auth.password"), "{e}");
@@ -578,7 +602,12 @@ clouds:
         b.region = Some("B".into());
         assert_eq!(pick_endpoint(&b, &eps).unwrap().url, "http://B/public");
         b.region = Some("C".into());
-        let Err(Error::Failed(m)) = pick_endpoint(&b, &eps) else { panic!() };
-        assert!(m.contains("region C") && m.contains("A public http://A/public"), "{m}");
+        let Err(Error::Failed(m)) = pick_endpoint(&b, &eps) else {
+            panic!()
+        };
+        assert!(
+            m.contains("region C") && m.contains("A public http://A/public"),
+            "{m}"
+        );
     }
 }

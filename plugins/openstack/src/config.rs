@@ -152,8 +152,8 @@ impl Config {
     /// Parses and checks a configuration; errors name the field.
     pub fn parse(text: &str) -> Result<Config, Error> {
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let config: Config = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("spec.config: {e}")))?;
+        let config: Config =
+            serde_json::from_str(text).map_err(|e| Error::InvalidInput(format!("spec.config: {e}")))?;
         if config.secret.trim().is_empty() || config.secret.contains('/') {
             return Err(Error::InvalidInput(format!(
                 "spec.config.secret: {:?} is not a Secret name",

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::clusterstack::provider::types::Error;
 use crate::cloud::Session;
+use crate::clusterstack::provider::types::Error;
 use crate::net;
 
 const JSON: &str = "application/json";
@@ -18,7 +18,11 @@ pub fn get(session: &mut Session, id: &str) -> Result<Option<Value>, Error> {
     match reply.status {
         200 => Ok(Some(reply.json(&session.glance_label())?)),
         404 => Ok(None),
-        _ => Err(net::unexpected(&session.glance_label(), &format!("get image {id}"), &reply)),
+        _ => Err(net::unexpected(
+            &session.glance_label(),
+            &format!("get image {id}"),
+            &reply,
+        )),
     }
 }
 
@@ -39,7 +43,12 @@ pub fn find(session: &mut Session, name: &str, tags: &[String]) -> Result<Vec<Va
             ));
         }
         let body = reply.json(&session.glance_label())?;
-        found.extend(body.get("images").and_then(Value::as_array).cloned().unwrap_or_default());
+        found.extend(
+            body.get("images")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
         match body.get("next").and_then(Value::as_str) {
             Some(next) if !next.is_empty() => path = next.to_string(),
             _ => return Ok(found),
@@ -55,7 +64,10 @@ pub fn create(session: &mut Session, body: &Value) -> Result<Value, Error> {
         200 | 201 => reply.json(&session.glance_label()),
         _ => Err(net::unexpected(
             &session.glance_label(),
-            &format!("create image {}", body.get("name").and_then(Value::as_str).unwrap_or("?")),
+            &format!(
+                "create image {}",
+                body.get("name").and_then(Value::as_str).unwrap_or("?")
+            ),
             &reply,
         )),
     }
@@ -65,7 +77,11 @@ pub fn create(session: &mut Session, body: &Value) -> Result<Value, Error> {
 pub fn import_methods(session: &mut Session) -> Result<Vec<String>, Error> {
     let reply = session.glance("GET", "/v2/info/import", None, JSON)?;
     if reply.status != 200 {
-        return Err(net::unexpected(&session.glance_label(), "read the import methods", &reply));
+        return Err(net::unexpected(
+            &session.glance_label(),
+            "read the import methods",
+            &reply,
+        ));
     }
     let body = reply.json(&session.glance_label())?;
     Ok(body
@@ -105,20 +121,38 @@ pub fn stage(session: &mut Session, id: &str, data: Vec<u8>) -> Result<(), Error
     let reply = session.glance_upload(&format!("/v2/images/{}/stage", net::encode(id)), data)?;
     match reply.status {
         200..=299 => Ok(()),
-        _ => Err(net::unexpected(&session.glance_label(), &format!("stage the data of image {id}"), &reply)),
+        _ => Err(net::unexpected(
+            &session.glance_label(),
+            &format!("stage the data of image {id}"),
+            &reply,
+        )),
     }
 }
 
 /// The image's import tasks (Glance >= Yoga), newest last; empty when the API is missing.
 pub fn tasks(session: &mut Session, id: &str) -> Result<Vec<Value>, Error> {
-    let reply = session.glance("GET", &format!("/v2/images/{}/tasks", net::encode(id)), None, JSON)?;
+    let reply = session.glance(
+        "GET",
+        &format!("/v2/images/{}/tasks", net::encode(id)),
+        None,
+        JSON,
+    )?;
     if reply.status != 200 {
         return Ok(Vec::new());
     }
     let body = reply.json(&session.glance_label())?;
-    let mut tasks = body.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut tasks = body
+        .get("tasks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     tasks.sort_by(|a, b| {
-        let at = |t: &Value| t.get("created_at").and_then(Value::as_str).unwrap_or("").to_string();
+        let at = |t: &Value| {
+            t.get("created_at")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         at(a).cmp(&at(b))
     });
     Ok(tasks)
@@ -129,6 +163,10 @@ pub fn delete(session: &mut Session, id: &str) -> Result<(), Error> {
     let reply = session.glance("DELETE", &format!("/v2/images/{}", net::encode(id)), None, JSON)?;
     match reply.status {
         200..=299 | 404 => Ok(()),
-        _ => Err(net::unexpected(&session.glance_label(), &format!("delete image {id}"), &reply)),
+        _ => Err(net::unexpected(
+            &session.glance_label(),
+            &format!("delete image {id}"),
+            &reply,
+        )),
     }
 }

@@ -12,11 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::clusterstack::provider::log::Level;
-use crate::clusterstack::provider::types::{
-    Error, ImageState, ImageStatus, NodeImage, ReleaseInfo, Retry,
-};
 use crate::cloud::Session;
+use crate::clusterstack::provider::log::Level;
+use crate::clusterstack::provider::types::{Error, ImageState, ImageStatus, NodeImage, ReleaseInfo, Retry};
 use crate::config::{Config, ImportMethod};
 use crate::{glance, log, net, store, time};
 
@@ -113,7 +111,11 @@ pub fn create_options(image: &NodeImage) -> Result<CreateOptions, Error> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|t| t.as_str().map(str::to_string).ok_or_else(|| bad(format!("tag {t} is not a string"))))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("tag {t} is not a string")))
+            })
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(bad(format!("tags must be a list of strings, not {other}"))),
     };
@@ -219,7 +221,11 @@ fn reconcile_one(
         };
         if let Some(found) = &current {
             let id = str_field(found, "id");
-            log(Level::Info, "using an existing image", &[("image", &image.name), ("id", &id)]);
+            log(
+                Level::Info,
+                "using an existing image",
+                &[("image", &image.name), ("id", &id)],
+            );
             record = Some(ImageRecord {
                 id,
                 created: false,
@@ -236,7 +242,11 @@ fn reconcile_one(
         _ => {
             let created = glance::create(session, &Value::Object(options.body.clone()))?;
             let id = str_field(&created, "id");
-            log(Level::Info, "created image", &[("image", &image.name), ("id", &id)]);
+            log(
+                Level::Info,
+                "created image",
+                &[("image", &image.name), ("id", &id)],
+            );
             let record = ImageRecord {
                 id,
                 created: true,
@@ -327,7 +337,11 @@ fn reconcile_one(
 }
 
 fn str_field(value: &Value, key: &str) -> String {
-    value.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Failed when the import started longer ago than the configured timeout.
@@ -366,7 +380,8 @@ fn failed_import(session: &mut Session, id: &str, image: &Value) -> Result<Optio
         }
     }
     let failed_stores = str_field(image, "os_glance_failed_import");
-    Ok((!failed_stores.is_empty()).then(|| format!("Glance could not import into the store(s) {failed_stores}")))
+    Ok((!failed_stores.is_empty())
+        .then(|| format!("Glance could not import into the store(s) {failed_stores}")))
 }
 
 /// Starts the import with the configured (or offered) method.
@@ -395,7 +410,10 @@ fn start_import(
         }
     };
     if image.url.trim().is_empty() {
-        return Err(Error::InvalidInput(format!("node image {:?}: url is empty", image.name)));
+        return Err(Error::InvalidInput(format!(
+            "node image {:?}: url is empty",
+            image.name
+        )));
     }
     if method == "web-download" {
         glance::start_import(session, id, &json!({ "name": "web-download", "uri": image.url }))?;
@@ -407,7 +425,12 @@ fn start_import(
     log(
         Level::Info,
         "started image import",
-        &[("image", &image.name), ("id", id), ("method", method), ("url", &image.url)],
+        &[
+            ("image", &image.name),
+            ("id", id),
+            ("method", method),
+            ("url", &image.url),
+        ],
     );
     Ok(method)
 }
@@ -515,7 +538,10 @@ mod tests {
             checksum: None,
             disk_format: "qcow2".into(),
             container_format: "bare".into(),
-            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -525,7 +551,10 @@ mod tests {
             ("visibility", "\"shared\""),
             ("tags", "[\"a\",\"b\"]"),
             ("min_disk", "20"),
-            ("properties", "{\"os_distro\":\"ubuntu\",\"hw_rng_model\":\"virtio\"}"),
+            (
+                "properties",
+                "{\"os_distro\":\"ubuntu\",\"hw_rng_model\":\"virtio\"}",
+            ),
             ("architecture", "\"x86_64\""),
         ]))
         .unwrap();
@@ -536,11 +565,17 @@ mod tests {
         assert_eq!(body["os_distro"], "ubuntu");
         assert_eq!(body["architecture"], "x86_64");
         assert_eq!(body["disk_format"], "qcow2");
-        let Err(Error::InvalidInput(e)) = create_options(&node_image(&[("visibility", "\"everyone\"")])) else {
+        let Err(Error::InvalidInput(e)) = create_options(&node_image(&[("visibility", "\"everyone\"")]))
+        else {
             panic!()
         };
-        assert!(e.contains("ubuntu-capi-image-v1.30.9") && e.contains("everyone"), "{e}");
-        let Err(Error::InvalidInput(e)) = create_options(&node_image(&[("tags", "not json")])) else { panic!() };
+        assert!(
+            e.contains("ubuntu-capi-image-v1.30.9") && e.contains("everyone"),
+            "{e}"
+        );
+        let Err(Error::InvalidInput(e)) = create_options(&node_image(&[("tags", "not json")])) else {
+            panic!()
+        };
         assert!(e.contains("\"tags\""), "{e}");
     }
 
@@ -554,6 +589,9 @@ mod tests {
         assert_eq!(checksum_mismatch(&image, &glance), None);
         image.checksum = Some("md5:123".into());
         assert_eq!(checksum_mismatch(&image, &glance), None);
-        assert_eq!(digest("sha256", b"").unwrap(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            digest("sha256", b"").unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

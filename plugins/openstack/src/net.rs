@@ -24,7 +24,10 @@ impl Reply {
 
     pub fn json(&self, what: &str) -> Result<serde_json::Value, Error> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            Error::Failed(format!("{what}: the answer is not JSON ({e}): {}", self.snippet()))
+            Error::Failed(format!(
+                "{what}: the answer is not JSON ({e}): {}",
+                self.snippet()
+            ))
         })
     }
 
@@ -119,11 +122,7 @@ pub fn unreachable(service: &str, url: &str, why: &str) -> Error {
 
 /// A 5xx is the service's own trouble (retry later); anything else unexpected is a failure.
 pub fn unexpected(service: &str, what: &str, reply: &Reply) -> Error {
-    let text = format!(
-        "{service}: {what}: HTTP {}: {}",
-        reply.status,
-        reply.snippet()
-    );
+    let text = format!("{service}: {what}: HTTP {}: {}", reply.status, reply.snippet());
     if reply.status >= 500 {
         Error::NotReady(Retry {
             retry_after_seconds: UNREACHABLE_RETRY_SECONDS,

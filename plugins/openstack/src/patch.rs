@@ -47,9 +47,7 @@ pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Res
             .map_err(|e| Error::InvalidInput(format!("object {index} is not JSON: {e}")))?;
         let changed = match config.mode {
             PatchMode::MachineTemplates => patch_machine_template(&mut object, &images, &value_of),
-            PatchMode::Variables => {
-                patch_variables(&mut object, config, &value_of, &mut found_variables)
-            }
+            PatchMode::Variables => patch_variables(&mut object, config, &value_of, &mut found_variables),
             PatchMode::None => false,
         };
         out.push(if changed {
@@ -68,7 +66,11 @@ pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Res
             return Err(Error::InvalidInput(format!(
                 "spec.config.patch.variables: the ClusterClass of release {} has no variable {}",
                 release.tag,
-                missing.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -85,7 +87,10 @@ fn patch_machine_template(
     if object.get("kind").and_then(Value::as_str) != Some("OpenStackMachineTemplate") {
         return false;
     }
-    let Some(spec) = object.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) else {
+    let Some(spec) = object
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
         return false;
     };
     match spec.get("image").cloned() {
@@ -136,7 +141,10 @@ fn patch_variables(
     if object.get("kind").and_then(Value::as_str) != Some("ClusterClass") {
         return false;
     }
-    let Some(variables) = object.pointer_mut("/spec/variables").and_then(Value::as_array_mut) else {
+    let Some(variables) = object
+        .pointer_mut("/spec/variables")
+        .and_then(Value::as_array_mut)
+    else {
         return false;
     };
     let mut changed = false;
@@ -153,7 +161,10 @@ fn patch_variables(
             .as_object_mut()
             .map(|v| v.entry("schema").or_insert_with(|| serde_json::json!({})))
             .and_then(Value::as_object_mut)
-            .map(|s| s.entry("openAPIV3Schema").or_insert_with(|| serde_json::json!({"type": "string"})))
+            .map(|s| {
+                s.entry("openAPIV3Schema")
+                    .or_insert_with(|| serde_json::json!({"type": "string"}))
+            })
             .and_then(Value::as_object_mut)
         else {
             continue;

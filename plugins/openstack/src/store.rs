@@ -28,7 +28,3 @@ pub fn set<T: Serialize>(key: &str, value: &T) -> Result<(), Error> {
 pub fn delete(key: &str) {
     state::delete(key)
 }
-
-pub fn keys(prefix: &str) -> Vec<String> {
-    state::keys(prefix)
-}

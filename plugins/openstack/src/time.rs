@@ -35,7 +35,8 @@ pub fn parse_iso8601(text: &str) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second as i64 - offset;
+    let secs =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second as i64 - offset;
     u64::try_from(secs).ok()
 }
 
@@ -58,7 +59,10 @@ mod tests {
     fn keystone_and_glance_timestamps() {
         assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_iso8601("2026-12-01T14:12:07.000000Z"), Some(1_796_134_327));
-        assert_eq!(parse_iso8601("2026-12-01T14:12:07+01:00"), Some(1_796_134_327 - 3600));
+        assert_eq!(
+            parse_iso8601("2026-12-01T14:12:07+01:00"),
+            Some(1_796_134_327 - 3600)
+        );
         assert_eq!(parse_iso8601("2026-12-01T14:12:07"), Some(1_796_134_327));
         assert_eq!(parse_iso8601("yesterday"), None);
     }
