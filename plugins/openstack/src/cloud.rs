@@ -193,16 +193,12 @@ impl Cloud {
         })
     }
 
-    /// Identifies these credentials in the token cache without storing them.
+    /// Identifies these credentials in the token cache without storing them (SHA-256 of the auth
+    /// URL and request, truncated: the key shows nothing of the password).
     fn fingerprint(&self) -> String {
-        // FNV-1a over the auth URL and body: stable across calls, no secret in the key.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let text = format!("{}\n{}", self.auth_url, self.auth_body);
-        for b in text.bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{hash:016x}")
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}\n{}", self.auth_url, self.auth_body).as_bytes());
+        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

@@ -16,9 +16,7 @@ pub fn parse_iso8601(text: &str) -> Option<u64> {
     let year: i64 = d.next()?.parse().ok()?;
     let month: i64 = d.next()?.parse().ok()?;
     let day: i64 = d.next()?.parse().ok()?;
-    let time_end = rest
-        .find(|c: char| c == 'Z' || c == '+' || (c == '-'))
-        .unwrap_or(rest.len());
+    let time_end = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
     let (clock, zone) = rest.split_at(time_end);
     let mut t = clock.split(':');
     let hour: i64 = t.next()?.parse().ok()?;
