@@ -404,7 +404,9 @@ fn killed_and_deactivated_images_fail_with_their_status() {
         "{deactivated}"
     );
     // Nothing was created to replace them.
-    assert_eq!(os.images_named(&images[0].name).len(), 1);
+    let creates = format!("POST {}/v2/images", os.glance);
+    assert_eq!(setup.http.count_exact(&creates), 2, "{:?}", setup.http.sent.lock().unwrap());
+    assert_eq!(os.image(&ids[0]).unwrap()["status"], "killed");
 }
 
 #[test]
@@ -497,7 +499,7 @@ fn glance_direct_uploads_through_the_plugin() {
             std::fs::read(server.path("direct.qcow2")).unwrap(),
         ))
     };
-    let clouds = os.clouds_yaml("openstack", Auth::Password, None);
+    let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
     let setup = Setup::with(
         os,
         clouds.clone(),
@@ -552,7 +554,7 @@ fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
     // A Glance of its own that offers only glance-direct.
     let os = OpenStack::start(&[("GLANCE_IMPORT_METHODS", "glance-direct")]);
     let server = images_server();
-    let clouds = os.clouds_yaml("openstack", Auth::Password, None);
+    let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
     let setup = Setup::with(&os, clouds, json!({}), vec![server.host()]);
     let images = [node_image(&unique("auto"), &server.url("tiny.qcow2"), &[])];
     let first = setup.reconcile(&release("r"), &images).expect("first call");
@@ -636,7 +638,7 @@ fn patch_cluster_class_writes_the_glance_ids() {
     // Mode `variables`: the variable's default becomes the id (or the name), nothing else changes.
     let by_variable = Setup::with(
         os,
-        os.clouds_yaml("openstack", Auth::Password, None),
+        os.clouds_yaml("openstack", Auth::Password, Some(&os.region)),
         json!({"patch": {"mode": "variables", "variables": {"workerImage": worker}}}),
         vec![],
     );
@@ -656,7 +658,7 @@ fn patch_cluster_class_writes_the_glance_ids() {
     // A variable the ClusterClass does not have is named in the error.
     let missing = Setup::with(
         os,
-        os.clouds_yaml("openstack", Auth::Password, None),
+        os.clouds_yaml("openstack", Auth::Password, Some(&os.region)),
         json!({"patch": {"mode": "variables", "variables": {"controlPlaneImage": worker}}}),
         vec![],
     );
@@ -811,7 +813,7 @@ fn config_and_secret_problems_name_what_to_fix() {
     // cloudName from the Secret, as upstream (YAML-decoded).
     let mut named = Setup::with(
         os,
-        os.clouds_yaml("mycloud", Auth::Password, None),
+        os.clouds_yaml("mycloud", Auth::Password, Some(&os.region)),
         json!({}),
         vec![],
     );
