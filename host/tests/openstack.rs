@@ -405,7 +405,12 @@ fn killed_and_deactivated_images_fail_with_their_status() {
     );
     // Nothing was created to replace them.
     let creates = format!("POST {}/v2/images", os.glance);
-    assert_eq!(setup.http.count_exact(&creates), 2, "{:?}", setup.http.sent.lock().unwrap());
+    assert_eq!(
+        setup.http.count_exact(&creates),
+        2,
+        "{:?}",
+        setup.http.sent.lock().unwrap()
+    );
     assert_eq!(os.image(&ids[0]).unwrap()["status"], "killed");
 }
 
