@@ -569,7 +569,6 @@ fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
     assert!(retry.message.contains("glance-direct"), "{}", retry.message);
     let statuses = setup.reconcile_until_settled(&release("r"), &images);
     assert_eq!(os.image(&ready_id(&statuses[0])).unwrap()["status"], "active");
-    os.stop();
 }
 
 fn cluster_class_objects(worker: &str) -> Vec<String> {

@@ -291,6 +291,12 @@ impl OpenStack {
     }
 }
 
+impl Drop for OpenStack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A blocking JSON request: status, headers and the JSON body (`Null` when empty or not JSON).
 pub fn http(
     method: &str,
