@@ -45,6 +45,10 @@ impl Recording {
             .filter(|r| r.contains(needle))
             .count()
     }
+
+    fn count_exact(&self, request: &str) -> usize {
+        self.sent.lock().unwrap().iter().filter(|r| *r == request).count()
+    }
 }
 
 /// One "controller": a plugin host, the plugin loaded with its grants, and its state store.
@@ -569,6 +573,54 @@ fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
     assert!(retry.message.contains("glance-direct"), "{}", retry.message);
     let statuses = setup.reconcile_until_settled(&release("r"), &images);
     assert_eq!(os.image(&ready_id(&statuses[0])).unwrap()["status"], "active");
+
+    // This Glance goes down: the next call is not-ready and names it; nothing is forgotten.
+    os.stop_glance();
+    let Err(GuestError(Error::NotReady(retry))) = setup.reconcile(&release("r"), &images) else {
+        panic!("a stopped Glance must be not-ready")
+    };
+    assert!(
+        retry.message.contains("not reachable") && retry.message.contains(&os.glance),
+        "{}",
+        retry.message
+    );
+}
+
+#[test]
+fn an_expired_or_revoked_token_is_replaced() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let images = [node_image(
+        &unique("token"),
+        &images_server().url("tiny.qcow2"),
+        &[],
+    )];
+    let rel = release(&unique("rel"));
+    let id = ready_id(&setup.reconcile_until_settled(&rel, &images)[0]);
+    assert_eq!(setup.http.count("/auth/tokens"), 1);
+    let (key, cached) = setup
+        .state
+        .snapshot()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("token/"))
+        .expect("the token is kept in state");
+    let mut token: Value = serde_json::from_str(&cached).unwrap();
+    assert!(!cached.contains(&os.password), "the state holds no password");
+
+    // Expired: a new token is requested before Glance is called.
+    token["expiresAt"] = json!(0);
+    setup.state.set(&key, &token.to_string()).unwrap();
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).unwrap()[0]), id);
+    assert_eq!(setup.http.count("/auth/tokens"), 2);
+
+    // Revoked (Glance answers 401 although the token looks valid): re-authenticated once.
+    let mut token: Value = serde_json::from_str(&setup.state.get(&key).unwrap()).unwrap();
+    token["token"] = json!("gAAAA-not-a-token");
+    setup.state.set(&key, &token.to_string()).unwrap();
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).unwrap()[0]), id);
+    assert_eq!(setup.http.count("/auth/tokens"), 3);
+    let renewed: Value = serde_json::from_str(&setup.state.get(&key).unwrap()).unwrap();
+    assert_ne!(renewed["token"], "gAAAA-not-a-token");
 }
 
 fn cluster_class_objects(worker: &str) -> Vec<String> {

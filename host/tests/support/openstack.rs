@@ -134,6 +134,17 @@ impl OpenStack {
             .status();
     }
 
+    /// Stops Glance only (Keystone keeps answering): "Glance is down".
+    pub fn stop_glance(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("glance.pid")).expect("glance.pid");
+        let _ = Command::new("kill").arg(pid.trim()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.glance_port)).is_ok() {
+            assert!(Instant::now() < deadline, "Glance did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The hosts the plugin must be granted (`127.0.0.1:<keystone>`, `127.0.0.1:<glance>`).
     pub fn http_hosts(&self) -> Vec<String> {
         vec![
