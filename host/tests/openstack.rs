@@ -30,7 +30,7 @@ impl HttpTransport for Recording {
     fn send(&self, request: &Request, timeout: Duration, max_body: usize) -> Result<Response, HttpError> {
         self.sent
             .lock()
-            .unwrap()
+            .expect("lock")
             .push(format!("{} {}", request.method, request.url));
         self.inner.send(request, timeout, max_body)
     }
@@ -40,14 +40,19 @@ impl Recording {
     fn count(&self, needle: &str) -> usize {
         self.sent
             .lock()
-            .unwrap()
+            .expect("lock")
             .iter()
             .filter(|r| r.contains(needle))
             .count()
     }
 
     fn count_exact(&self, request: &str) -> usize {
-        self.sent.lock().unwrap().iter().filter(|r| *r == request).count()
+        self.sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| *r == request)
+            .count()
     }
 }
 
@@ -254,7 +259,7 @@ fn images_become_active_in_glance_and_repeated_calls_create_nothing() {
         );
         assert!(glance["size"].as_u64().unwrap_or(0) > 0, "{glance}");
     }
-    let control_image = os.image(&ids[1]).unwrap();
+    let control_image = os.image(&ids[1]).expect("the image exists");
     assert_eq!(control_image["tags"], json!(["capi", "v1.30.9"]));
     assert_eq!(control_image["min_disk"], 2);
     assert_eq!(control_image["os_distro"], "ubuntu");
@@ -271,7 +276,7 @@ fn images_become_active_in_glance_and_repeated_calls_create_nothing() {
         restarted.http.count("/auth/tokens"),
         1,
         "{:?}",
-        restarted.http.sent.lock().unwrap()
+        restarted.http.sent.lock().expect("lock")
     );
     // Even with the state lost, the images are found by name (and tags), not created again.
     let fresh = Setup::new(os, Auth::Password, json!({}));
@@ -299,7 +304,7 @@ fn application_credentials_work_like_passwords() {
     let name = unique("appcred");
     let images = [node_image(&name, &images_server().url("tiny.qcow2"), &[])];
     let settled = setup.reconcile_until_settled(&release(&unique("rel")), &images);
-    let glance = os.image(&ready_id(&settled[0])).unwrap();
+    let glance = os.image(&ready_id(&settled[0])).expect("the image exists");
     assert_eq!(glance["status"], "active");
     assert_eq!(glance["owner"], os.project_id.as_str());
 }
@@ -331,8 +336,8 @@ fn glance_down_is_not_ready_and_names_the_endpoint() {
     let os = OpenStack::shared();
     // A region whose image endpoint is a port nothing listens on: Keystone answers, Glance does not.
     let dead = format!("127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
     });
     let region = unique("RegionDown");
     os.add_region(&region, &format!("http://{dead}"));
@@ -364,7 +369,7 @@ fn glance_down_is_not_ready_and_names_the_endpoint() {
     let Err(GuestError(Error::Denied(why))) = ungranted.reconcile(&release("r"), &images) else {
         panic!("an ungranted Glance host must be denied")
     };
-    let port = dead.rsplit(':').next().unwrap();
+    let port = dead.rsplit(':').next().expect("port");
     assert!(why.contains(&format!("(port {port})")), "names the host: {why}");
     assert!(why.contains("spec.capabilities.http.hosts"), "{why}");
 
@@ -413,9 +418,9 @@ fn killed_and_deactivated_images_fail_with_their_status() {
         setup.http.count_exact(&creates),
         2,
         "{:?}",
-        setup.http.sent.lock().unwrap()
+        setup.http.sent.lock().expect("lock")
     );
-    assert_eq!(os.image(&ids[0]).unwrap()["status"], "killed");
+    assert_eq!(os.image(&ids[0]).expect("the image exists")["status"], "killed");
 }
 
 #[test]
@@ -505,7 +510,7 @@ fn glance_direct_uploads_through_the_plugin() {
     let sha256 = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(
-            std::fs::read(server.path("direct.qcow2")).unwrap(),
+            std::fs::read(server.path("direct.qcow2")).expect("image file"),
         ))
     };
     let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
@@ -519,11 +524,13 @@ fn glance_direct_uploads_through_the_plugin() {
     image.checksum = Some(format!("sha256:{sha256}"));
     let before = server.hits("/direct.qcow2");
     let statuses = setup.reconcile_until_settled(&release(&unique("rel")), std::slice::from_ref(&image));
-    let glance = os.image(&ready_id(&statuses[0])).unwrap();
+    let glance = os.image(&ready_id(&statuses[0])).expect("the image exists");
     assert_eq!(glance["status"], "active");
     assert_eq!(
-        glance["size"].as_u64().unwrap(),
-        std::fs::metadata(server.path("direct.qcow2")).unwrap().len()
+        glance["size"].as_u64().expect("size"),
+        std::fs::metadata(server.path("direct.qcow2"))
+            .expect("image file")
+            .len()
     );
     assert_eq!(
         server.hits("/direct.qcow2") - before,
@@ -533,7 +540,7 @@ fn glance_direct_uploads_through_the_plugin() {
     assert!(
         setup.http.count("/stage") == 1,
         "{:?}",
-        setup.http.sent.lock().unwrap()
+        setup.http.sent.lock().expect("lock")
     );
 
     // A wrong checksum is refused before anything is uploaded.
@@ -572,7 +579,10 @@ fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
     };
     assert!(retry.message.contains("glance-direct"), "{}", retry.message);
     let statuses = setup.reconcile_until_settled(&release("r"), &images);
-    assert_eq!(os.image(&ready_id(&statuses[0])).unwrap()["status"], "active");
+    assert_eq!(
+        os.image(&ready_id(&statuses[0])).expect("the image exists")["status"],
+        "active"
+    );
 
     // This Glance goes down: the next call is not-ready and names it; nothing is forgotten.
     os.stop_glance();
@@ -604,22 +614,23 @@ fn an_expired_or_revoked_token_is_replaced() {
         .into_iter()
         .find(|(k, _)| k.starts_with("token/"))
         .expect("the token is kept in state");
-    let mut token: Value = serde_json::from_str(&cached).unwrap();
+    let mut token: Value = serde_json::from_str(&cached).expect("JSON");
     assert!(!cached.contains(&os.password), "the state holds no password");
 
     // Expired: a new token is requested before Glance is called.
     token["expiresAt"] = json!(0);
-    setup.state.set(&key, &token.to_string()).unwrap();
-    assert_eq!(ready_id(&setup.reconcile(&rel, &images).unwrap()[0]), id);
+    setup.state.set(&key, &token.to_string()).expect("state");
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).expect("call")[0]), id);
     assert_eq!(setup.http.count("/auth/tokens"), 2);
 
     // Revoked (Glance answers 401 although the token looks valid): re-authenticated once.
-    let mut token: Value = serde_json::from_str(&setup.state.get(&key).unwrap()).unwrap();
+    let mut token: Value =
+        serde_json::from_str(&setup.state.get(&key).expect("token in state")).expect("JSON");
     token["token"] = json!("gAAAA-not-a-token");
-    setup.state.set(&key, &token.to_string()).unwrap();
-    assert_eq!(ready_id(&setup.reconcile(&rel, &images).unwrap()[0]), id);
+    setup.state.set(&key, &token.to_string()).expect("state");
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).expect("call")[0]), id);
     assert_eq!(setup.http.count("/auth/tokens"), 3);
-    let renewed: Value = serde_json::from_str(&setup.state.get(&key).unwrap()).unwrap();
+    let renewed: Value = serde_json::from_str(&setup.state.get(&key).expect("token in state")).expect("JSON");
     assert_ne!(renewed["token"], "gAAAA-not-a-token");
 }
 
@@ -656,8 +667,11 @@ fn patch_cluster_class_writes_the_glance_ids() {
     let objects = cluster_class_objects(&worker);
 
     // Before the images are reconciled the ids are unknown: not ready.
-    let Err(GuestError(Error::NotReady(retry))) =
-        setup.plugin.patch_cluster_class(&rel, &objects).result.unwrap()
+    let Err(GuestError(Error::NotReady(retry))) = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
     else {
         panic!("patching before the images exist must wait")
     };
@@ -668,14 +682,14 @@ fn patch_cluster_class_writes_the_glance_ids() {
         .plugin
         .patch_cluster_class(&rel, &objects)
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("patch");
     assert_eq!(patched.len(), objects.len());
     assert_eq!(
         patched[0], objects[0],
         "the ClusterClass is untouched in this mode"
     );
-    let template: Value = serde_json::from_str(&patched[1]).unwrap();
+    let template: Value = serde_json::from_str(&patched[1]).expect("JSON");
     assert_eq!(template["spec"]["template"]["spec"]["image"], json!({"id": id}));
     assert_eq!(
         patched[1],
@@ -703,7 +717,7 @@ fn patch_cluster_class_writes_the_glance_ids() {
         .plugin
         .patch_cluster_class(&rel, &objects)
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("patch");
     assert_eq!(
         patched[0],
@@ -719,8 +733,11 @@ fn patch_cluster_class_writes_the_glance_ids() {
         vec![],
     );
     missing.reconcile_until_settled(&rel, &images);
-    let Err(GuestError(Error::InvalidInput(why))) =
-        missing.plugin.patch_cluster_class(&rel, &objects).result.unwrap()
+    let Err(GuestError(Error::InvalidInput(why))) = missing
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
     else {
         panic!("a missing variable is an error")
     };
@@ -742,9 +759,9 @@ fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
         .plugin
         .addon_values(&cluster, &user_values.to_string())
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("values");
-    let values: Value = serde_json::from_str(&out).unwrap();
+    let values: Value = serde_json::from_str(&out).expect("JSON");
     let ccm = &values["openstack-cloud-controller-manager"];
     assert_eq!(ccm["replicaCount"], 2, "user values are kept");
     assert_eq!(values["metrics-server"]["enabled"], true);
@@ -758,7 +775,7 @@ fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
     assert_eq!(ccm["cluster"]["name"], "workload-1");
     let conf = values["openstack-cinder-csi"]["secret"]["data"]["cloud.conf"]
         .as_str()
-        .unwrap();
+        .expect("cloud.conf in the CSI secret");
     assert!(conf.starts_with("[Global]\n"), "{conf}");
     assert!(
         conf.contains(&format!("auth-url = \"{}\"", os.keystone)),
@@ -774,9 +791,9 @@ fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
         .plugin
         .addon_values(&cluster, "{}")
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("values");
-    let values: Value = serde_json::from_str(&out).unwrap();
+    let values: Value = serde_json::from_str(&out).expect("JSON");
     let global = &values["openstack-cloud-controller-manager"]["cloudConfig"]["global"];
     assert_eq!(
         global["application-credential-id"],
@@ -789,8 +806,11 @@ fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
     assert!(global.get("password").is_none());
     assert!(values.get("openstack-cinder-csi").is_none(), "csi disabled");
 
-    let Err(GuestError(Error::InvalidInput(why))) =
-        setup.plugin.addon_values(&cluster, "[1]").result.unwrap()
+    let Err(GuestError(Error::InvalidInput(why))) = setup
+        .plugin
+        .addon_values(&cluster, "[1]")
+        .result
+        .expect("the call ran")
     else {
         panic!("values that are not a map are refused")
     };
@@ -816,14 +836,14 @@ fn cleanup_deletes_unreferenced_images_only_when_enabled() {
         .plugin
         .cleanup_node_images(&v1, &images)
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("cleanup v1");
     assert!(os.image(&id).is_some(), "v2 still uses it");
     setup
         .plugin
         .cleanup_node_images(&v2, &images)
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("cleanup v2");
     assert!(os.image(&id).is_none(), "deleted once no release uses it");
 
@@ -834,22 +854,22 @@ fn cleanup_deletes_unreferenced_images_only_when_enabled() {
     keep.plugin
         .cleanup_node_images(&v1, &kept_images)
         .result
-        .unwrap()
+        .expect("the call ran")
         .expect("cleanup");
-    assert_eq!(os.image(&id).unwrap()["status"], "active");
+    assert_eq!(os.image(&id).expect("the image exists")["status"], "active");
 }
 
 #[test]
 fn config_and_secret_problems_name_what_to_fix() {
     let os = OpenStack::shared();
     let setup = Setup::new(os, Auth::Password, json!({}));
-    let info = setup.plugin.info().result.unwrap();
+    let info = setup.plugin.info().result.expect("the call ran");
     assert_eq!(info.provider, "openstack");
     let Err(GuestError(Error::InvalidInput(why))) = setup
         .plugin
         .validate_config(r#"{"import": {"timout": 5}}"#)
         .result
-        .unwrap()
+        .expect("the call ran")
     else {
         panic!("a typo is refused")
     };

@@ -412,7 +412,12 @@ impl ImageServer {
 
     /// How many requests asked for `path` (e.g. `/tiny.qcow2`).
     pub fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().iter().filter(|p| *p == path).count()
+        self.hits
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| *p == path)
+            .count()
     }
 
     pub fn host(&self) -> String {
@@ -435,7 +440,7 @@ fn serve(stream: TcpStream, root: &Path, hits: &std::sync::Mutex<Vec<String>>, s
             Ok(_) => {}
         }
     }
-    hits.lock().unwrap().push(path.clone());
+    hits.lock().expect("lock").push(path.clone());
     let mut stream = stream;
     if path.starts_with("/stall/") {
         std::thread::sleep(stall);
