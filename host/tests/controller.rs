@@ -32,7 +32,16 @@ fn fixture_release(tag: &str) -> PathBuf {
         .join(tag)
 }
 
+fn logs() {
+    // RUST_LOG=stackhost=debug shows the controllers' logs next to a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn args(cache: &Path) -> ControllerArgs {
+    logs();
     ControllerArgs {
         cache_dir: Some(cache.to_path_buf()),
         auto_subscribe_interval: Duration::from_secs(2),
@@ -309,11 +318,23 @@ async fn a_cluster_stack_follows_its_releases_from_apply_to_deletion() -> TestRe
     wait_releases(&client, &["docker-ferrol-1-32-v2"]).await?;
     wait_classes(&client, &["docker-ferrol-1-32-v2"]).await?;
 
-    // Pin v1 and stop following: v1 comes back, v2 goes.
+    // Pin v1 and stop following: v1 comes back; v2 stays as the latest ready release (upstream keeps it
+    // so that a stack never loses its last working class while a pinned one is prepared).
     patch_spec(&client, json!({"autoSubscribe": false, "versions": ["v1"]})).await?;
     wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
-    wait_releases(&client, &["docker-ferrol-1-32-v1"]).await?;
-    wait_classes(&client, &["docker-ferrol-1-32-v1"]).await?;
+    wait_releases(&client, &["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"]).await?;
+    wait_classes(&client, &["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"]).await?;
+    let usable = wait_for("both versions usable", WAIT, || async {
+        let cs = stacks.get("ferrol").await.map_err(|e| e.to_string())?;
+        let usable = cs.status.map(|s| s.usable_versions).unwrap_or_default();
+        if usable == "v1, v2" {
+            Ok(usable)
+        } else {
+            Err(usable)
+        }
+    })
+    .await?;
+    assert_eq!(usable, "v1, v2");
 
     // A Cluster uses v1: following the channel again keeps v1 next to v2.
     create_cluster(&client, "workload", "docker-ferrol-1-32-v1").await?;
@@ -395,7 +416,7 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
     let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
     pps.create(
         &Default::default(),
-        &provider_plugin(&plugin_ref, json!("later:trap")),
+        &provider_plugin(&plugin_ref, json!({"behaviour": "later:trap"})),
     )
     .await?;
     let repository = format!("{}/kaas/cluster-stacks", reg.addr);
@@ -406,6 +427,7 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
 
     let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
     let failed = wait_for("the release to report the trap", WAIT, || async {
+        let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
         let r = releases
             .get_opt("docker-ferrol-1-32-v1")
             .await
@@ -416,7 +438,7 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
         });
         match c {
             Some(c) if c.reason.as_deref() == Some("PluginFailed") => Ok(c),
-            _ => Err(describe_release(&r)),
+            _ => Err(format!("{}; ProviderPlugin: {:?}", describe_release(&r), pp.status)),
         }
     })
     .await?;

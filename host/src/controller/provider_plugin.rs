@@ -161,7 +161,14 @@ async fn load(
     let plugin = tokio::task::spawn_blocking(move || host_.load(&bytes, settings))
         .await
         .map_err(|e| fail("CompileFailed")(format!("the compiler panicked: {e}")))?
-        .map_err(|e| fail("CompileFailed")(e.to_string()))?;
+        .map_err(|e| {
+            let reason = match &e {
+                crate::plugin::PluginError::Refused { .. } => "ImportRefused",
+                crate::plugin::PluginError::BadComponent { .. } => "InvalidComponent",
+                _ => "CompileFailed",
+            };
+            fail(reason)(e.to_string())
+        })?;
     // The plugin judges its own config before it serves anything.
     let validated = plugin
         .offload("validate-config", move |p| p.validate_config(&config))
@@ -206,6 +213,20 @@ pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Act
     let ns = pp.namespace().unwrap_or_default();
     let name = pp.name_any();
     let api: Api<ProviderPlugin> = Api::namespaced(ctx.client.clone(), &ns);
+    tracing::debug!(
+        plugin = %format!("{ns}/{name}"),
+        generation = ?pp.metadata.generation,
+        resource_version = ?pp.metadata.resource_version,
+        "reconciling ProviderPlugin"
+    );
+    // Work on the object as the API has it now: a timer-triggered reconcile may carry an older copy.
+    let pp = match api.get_opt(&name).await? {
+        Some(fresh) => Arc::new(fresh),
+        None => {
+            ctx.plugins.remove(&ns, &name);
+            return Ok(Action::await_change());
+        }
+    };
     if pp.metadata.deletion_timestamp.is_some() {
         ctx.plugins.remove(&ns, &name);
         return Ok(Action::await_change());

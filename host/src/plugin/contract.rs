@@ -107,7 +107,7 @@ fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
                 ));
             }
             let (granted, field) = match name.interface {
-                "http" => (!grants.http_hosts.is_empty(), "spec.capabilities.http.hosts"),
+                "http" => (!grants.http_hosts.is_empty(), "spec.capabilities.httpHosts"),
                 "secrets" => (!grants.secret_keys.is_empty(), "spec.capabilities.secrets"),
                 "state" => (grants.state, "spec.capabilities.state"),
                 _ => (true, ""),
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn refusals_name_the_import_and_the_fix() {
         let cases = [
-            ("clusterstack:provider/http@0.1.0", "spec.capabilities.http.hosts"),
+            ("clusterstack:provider/http@0.1.0", "spec.capabilities.httpHosts"),
             ("clusterstack:provider/secrets@0.1.0", "spec.capabilities.secrets"),
             ("clusterstack:provider/state@0.1.0", "spec.capabilities.state"),
             ("clusterstack:provider/log@0.2.0", "different version"),

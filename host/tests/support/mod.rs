@@ -3,6 +3,7 @@
 //! registry cannot produce (5xx, hangs, 403, bearer challenges), and generated components.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod openstack;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -77,6 +77,23 @@ fn stored() -> Result<Option<String>, Error> {
     perform(&state::get("behaviour").unwrap_or_default())
 }
 
+/// The behaviour named by a config: a JSON string (`"trap"`), an object `{"behaviour": "trap"}` (what a
+/// ProviderPlugin's `spec.config` holds), or the bare word.
+fn behaviour_of(config: &str) -> String {
+    let config = config.trim();
+    if let Some(rest) = config.strip_prefix('{') {
+        if let Some(at) = rest.find("\"behaviour\"") {
+            let after = &rest[at + "\"behaviour\"".len()..];
+            let value = after.trim_start().trim_start_matches(':').trim_start();
+            if let Some(value) = value.strip_prefix('"') {
+                return value.split('"').next().unwrap_or_default().to_string();
+            }
+        }
+        return String::new();
+    }
+    config.trim_matches('"').to_string()
+}
+
 impl Guest for Misbehaving {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -88,7 +105,7 @@ impl Guest for Misbehaving {
     }
 
     fn validate_config(config: String) -> Result<(), Error> {
-        let behaviour = config.trim().trim_matches('"').to_string();
+        let behaviour = behaviour_of(&config);
         if let Some(later) = behaviour.strip_prefix("later:") {
             return state::set("behaviour", later)
                 .map_err(|e| Error::Failed(format!("cannot store the behaviour: {e:?}")));

@@ -1,0 +1,916 @@
+//! The OpenStack provider plugin (plugins/openstack) against real Keystone and Glance (Debian's
+//! packages, started on 127.0.0.1 by scripts/openstack-up.sh), called through the host runtime
+//! the way the controller calls it: `http` granted to Keystone and Glance only, the Secret key
+//! with `clouds.yaml`, and `state`.
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stackhost::plugin::bindings::clusterstack::provider::http::{HttpError, Request, Response};
+use stackhost::plugin::capability::{HttpTransport, MemoryState, StateStore, StaticSecrets, UreqTransport};
+use stackhost::plugin::types::{ClusterInfo, Error, ImageState, ImageStatus, NodeImage, ReleaseInfo};
+use stackhost::plugin::{Capabilities, Grants, GuestError, Plugin, PluginHost, PluginSettings};
+use support::openstack::{unique, Auth, ImageServer, OpenStack};
+
+const SECRET_KEYS: [&str; 3] = ["openstack/clouds.yaml", "openstack/cloudName", "openstack/cacert"];
+
+/// The real HTTP transport, recording each request (method and URL) the plugin sent.
+#[derive(Default)]
+struct Recording {
+    inner: UreqTransport,
+    sent: Mutex<Vec<String>>,
+}
+
+impl HttpTransport for Recording {
+    fn send(&self, request: &Request, timeout: Duration, max_body: usize) -> Result<Response, HttpError> {
+        self.sent
+            .lock()
+            .expect("lock")
+            .push(format!("{} {}", request.method, request.url));
+        self.inner.send(request, timeout, max_body)
+    }
+}
+
+impl Recording {
+    fn count(&self, needle: &str) -> usize {
+        self.sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.contains(needle))
+            .count()
+    }
+
+    fn count_exact(&self, request: &str) -> usize {
+        self.sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| *r == request)
+            .count()
+    }
+}
+
+/// One "controller": a plugin host, the plugin loaded with its grants, and its state store.
+struct Setup {
+    host: PluginHost,
+    plugin: Plugin,
+    state: Arc<MemoryState>,
+    http: Arc<Recording>,
+    secrets: BTreeMap<String, Vec<u8>>,
+    config: String,
+    hosts: Vec<String>,
+}
+
+impl Setup {
+    fn new(os: &OpenStack, auth: Auth, config: Value) -> Setup {
+        Setup::with(
+            os,
+            os.clouds_yaml("openstack", auth, Some(&os.region)),
+            config,
+            vec![],
+        )
+    }
+
+    fn with(os: &OpenStack, clouds_yaml: String, config: Value, extra_hosts: Vec<String>) -> Setup {
+        let mut secrets = BTreeMap::new();
+        secrets.insert("openstack/clouds.yaml".to_string(), clouds_yaml.into_bytes());
+        let mut hosts = os.http_hosts();
+        hosts.extend(extra_hosts);
+        let host = common::host();
+        let state = Arc::new(MemoryState::default());
+        let http = Arc::new(Recording::default());
+        let config = config.to_string();
+        let plugin = load(&host, &config, &secrets, &hosts, state.clone(), http.clone());
+        Setup {
+            host,
+            plugin,
+            state,
+            http,
+            secrets,
+            config,
+            hosts,
+        }
+    }
+
+    /// A controller restart: a new host and plugin instance with the state persisted so far.
+    fn restart(&mut self) {
+        self.host = common::host();
+        self.state = Arc::new(MemoryState::new(self.state.snapshot(), 1 << 20));
+        self.plugin = load(
+            &self.host,
+            &self.config,
+            &self.secrets,
+            &self.hosts,
+            self.state.clone(),
+            self.http.clone(),
+        );
+    }
+
+    fn reconcile(&self, release: &ReleaseInfo, images: &[NodeImage]) -> Result<Vec<ImageStatus>, GuestError> {
+        let called = self.plugin.reconcile_node_images(release, images);
+        called
+            .result
+            .unwrap_or_else(|e| panic!("reconcile-node-images did not run: {e}"))
+    }
+
+    /// Calls `reconcile-node-images` until no image is pending (as the controller does, faster).
+    fn reconcile_until_settled(&self, release: &ReleaseInfo, images: &[NodeImage]) -> Vec<ImageStatus> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let statuses = self
+                .reconcile(release, images)
+                .unwrap_or_else(|e| panic!("reconcile-node-images: {e}"));
+            if !statuses.iter().any(|s| matches!(s.state, ImageState::Pending(_))) {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "images still pending after 90 s: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn load(
+    host: &PluginHost,
+    config: &str,
+    secrets: &BTreeMap<String, Vec<u8>>,
+    hosts: &[String],
+    state: Arc<MemoryState>,
+    http: Arc<Recording>,
+) -> Plugin {
+    let settings = PluginSettings {
+        name: "openstack".to_string(),
+        grants: Grants {
+            http_hosts: hosts.to_vec(),
+            secret_keys: SECRET_KEYS.iter().map(|k| k.to_string()).collect(),
+            state: true,
+        },
+        capabilities: Capabilities {
+            config: Arc::from(config),
+            http,
+            secrets: Arc::new(StaticSecrets(secrets.clone())),
+            state,
+            ..Capabilities::default()
+        },
+        ..PluginSettings::default()
+    };
+    host.load(&common::plugin_bytes("openstack"), settings)
+        .unwrap_or_else(|e| panic!("load plugins/dist/openstack.wasm: {e}"))
+}
+
+fn release(tag: &str) -> ReleaseInfo {
+    ReleaseInfo {
+        tag: tag.to_string(),
+        provider: "openstack".into(),
+        stack_name: "scs".into(),
+        kubernetes_version: "v1.30.9".into(),
+        version: "v1".into(),
+    }
+}
+
+fn node_image(name: &str, url: &str, properties: &[(&str, Value)]) -> NodeImage {
+    NodeImage {
+        name: name.to_string(),
+        url: url.to_string(),
+        checksum: None,
+        disk_format: "qcow2".into(),
+        container_format: "bare".into(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn ready_id(status: &ImageStatus) -> String {
+    match &status.state {
+        ImageState::Ready(id) => id.clone(),
+        other => panic!("image {} is not ready: {other:?}", status.name),
+    }
+}
+
+fn failed_reason(status: &ImageStatus) -> String {
+    match &status.state {
+        ImageState::Failed(why) => why.clone(),
+        other => panic!("image {} did not fail: {other:?}", status.name),
+    }
+}
+
+fn images_server() -> &'static ImageServer {
+    static SERVER: std::sync::OnceLock<ImageServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = ImageServer::start();
+        server.qcow2("tiny.qcow2", "16M");
+        server
+    })
+}
+
+#[test]
+fn images_become_active_in_glance_and_repeated_calls_create_nothing() {
+    let os = OpenStack::shared();
+    eprintln!("Keystone + Glance started in {:.1} s", os.startup.as_secs_f64());
+    let server = images_server();
+    let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 5}}));
+    let (worker, control) = (unique("worker"), unique("control-plane"));
+    let images = vec![
+        node_image(&worker, &server.url("tiny.qcow2"), &[]),
+        node_image(
+            &control,
+            &server.url("tiny.qcow2"),
+            &[
+                ("tags", json!(["capi", "v1.30.9"])),
+                ("min_disk", json!(2)),
+                (
+                    "properties",
+                    json!({"os_distro": "ubuntu", "os_version": "22.04"}),
+                ),
+            ],
+        ),
+    ];
+    let rel = release(&unique("openstack-scs-1-30-v1"));
+
+    let first = setup.reconcile(&rel, &images).expect("first call");
+    for status in &first {
+        let ImageState::Pending(retry) = &status.state else {
+            panic!("a new image is pending first: {status:?}")
+        };
+        assert_eq!(retry.retry_after_seconds, 5);
+        assert!(retry.message.contains("web-download"), "{}", retry.message);
+    }
+    let settled = setup.reconcile_until_settled(&rel, &images);
+    let ids: Vec<String> = settled.iter().map(ready_id).collect();
+    for (image, id) in images.iter().zip(&ids) {
+        let glance = os.image(id).expect("the reported id exists in Glance");
+        assert_eq!(glance["status"], "active");
+        assert_eq!(glance["name"], image.name.as_str());
+        assert_eq!(glance["disk_format"], "qcow2");
+        assert_eq!(
+            glance["owner"],
+            os.project_id.as_str(),
+            "created in the user's project"
+        );
+        assert!(glance["size"].as_u64().unwrap_or(0) > 0, "{glance}");
+    }
+    let control_image = os.image(&ids[1]).expect("the image exists");
+    let mut tags: Vec<&str> = control_image["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    tags.sort_unstable(); // Glance keeps tags as a set
+    assert_eq!(tags, ["capi", "v1.30.9"]);
+    assert_eq!(control_image["min_disk"], 2);
+    assert_eq!(control_image["os_distro"], "ubuntu");
+
+    // Repeated calls, a controller restart: the same ids, nothing new in Glance.
+    let again = setup.reconcile(&rel, &images).expect("repeated call");
+    assert_eq!(again.iter().map(ready_id).collect::<Vec<_>>(), ids);
+    let mut restarted = setup;
+    restarted.restart();
+    let after_restart = restarted.reconcile(&rel, &images).expect("after restart");
+    assert_eq!(after_restart.iter().map(ready_id).collect::<Vec<_>>(), ids);
+    // The token was reused across all these calls and the restart (it lives in `state`).
+    assert_eq!(
+        restarted.http.count("/auth/tokens"),
+        1,
+        "{:?}",
+        restarted.http.sent.lock().expect("lock")
+    );
+    // Even with the state lost, the images are found by name (and tags), not created again.
+    let fresh = Setup::new(os, Auth::Password, json!({}));
+    let found = fresh.reconcile(&rel, &images).expect("with empty state");
+    assert_eq!(found.iter().map(ready_id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        fresh.http.count("POST http://127.0.0.1"),
+        1,
+        "only the token request posts"
+    );
+    for image in &images {
+        assert_eq!(
+            os.images_named(&image.name).len(),
+            1,
+            "{} exists once",
+            image.name
+        );
+    }
+}
+
+#[test]
+fn application_credentials_work_like_passwords() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::ApplicationCredential, json!({}));
+    let name = unique("appcred");
+    let images = [node_image(&name, &images_server().url("tiny.qcow2"), &[])];
+    let settled = setup.reconcile_until_settled(&release(&unique("rel")), &images);
+    let glance = os.image(&ready_id(&settled[0])).expect("the image exists");
+    assert_eq!(glance["status"], "active");
+    assert_eq!(glance["owner"], os.project_id.as_str());
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_failure() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::WrongPassword, json!({}));
+    let images = [node_image(
+        &unique("never"),
+        &images_server().url("tiny.qcow2"),
+        &[],
+    )];
+    let Err(GuestError(Error::Failed(why))) = setup.reconcile(&release("r"), &images) else {
+        panic!("a wrong password must fail the call")
+    };
+    assert!(why.contains("rejected the credentials"), "{why}");
+    assert!(why.contains("HTTP 401"), "{why}");
+    assert!(why.contains("\"stackhost\""), "names the user: {why}");
+    assert!(why.contains(&os.keystone), "names Keystone: {why}");
+    assert!(
+        why.contains("Secret \"openstack\""),
+        "says where to fix it: {why}"
+    );
+}
+
+#[test]
+fn glance_down_is_not_ready_and_names_the_endpoint() {
+    let os = OpenStack::shared();
+    // A region whose image endpoint is a port nothing listens on: Keystone answers, Glance does not.
+    let dead = format!("127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    });
+    let region = unique("RegionDown");
+    os.add_region(&region, &format!("http://{dead}"));
+    let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&region));
+    let setup = Setup::with(os, clouds.clone(), json!({}), vec![dead.clone()]);
+    let images = [node_image(
+        &unique("down"),
+        &images_server().url("tiny.qcow2"),
+        &[],
+    )];
+    let Err(GuestError(Error::NotReady(retry))) = setup.reconcile(&release("r"), &images) else {
+        panic!("an unreachable Glance must be not-ready")
+    };
+    assert!(retry.message.contains("not reachable"), "{}", retry.message);
+    assert!(
+        retry.message.contains(&dead),
+        "names the endpoint: {}",
+        retry.message
+    );
+    assert!(
+        retry.message.contains(&region),
+        "names the region: {}",
+        retry.message
+    );
+    assert!(retry.retry_after_seconds > 0);
+
+    // The same cloud without the Glance host granted: denied, and the message says what to grant.
+    let ungranted = Setup::with(os, clouds, json!({}), vec![]);
+    let Err(GuestError(Error::Denied(why))) = ungranted.reconcile(&release("r"), &images) else {
+        panic!("an ungranted Glance host must be denied")
+    };
+    let port = dead.rsplit(':').next().expect("port");
+    assert!(why.contains(&format!("(port {port})")), "names the host: {why}");
+    assert!(why.contains("spec.capabilities.http.hosts"), "{why}");
+
+    // A region that does not exist at all.
+    let nowhere = Setup::new(os, Auth::Password, json!({"region": "Atlantis"}));
+    let Err(GuestError(Error::Failed(why))) = nowhere.reconcile(&release("r"), &images) else {
+        panic!("an unknown region must fail")
+    };
+    assert!(
+        why.contains("region Atlantis") && why.contains(&os.glance),
+        "{why}"
+    );
+}
+
+#[test]
+fn killed_and_deactivated_images_fail_with_their_status() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let url = images_server().url("tiny.qcow2");
+    let images = vec![
+        node_image(&unique("killed"), &url, &[]),
+        node_image(&unique("deact"), &url, &[]),
+    ];
+    let rel = release(&unique("rel"));
+    let ids: Vec<String> = setup
+        .reconcile_until_settled(&rel, &images)
+        .iter()
+        .map(ready_id)
+        .collect();
+    os.set_status_in_database(&ids[0], "killed");
+    os.deactivate(&ids[1]);
+    let statuses = setup.reconcile(&rel, &images).expect("call");
+    let killed = failed_reason(&statuses[0]);
+    assert!(
+        killed.contains("status killed") && killed.contains(&ids[0]),
+        "{killed}"
+    );
+    let deactivated = failed_reason(&statuses[1]);
+    assert!(
+        deactivated.contains("status deactivated") && deactivated.contains(&ids[1]),
+        "{deactivated}"
+    );
+    // Nothing was created to replace them.
+    let creates = format!("POST {}/v2/images", os.glance);
+    assert_eq!(
+        setup.http.count_exact(&creates),
+        2,
+        "{:?}",
+        setup.http.sent.lock().expect("lock")
+    );
+    assert_eq!(os.image(&ids[0]).expect("the image exists")["status"], "killed");
+}
+
+#[test]
+fn an_import_over_the_timeout_fails() {
+    let os = OpenStack::shared();
+    let server = images_server();
+    let setup = Setup::new(
+        os,
+        Auth::Password,
+        json!({"import": {"timeoutSeconds": 2, "pollSeconds": 1}}),
+    );
+    // The image server never answers this URL: Glance's download hangs, the image stays importing.
+    let images = [node_image(&unique("slow"), &server.url("stall/slow.qcow2"), &[])];
+    let rel = release(&unique("rel"));
+    let first = setup.reconcile(&rel, &images).expect("first call");
+    assert!(matches!(first[0].state, ImageState::Pending(_)), "{first:?}");
+    let started = Instant::now();
+    let why = loop {
+        let statuses = setup.reconcile(&rel, &images).expect("call");
+        match &statuses[0].state {
+            ImageState::Pending(_) => {}
+            ImageState::Failed(why) => break why.clone(),
+            ImageState::Ready(id) => panic!("a stalled import became ready: {id}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no timeout after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "failed before the timeout: {why}"
+    );
+    assert!(why.contains("import timeout of 2 s"), "{why}");
+    assert!(why.contains("web-download"), "{why}");
+    assert_eq!(server.hits("/stall/slow.qcow2"), 1, "Glance fetched the URL once");
+}
+
+#[test]
+fn a_failed_download_reports_the_import_failure() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 1}}));
+    let images = [node_image(
+        &unique("missing"),
+        &images_server().url("no-such.qcow2"),
+        &[],
+    )];
+    let statuses = setup.reconcile_until_settled(&release(&unique("rel")), &images);
+    let why = failed_reason(&statuses[0]);
+    assert!(
+        why.contains("web-download import") && why.contains("failed"),
+        "{why}"
+    );
+}
+
+#[test]
+fn several_images_with_the_name_are_an_error_naming_them() {
+    let os = OpenStack::shared();
+    let name = unique("twice");
+    let a = os.create_image(
+        json!({"name": name, "disk_format": "qcow2", "container_format": "bare", "visibility": "public"}),
+    );
+    let b = os.create_image(
+        json!({"name": name, "disk_format": "qcow2", "container_format": "bare", "visibility": "public"}),
+    );
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let statuses = setup
+        .reconcile(
+            &release("r"),
+            &[node_image(&name, &images_server().url("tiny.qcow2"), &[])],
+        )
+        .expect("call");
+    let why = failed_reason(&statuses[0]);
+    assert!(
+        why.contains("too many images") && why.contains(&a) && why.contains(&b),
+        "{why}"
+    );
+    assert_eq!(os.images_named(&name).len(), 2, "nothing created");
+}
+
+#[test]
+fn glance_direct_uploads_through_the_plugin() {
+    let os = OpenStack::shared();
+    let server = images_server();
+    server.qcow2("direct.qcow2", "8M");
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(server.path("direct.qcow2")).expect("image file"),
+        ))
+    };
+    let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
+    let setup = Setup::with(
+        os,
+        clouds.clone(),
+        json!({"import": {"method": "glance-direct"}}),
+        vec![server.host()],
+    );
+    let mut image = node_image(&unique("direct"), &server.url("direct.qcow2"), &[]);
+    image.checksum = Some(format!("sha256:{sha256}"));
+    let before = server.hits("/direct.qcow2");
+    let statuses = setup.reconcile_until_settled(&release(&unique("rel")), std::slice::from_ref(&image));
+    let glance = os.image(&ready_id(&statuses[0])).expect("the image exists");
+    assert_eq!(glance["status"], "active");
+    assert_eq!(
+        glance["size"].as_u64().expect("size"),
+        std::fs::metadata(server.path("direct.qcow2"))
+            .expect("image file")
+            .len()
+    );
+    assert_eq!(
+        server.hits("/direct.qcow2") - before,
+        1,
+        "the plugin downloaded it once"
+    );
+    assert!(
+        setup.http.count("/stage") == 1,
+        "{:?}",
+        setup.http.sent.lock().expect("lock")
+    );
+
+    // A wrong checksum is refused before anything is uploaded.
+    image.name = unique("direct-bad");
+    image.checksum = Some(format!("sha256:{}", "0".repeat(64)));
+    let statuses = setup
+        .reconcile(&release("r"), std::slice::from_ref(&image))
+        .expect("call");
+    let why = failed_reason(&statuses[0]);
+    assert!(why.contains(&sha256) && why.contains("the release says"), "{why}");
+
+    // Without the image host granted, glance-direct cannot download: denied, naming the host.
+    let ungranted = Setup::with(os, clouds, json!({"import": {"method": "glance-direct"}}), vec![]);
+    image.name = unique("direct-denied");
+    image.checksum = None;
+    let Err(GuestError(Error::Denied(why))) = ungranted.reconcile(&release("r"), &[image]) else {
+        panic!("the image host is not granted")
+    };
+    assert!(
+        why.contains("glance-direct") && why.contains("127.0.0.1"),
+        "{why}"
+    );
+}
+
+#[test]
+fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
+    // A Glance of its own that offers only glance-direct.
+    let os = OpenStack::start(&[("GLANCE_IMPORT_METHODS", "glance-direct")]);
+    let server = images_server();
+    let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
+    let setup = Setup::with(&os, clouds, json!({}), vec![server.host()]);
+    let images = [node_image(&unique("auto"), &server.url("tiny.qcow2"), &[])];
+    let first = setup.reconcile(&release("r"), &images).expect("first call");
+    let ImageState::Pending(retry) = &first[0].state else {
+        panic!("{first:?}")
+    };
+    assert!(retry.message.contains("glance-direct"), "{}", retry.message);
+    let statuses = setup.reconcile_until_settled(&release("r"), &images);
+    assert_eq!(
+        os.image(&ready_id(&statuses[0])).expect("the image exists")["status"],
+        "active"
+    );
+
+    // This Glance goes down: the next call is not-ready and names it; nothing is forgotten.
+    os.stop_glance();
+    let Err(GuestError(Error::NotReady(retry))) = setup.reconcile(&release("r"), &images) else {
+        panic!("a stopped Glance must be not-ready")
+    };
+    assert!(
+        retry.message.contains("not reachable") && retry.message.contains(&os.glance),
+        "{}",
+        retry.message
+    );
+}
+
+#[test]
+fn an_expired_or_revoked_token_is_replaced() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let images = [node_image(
+        &unique("token"),
+        &images_server().url("tiny.qcow2"),
+        &[],
+    )];
+    let rel = release(&unique("rel"));
+    let id = ready_id(&setup.reconcile_until_settled(&rel, &images)[0]);
+    assert_eq!(setup.http.count("/auth/tokens"), 1);
+    let (key, cached) = setup
+        .state
+        .snapshot()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("token/"))
+        .expect("the token is kept in state");
+    let mut token: Value = serde_json::from_str(&cached).expect("JSON");
+    assert!(!cached.contains(&os.password), "the state holds no password");
+
+    // Expired: a new token is requested before Glance is called.
+    token["expiresAt"] = json!(0);
+    setup.state.set(&key, &token.to_string()).expect("state");
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).expect("call")[0]), id);
+    assert_eq!(setup.http.count("/auth/tokens"), 2);
+
+    // Revoked (Glance answers 401 although the token looks valid): re-authenticated once.
+    let mut token: Value =
+        serde_json::from_str(&setup.state.get(&key).expect("token in state")).expect("JSON");
+    token["token"] = json!("gAAAA-not-a-token");
+    setup.state.set(&key, &token.to_string()).expect("state");
+    assert_eq!(ready_id(&setup.reconcile(&rel, &images).expect("call")[0]), id);
+    assert_eq!(setup.http.count("/auth/tokens"), 3);
+    let renewed: Value = serde_json::from_str(&setup.state.get(&key).expect("token in state")).expect("JSON");
+    assert_ne!(renewed["token"], "gAAAA-not-a-token");
+}
+
+fn cluster_class_objects(worker: &str) -> Vec<String> {
+    vec![
+        // Rendered by Helm and serialised by the host: compact JSON, keys in chart order.
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "ClusterClass",
+               "metadata": {"name": "scs-1-30-v1", "namespace": "cluster"},
+               "spec": {"variables": [
+                   {"name": "workerImage", "required": false, "schema": {"openAPIV3Schema": {"type": "string", "default": "placeholder"}}},
+                   {"name": "dnsServers", "required": false, "schema": {"openAPIV3Schema": {"type": "array"}}}]}})
+        .to_string(),
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+               "metadata": {"name": "scs-1-30-v1-worker", "namespace": "cluster"},
+               "spec": {"template": {"spec": {"flavor": "SCS-2V-4", "image": {"filter": {"name": worker}},
+                                               "identityRef": {"name": "openstack", "cloudName": "openstack"}}}}})
+        .to_string(),
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+               "metadata": {"name": "scs-1-30-v1-other"},
+               "spec": {"template": {"spec": {"image": {"filter": {"name": "not-a-node-image"}}}}}})
+        .to_string(),
+        // Odd spacing: must come back byte-for-byte.
+        "{ \"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"x\"} }".to_string(),
+    ]
+}
+
+#[test]
+fn patch_cluster_class_writes_the_glance_ids() {
+    let os = OpenStack::shared();
+    let worker = unique("patch-worker");
+    let images = [node_image(&worker, &images_server().url("tiny.qcow2"), &[])];
+    let rel = release(&unique("rel"));
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let objects = cluster_class_objects(&worker);
+
+    // Before the images are reconciled the ids are unknown: not ready.
+    let Err(GuestError(Error::NotReady(retry))) = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+    else {
+        panic!("patching before the images exist must wait")
+    };
+    assert!(retry.message.contains(&rel.tag), "{}", retry.message);
+
+    let id = ready_id(&setup.reconcile_until_settled(&rel, &images)[0]);
+    let patched = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("patch");
+    assert_eq!(patched.len(), objects.len());
+    assert_eq!(
+        patched[0], objects[0],
+        "the ClusterClass is untouched in this mode"
+    );
+    let template: Value = serde_json::from_str(&patched[1]).expect("JSON");
+    assert_eq!(template["spec"]["template"]["spec"]["image"], json!({"id": id}));
+    assert_eq!(
+        patched[1],
+        objects[1].replace(
+            &format!("{{\"filter\":{{\"name\":\"{worker}\"}}}}"),
+            &format!("{{\"id\":\"{id}\"}}")
+        ),
+        "only the image changed, key order kept"
+    );
+    assert_eq!(patched[2], objects[2], "other images are left alone");
+    assert_eq!(
+        patched[3], objects[3],
+        "unrelated objects are byte-for-byte as rendered"
+    );
+
+    // Mode `variables`: the variable's default becomes the id (or the name), nothing else changes.
+    let by_variable = Setup::with(
+        os,
+        os.clouds_yaml("openstack", Auth::Password, Some(&os.region)),
+        json!({"patch": {"mode": "variables", "variables": {"workerImage": worker}}}),
+        vec![],
+    );
+    by_variable.reconcile_until_settled(&rel, &images);
+    let patched = by_variable
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("patch");
+    assert_eq!(
+        patched[0],
+        objects[0].replace("\"default\":\"placeholder\"", &format!("\"default\":\"{id}\""))
+    );
+    assert_eq!(&patched[1..], &objects[1..]);
+
+    // A variable the ClusterClass does not have is named in the error.
+    let missing = Setup::with(
+        os,
+        os.clouds_yaml("openstack", Auth::Password, Some(&os.region)),
+        json!({"patch": {"mode": "variables", "variables": {"controlPlaneImage": worker}}}),
+        vec![],
+    );
+    missing.reconcile_until_settled(&rel, &images);
+    let Err(GuestError(Error::InvalidInput(why))) = missing
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+    else {
+        panic!("a missing variable is an error")
+    };
+    assert!(why.contains("controlPlaneImage"), "{why}");
+}
+
+#[test]
+fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
+    let os = OpenStack::shared();
+    let cluster = ClusterInfo {
+        name: "workload-1".into(),
+        namespace: "cluster".into(),
+        kubernetes_version: "v1.30.9".into(),
+        object: "{}".into(),
+    };
+    let user_values = json!({"openstack-cloud-controller-manager": {"replicaCount": 2}, "metrics-server": {"enabled": true}});
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let out = setup
+        .plugin
+        .addon_values(&cluster, &user_values.to_string())
+        .result
+        .expect("the call ran")
+        .expect("values");
+    let values: Value = serde_json::from_str(&out).expect("JSON");
+    let ccm = &values["openstack-cloud-controller-manager"];
+    assert_eq!(ccm["replicaCount"], 2, "user values are kept");
+    assert_eq!(values["metrics-server"]["enabled"], true);
+    let global = &ccm["cloudConfig"]["global"];
+    assert_eq!(global["auth-url"], os.keystone.as_str());
+    assert_eq!(global["username"], os.user.as_str());
+    assert_eq!(global["password"], os.password.as_str());
+    assert_eq!(global["tenant-name"], os.project.as_str());
+    assert_eq!(global["region"], os.region.as_str());
+    assert_eq!(ccm["secret"]["create"], true);
+    assert_eq!(ccm["cluster"]["name"], "workload-1");
+    let conf = values["openstack-cinder-csi"]["secret"]["data"]["cloud.conf"]
+        .as_str()
+        .expect("cloud.conf in the CSI secret");
+    assert!(conf.starts_with("[Global]\n"), "{conf}");
+    assert!(
+        conf.contains(&format!("auth-url = \"{}\"", os.keystone)),
+        "{conf}"
+    );
+    assert!(
+        conf.contains(&format!("password = \"{}\"", os.password)),
+        "{conf}"
+    );
+
+    let appcred = Setup::new(os, Auth::ApplicationCredential, json!({"addons": {"csi": ""}}));
+    let out = appcred
+        .plugin
+        .addon_values(&cluster, "{}")
+        .result
+        .expect("the call ran")
+        .expect("values");
+    let values: Value = serde_json::from_str(&out).expect("JSON");
+    let global = &values["openstack-cloud-controller-manager"]["cloudConfig"]["global"];
+    assert_eq!(
+        global["application-credential-id"],
+        os.application_credential_id.as_str()
+    );
+    assert_eq!(
+        global["application-credential-secret"],
+        os.application_credential_secret.as_str()
+    );
+    assert!(global.get("password").is_none());
+    assert!(values.get("openstack-cinder-csi").is_none(), "csi disabled");
+
+    let Err(GuestError(Error::InvalidInput(why))) = setup
+        .plugin
+        .addon_values(&cluster, "[1]")
+        .result
+        .expect("the call ran")
+    else {
+        panic!("values that are not a map are refused")
+    };
+    assert!(why.contains("cluster/workload-1"), "{why}");
+}
+
+#[test]
+fn cleanup_deletes_unreferenced_images_only_when_enabled() {
+    let os = OpenStack::shared();
+    let url = images_server().url("tiny.qcow2");
+    let shared_name = unique("shared");
+    let images = [node_image(&shared_name, &url, &[])];
+    let (v1, v2) = (release(&unique("v1")), release(&unique("v2")));
+
+    let setup = Setup::new(os, Auth::Password, json!({"cleanup": {"enabled": true}}));
+    let id = ready_id(&setup.reconcile_until_settled(&v1, &images)[0]);
+    assert_eq!(
+        ready_id(&setup.reconcile_until_settled(&v2, &images)[0]),
+        id,
+        "shared by both releases"
+    );
+    setup
+        .plugin
+        .cleanup_node_images(&v1, &images)
+        .result
+        .expect("the call ran")
+        .expect("cleanup v1");
+    assert!(os.image(&id).is_some(), "v2 still uses it");
+    setup
+        .plugin
+        .cleanup_node_images(&v2, &images)
+        .result
+        .expect("the call ran")
+        .expect("cleanup v2");
+    assert!(os.image(&id).is_none(), "deleted once no release uses it");
+
+    // Disabled (the default, as upstream): the image stays.
+    let keep = Setup::new(os, Auth::Password, json!({}));
+    let kept_images = [node_image(&unique("kept"), &url, &[])];
+    let id = ready_id(&keep.reconcile_until_settled(&v1, &kept_images)[0]);
+    keep.plugin
+        .cleanup_node_images(&v1, &kept_images)
+        .result
+        .expect("the call ran")
+        .expect("cleanup");
+    assert_eq!(os.image(&id).expect("the image exists")["status"], "active");
+}
+
+#[test]
+fn config_and_secret_problems_name_what_to_fix() {
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let info = setup.plugin.info().result.expect("the call ran");
+    assert_eq!(info.provider, "openstack");
+    let Err(GuestError(Error::InvalidInput(why))) = setup
+        .plugin
+        .validate_config(r#"{"import": {"timout": 5}}"#)
+        .result
+        .expect("the call ran")
+    else {
+        panic!("a typo is refused")
+    };
+    assert!(why.contains("timout"), "{why}");
+
+    let wrong_cloud = Setup::new(os, Auth::Password, json!({"cloudName": "other"}));
+    let Err(GuestError(Error::InvalidInput(why))) =
+        wrong_cloud.reconcile(&release("r"), &[node_image("x", "http://x", &[])])
+    else {
+        panic!("an unknown cloud is refused")
+    };
+    assert!(
+        why.contains("no cloud \"other\"") && why.contains("openstack"),
+        "{why}"
+    );
+
+    // cloudName from the Secret, as upstream (YAML-decoded).
+    let mut named = Setup::with(
+        os,
+        os.clouds_yaml("mycloud", Auth::Password, Some(&os.region)),
+        json!({}),
+        vec![],
+    );
+    named
+        .secrets
+        .insert("openstack/cloudName".into(), b"\"mycloud\"\n".to_vec());
+    named.restart();
+    let images = [node_image(
+        &unique("named"),
+        &images_server().url("tiny.qcow2"),
+        &[],
+    )];
+    assert!(matches!(
+        named.reconcile(&release("r"), &images).expect("call")[0].state,
+        ImageState::Pending(_)
+    ));
+}

@@ -1,0 +1,178 @@
+//! `patch-cluster-class`: writes the Glance image ids (or names) of the release's node images into
+//! the rendered objects. Objects that are not changed are returned exactly as they came in; changed
+//! ones keep their key order.
+
+use serde_json::Value;
+
+use crate::clusterstack::provider::types::{Error, ReleaseInfo, Retry};
+use crate::config::{ImageField, Patch, PatchMode};
+use crate::images::{release_key, ReleaseImages};
+use crate::store;
+
+pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Result<Vec<String>, Error> {
+    if config.mode == PatchMode::None {
+        return Ok(objects);
+    }
+    let images: ReleaseImages = store::get(&release_key(&release.tag)).ok_or_else(|| {
+        Error::NotReady(Retry {
+            retry_after_seconds: 30,
+            message: format!(
+                "the node images of release {} have not been reconciled yet, so their Glance ids are unknown",
+                release.tag
+            ),
+        })
+    })?;
+    let value_of = |name: &str| -> String {
+        match config.field {
+            ImageField::Id => images[name].clone(),
+            ImageField::Name => name.to_string(),
+        }
+    };
+    if config.mode == PatchMode::Variables {
+        for (variable, image) in &config.variables {
+            if !images.contains_key(image) {
+                return Err(Error::InvalidInput(format!(
+                    "spec.config.patch.variables.{variable} names node image {image:?}, which release {} \
+                     does not have (it has: {})",
+                    release.tag,
+                    images.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let mut found_variables = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(objects.len());
+    for (index, text) in objects.into_iter().enumerate() {
+        let mut object: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::InvalidInput(format!("object {index} is not JSON: {e}")))?;
+        let changed = match config.mode {
+            PatchMode::MachineTemplates => patch_machine_template(&mut object, &images, &value_of),
+            PatchMode::Variables => patch_variables(&mut object, config, &value_of, &mut found_variables),
+            PatchMode::None => false,
+        };
+        out.push(if changed {
+            serde_json::to_string(&object).unwrap_or(text)
+        } else {
+            text
+        });
+    }
+    if config.mode == PatchMode::Variables {
+        let missing: Vec<&String> = config
+            .variables
+            .keys()
+            .filter(|v| !found_variables.contains(*v))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "spec.config.patch.variables: the ClusterClass of release {} has no variable {}",
+                release.tag,
+                missing
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// `OpenStackMachineTemplate`: `spec.template.spec.image.filter.name` (CAPO v1beta1) or
+/// `spec.template.spec.image` as a name (v1alpha6/7) naming a node image of the release.
+fn patch_machine_template(
+    object: &mut Value,
+    images: &ReleaseImages,
+    value_of: &dyn Fn(&str) -> String,
+) -> bool {
+    if object.get("kind").and_then(Value::as_str) != Some("OpenStackMachineTemplate") {
+        return false;
+    }
+    let Some(spec) = object
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return false;
+    };
+    match spec.get("image").cloned() {
+        Some(Value::Object(image)) => {
+            let Some(name) = image.pointer_filter_name() else {
+                return false;
+            };
+            if !images.contains_key(&name) {
+                return false;
+            }
+            let value = value_of(&name);
+            if value == name {
+                return false;
+            }
+            spec.insert("image".to_string(), serde_json::json!({ "id": value }));
+            true
+        }
+        Some(Value::String(name)) if images.contains_key(&name) => {
+            let value = value_of(&name);
+            if value == name {
+                return false;
+            }
+            spec.remove("image");
+            spec.insert("imageUUID".to_string(), Value::String(value));
+            true
+        }
+        _ => false,
+    }
+}
+
+trait FilterName {
+    fn pointer_filter_name(&self) -> Option<String>;
+}
+
+impl FilterName for serde_json::Map<String, Value> {
+    fn pointer_filter_name(&self) -> Option<String> {
+        self.get("filter")?.get("name")?.as_str().map(str::to_string)
+    }
+}
+
+/// `ClusterClass`: the default of each configured variable.
+fn patch_variables(
+    object: &mut Value,
+    config: &Patch,
+    value_of: &dyn Fn(&str) -> String,
+    found: &mut std::collections::BTreeSet<String>,
+) -> bool {
+    if object.get("kind").and_then(Value::as_str) != Some("ClusterClass") {
+        return false;
+    }
+    let Some(variables) = object
+        .pointer_mut("/spec/variables")
+        .and_then(Value::as_array_mut)
+    else {
+        return false;
+    };
+    let mut changed = false;
+    for variable in variables {
+        let Some(name) = variable.get("name").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        let Some(image) = config.variables.get(&name) else {
+            continue;
+        };
+        found.insert(name);
+        let value = Value::String(value_of(image));
+        let Some(schema) = variable
+            .as_object_mut()
+            .map(|v| v.entry("schema").or_insert_with(|| serde_json::json!({})))
+            .and_then(Value::as_object_mut)
+            .map(|s| {
+                s.entry("openAPIV3Schema")
+                    .or_insert_with(|| serde_json::json!({"type": "string"}))
+            })
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        if schema.get("default") != Some(&value) {
+            schema.insert("default".to_string(), value);
+            changed = true;
+        }
+    }
+    changed
+}
