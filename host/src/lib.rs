@@ -4,6 +4,7 @@
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod harness;
 pub mod oci;
 pub mod plugin;
 pub mod release;
