@@ -31,8 +31,14 @@ fn dist(name: &str) -> String {
         .into_owned()
 }
 
+/// The binary under test; `STACKHOST_BIN` overrides it (worktrees sharing one target dir overwrite
+/// each other's `target/release/stackhost`).
+fn bin() -> String {
+    std::env::var("STACKHOST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stackhost").to_string())
+}
+
 fn stackhost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackhost"))
+    Command::new(bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -345,7 +351,7 @@ fn a_scaffolded_plugin_builds_passes_its_fixtures_and_records_with_the_secret_re
     // test runs so only the first one compiles std and the dependencies).
     let guest_target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("harness-template-target");
     let build = Command::new(crate_dir.join("build"))
-        .env("STACKHOST", env!("CARGO_BIN_EXE_stackhost"))
+        .env("STACKHOST", bin())
         .env("PLUGIN_TARGET_DIR", &guest_target)
         .output()
         .expect("run the template's build script");

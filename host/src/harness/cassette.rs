@@ -72,12 +72,17 @@ pub struct Interaction {
     pub request: RecordedRequest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<RecordedResponse>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written as `error: timeout` or `error: {transport: ...}` (not as YAML tags).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_yaml::with::singleton_map_recursive"
+    )]
     pub error: Option<RecordedError>,
 }
 
+// No `deny_unknown_fields` on the two structs with a flattened body: serde does not support both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RecordedRequest {
     pub method: String,
     pub url: String,
@@ -88,7 +93,6 @@ pub struct RecordedRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RecordedResponse {
     pub status: u16,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -624,5 +628,28 @@ mod tests {
             misses[0].note.as_deref(),
             Some(r#"recorded with another body: body {"a":1}"#)
         );
+    }
+
+    #[test]
+    fn cassette_yaml_round_trips_errors_and_the_body_forms() {
+        let yaml = "interactions:\n\
+            - request: {method: GET, url: 'http://a/'}\n  error: timeout\n\
+            - request: {method: GET, url: 'http://b/'}\n  error: {transport: refused}\n\
+            - request: {method: POST, url: 'http://c/', json: {a: 1}}\n  response: {status: 200, body: hi}\n";
+        let cassette: Cassette = serde_yaml::from_str(yaml).expect("parse");
+        assert_eq!(cassette.interactions[0].error, Some(RecordedError::Timeout));
+        assert_eq!(
+            cassette.interactions[1].error,
+            Some(RecordedError::Transport("refused".into()))
+        );
+        assert_eq!(
+            cassette.interactions[2].request.body.json,
+            Some(serde_json::json!({"a": 1}))
+        );
+        let written = cassette.to_yaml();
+        assert!(written.contains("error: timeout\n"), "{written}");
+        assert!(written.contains("error:\n    transport: refused\n"), "{written}");
+        let again: Cassette = serde_yaml::from_str(&written).expect("parse again");
+        assert_eq!(again, cassette);
     }
 }

@@ -8,6 +8,8 @@ use super::HarnessError;
 /// `(path in the new crate, template text, executable)`.
 const TEMPLATE: &[(&str, &str, bool)] = &[
     ("Cargo.toml", include_str!("../../templates/plugin/Cargo.toml.tmpl"), false),
+    // Versions already used by stackhost's plugins/, so an offline machine has them in its cargo cache.
+    ("Cargo.lock", include_str!("../../templates/plugin/Cargo.lock.tmpl"), false),
     ("build", include_str!("../../templates/plugin/build.tmpl"), true),
     ("README.md", include_str!("../../templates/plugin/README.md.tmpl"), false),
     (".gitignore", include_str!("../../templates/plugin/gitignore.tmpl"), false),
