@@ -437,7 +437,9 @@ impl Replay {
             return Err(error.clone().into());
         }
         let Some(recorded) = &interaction.response else {
-            return Err(HttpError::Transport("cassette interaction without a response".into()));
+            return Err(HttpError::Transport(
+                "cassette interaction without a response".into(),
+            ));
         };
         let body = recorded.body.to_bytes().map_err(HttpError::Transport)?;
         let body = self
@@ -473,8 +475,9 @@ impl HttpTransport for Replay {
             index
         };
         let Some(index) = found else {
-            let same_target =
-                |it: &&Interaction| it.request.method.eq_ignore_ascii_case(&asked.method) && it.request.url == asked.url;
+            let same_target = |it: &&Interaction| {
+                it.request.method.eq_ignore_ascii_case(&asked.method) && it.request.url == asked.url
+            };
             let note = if self
                 .interactions
                 .iter()
@@ -582,7 +585,10 @@ mod tests {
         assert!(!yaml.contains("other"), "{yaml}");
         assert!(!yaml.contains("abc"), "{yaml}");
         assert_eq!(recorded.method, "POST");
-        assert_eq!(recorded.url, "http://keystone.test/v3/auth/tokens?pw=<secret:cloud/password>");
+        assert_eq!(
+            recorded.url,
+            "http://keystone.test/v3/auth/tokens?pw=<secret:cloud/password>"
+        );
         assert_eq!(recorded.headers["x-auth-token"], REDACTED);
         assert_eq!(
             recorded.body.json,
@@ -617,11 +623,15 @@ mod tests {
         assert_eq!(response.body, b"token hunter22");
         assert!(replay.unused().is_empty());
         // Used once: the same request again is a miss, named with the nearest recording.
-        let Err(HttpError::Transport(why)) = replay.send(&request(r#"{"a":2}"#), Duration::from_secs(1), 1 << 20)
+        let Err(HttpError::Transport(why)) =
+            replay.send(&request(r#"{"a":2}"#), Duration::from_secs(1), 1 << 20)
         else {
             panic!("expected a miss");
         };
-        assert!(why.starts_with("cassette miss: POST http://keystone.test/"), "{why}");
+        assert!(
+            why.starts_with("cassette miss: POST http://keystone.test/"),
+            "{why}"
+        );
         let misses = replay.misses();
         assert_eq!(misses.len(), 1);
         assert_eq!(

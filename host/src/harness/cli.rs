@@ -72,7 +72,11 @@ impl NewArgs {
         let files = scaffold::scaffold(&self.name, &dir)?;
         println!("created {} ({} files)", dir.display(), files.len());
         println!("next:");
-        println!("  cd {} && ./build             # -> dist/{}.wasm", dir.display(), self.name);
+        println!(
+            "  cd {} && ./build             # -> dist/{}.wasm",
+            dir.display(),
+            self.name
+        );
         println!("  stackhost plugin test .      # run fixtures/");
         println!("the guide: docs/plugin-authors.md in stackhost");
         Ok(0)

@@ -169,7 +169,8 @@ impl Suite {
         if defaults.export.is_some() || defaults.description.is_some() {
             return Err(HarnessError::Fixture {
                 path: suite_file,
-                reason: "`export` and `description` belong in each case's case.yaml, not in plugin.yaml".into(),
+                reason: "`export` and `description` belong in each case's case.yaml, not in plugin.yaml"
+                    .into(),
             });
         }
         let mut cases = Vec::new();

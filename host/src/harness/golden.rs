@@ -111,12 +111,12 @@ pub fn diff(expected: &str, actual: &str) -> String {
             ops.push((' ', a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             ops.push(('-', a[i]));
             i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
         }
     }
     const CONTEXT: usize = 3;
@@ -124,9 +124,7 @@ pub fn diff(expected: &str, actual: &str) -> String {
     let mut out = String::from("--- expected\n+++ actual\n");
     let mut last_shown: Option<usize> = None;
     for k in 0..ops.len() {
-        let near = changed
-            .iter()
-            .any(|&c| k + CONTEXT >= c && k <= c + CONTEXT);
+        let near = changed.iter().any(|&c| k + CONTEXT >= c && k <= c + CONTEXT);
         if !near {
             continue;
         }
@@ -154,14 +152,20 @@ mod tests {
         let expected = "a\nb\nc\nd\ne\nf\ng\nh\ni\n";
         let actual = "a\nb\nc\nd\ne\nF\ng\nh\ni\n";
         let d = diff(expected, actual);
-        assert_eq!(d, "--- expected\n+++ actual\n  ...\n  c\n  d\n  e\n- f\n+ F\n  g\n  h\n  i\n");
+        assert_eq!(
+            d,
+            "--- expected\n+++ actual\n  ...\n  c\n  d\n  e\n- f\n+ F\n  g\n  h\n  i\n"
+        );
     }
 
     #[test]
     fn outcomes_are_spelled_like_the_wit_types() {
         let failed: Result<Result<(), GuestError>, PluginError> =
             Ok(Err(GuestError(WitError::Failed("nope".into()))));
-        assert_eq!(outcome(&failed, |_| Value::Null), json!({"error": {"failed": "nope"}}));
+        assert_eq!(
+            outcome(&failed, |_| Value::Null),
+            json!({"error": {"failed": "nope"}})
+        );
         let fuel: Result<Result<(), GuestError>, PluginError> = Err(PluginError::OutOfFuel {
             plugin: "p".into(),
             function: "info".into(),

@@ -137,7 +137,11 @@ impl Harness {
 
     /// Runs every case of the suite.
     pub fn test(&self, suite: &Suite, options: &Options) -> Vec<CaseResult> {
-        suite.cases.iter().map(|case| self.test_case(case, options)).collect()
+        suite
+            .cases
+            .iter()
+            .map(|case| self.test_case(case, options))
+            .collect()
     }
 
     /// Runs one case and checks it against its goldens (or rewrites them with `bless`).
@@ -228,7 +232,9 @@ impl Harness {
             }
         }
         if blessed {
-            result.notes.push(format!("blessed: rewrote the goldens in {}", case.dir.display()));
+            result
+                .notes
+                .push(format!("blessed: rewrote the goldens in {}", case.dir.display()));
         }
         result.verdict = if !result.problems.is_empty() {
             Verdict::Fail
@@ -246,7 +252,9 @@ impl Harness {
         let options = Options::default();
         let mut reports = Vec::with_capacity(runs);
         for i in 0..warmup + runs {
-            let executed = self.execute(case, &options).map_err(|e| format!("fixture error: {e}"))?;
+            let executed = self
+                .execute(case, &options)
+                .map_err(|e| format!("fixture error: {e}"))?;
             if let Some(failure) = executed.failure {
                 return Err(failure.to_string());
             }

@@ -188,7 +188,11 @@ pub fn junit(plugin: &str, results: &[CaseResult]) -> String {
             r.report.wall.as_secs_f64()
         );
         if r.verdict == Verdict::Fail {
-            let first = r.problems.first().and_then(|p| p.lines().next()).unwrap_or("failed");
+            let first = r
+                .problems
+                .first()
+                .and_then(|p| p.lines().next())
+                .unwrap_or("failed");
             let _ = writeln!(
                 out,
                 "      <failure message=\"{}\" type=\"PluginTestFailure\">{}</failure>",
@@ -242,18 +246,37 @@ mod tests {
             "p<1>",
             &[
                 result("a", Verdict::Pass, &[]),
-                result("b", Verdict::Fail, &["the result differs from x:\n- a & b\n+ \"c\""]),
+                result(
+                    "b",
+                    Verdict::Fail,
+                    &["the result differs from x:\n- a & b\n+ \"c\""],
+                ),
             ],
         );
-        assert!(xml.contains(r#"<testsuite name="p&lt;1&gt;" tests="2" failures="1""#), "{xml}");
-        assert!(xml.contains(r#"<failure message="the result differs from x:""#), "{xml}");
+        assert!(
+            xml.contains(r#"<testsuite name="p&lt;1&gt;" tests="2" failures="1""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<failure message="the result differs from x:""#),
+            "{xml}"
+        );
         assert!(xml.contains("- a &amp; b\n+ &quot;c&quot;</failure>"), "{xml}");
-        assert!(xml.contains("fuel=1234 wall_us=56.0 peak_memory_bytes=2048 host_calls=3"), "{xml}");
+        assert!(
+            xml.contains("fuel=1234 wall_us=56.0 peak_memory_bytes=2048 host_calls=3"),
+            "{xml}"
+        );
     }
 
     #[test]
     fn summary_has_a_row_per_case_and_the_problems_of_failures() {
-        let text = test_summary("noop", &[result("a", Verdict::Pass, &[]), result("b", Verdict::Fail, &["boom"])]);
+        let text = test_summary(
+            "noop",
+            &[
+                result("a", Verdict::Pass, &[]),
+                result("b", Verdict::Fail, &["boom"]),
+            ],
+        );
         assert!(text.starts_with("CASE  RESULT  FUEL     WALL  PEAK MEMORY  HOST CALLS\na     pass    1234  56.0 us        2 KiB           3\n"), "{text}");
         assert!(text.contains("=== FAIL b `info`\nboom\n"), "{text}");
         assert!(text.ends_with("noop: 1 passed, 1 failed\n"), "{text}");

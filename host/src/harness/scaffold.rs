@@ -7,18 +7,58 @@ use super::HarnessError;
 
 /// `(path in the new crate, template text, executable)`.
 const TEMPLATE: &[(&str, &str, bool)] = &[
-    ("Cargo.toml", include_str!("../../templates/plugin/Cargo.toml.tmpl"), false),
+    (
+        "Cargo.toml",
+        include_str!("../../templates/plugin/Cargo.toml.tmpl"),
+        false,
+    ),
     // Versions already used by stackhost's plugins/, so an offline machine has them in its cargo cache.
-    ("Cargo.lock", include_str!("../../templates/plugin/Cargo.lock.tmpl"), false),
+    (
+        "Cargo.lock",
+        include_str!("../../templates/plugin/Cargo.lock.tmpl"),
+        false,
+    ),
     ("build", include_str!("../../templates/plugin/build.tmpl"), true),
-    ("README.md", include_str!("../../templates/plugin/README.md.tmpl"), false),
-    (".gitignore", include_str!("../../templates/plugin/gitignore.tmpl"), false),
-    ("src/lib.rs", include_str!("../../templates/plugin/src/lib.rs.tmpl"), false),
-    ("fixtures/plugin.yaml", include_str!("../../templates/plugin/fixtures/plugin.yaml"), false),
-    ("fixtures/config.yaml", include_str!("../../templates/plugin/fixtures/config.yaml"), false),
-    ("fixtures/secrets.yaml", include_str!("../../templates/plugin/fixtures/secrets.yaml"), false),
-    ("fixtures/release.yaml", include_str!("../../templates/plugin/fixtures/release.yaml"), false),
-    ("fixtures/images.yaml", include_str!("../../templates/plugin/fixtures/images.yaml"), false),
+    (
+        "README.md",
+        include_str!("../../templates/plugin/README.md.tmpl"),
+        false,
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/plugin/gitignore.tmpl"),
+        false,
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../templates/plugin/src/lib.rs.tmpl"),
+        false,
+    ),
+    (
+        "fixtures/plugin.yaml",
+        include_str!("../../templates/plugin/fixtures/plugin.yaml"),
+        false,
+    ),
+    (
+        "fixtures/config.yaml",
+        include_str!("../../templates/plugin/fixtures/config.yaml"),
+        false,
+    ),
+    (
+        "fixtures/secrets.yaml",
+        include_str!("../../templates/plugin/fixtures/secrets.yaml"),
+        false,
+    ),
+    (
+        "fixtures/release.yaml",
+        include_str!("../../templates/plugin/fixtures/release.yaml"),
+        false,
+    ),
+    (
+        "fixtures/images.yaml",
+        include_str!("../../templates/plugin/fixtures/images.yaml"),
+        false,
+    ),
     (
         "fixtures/reconcile-creates-missing-image/case.yaml",
         include_str!("../../templates/plugin/fixtures/reconcile-creates-missing-image/case.yaml"),
@@ -78,7 +118,11 @@ const TEMPLATE: &[(&str, &str, bool)] = &[
     ("wit/config.wit", include_str!("../../../wit/config.wit"), false),
     ("wit/http.wit", include_str!("../../../wit/http.wit"), false),
     ("wit/log.wit", include_str!("../../../wit/log.wit"), false),
-    ("wit/provider.wit", include_str!("../../../wit/provider.wit"), false),
+    (
+        "wit/provider.wit",
+        include_str!("../../../wit/provider.wit"),
+        false,
+    ),
     ("wit/secrets.wit", include_str!("../../../wit/secrets.wit"), false),
     ("wit/state.wit", include_str!("../../../wit/state.wit"), false),
     ("wit/types.wit", include_str!("../../../wit/types.wit"), false),
@@ -116,7 +160,10 @@ pub fn scaffold(name: &str, dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
             )));
         }
     } else if dir.exists() {
-        return Err(HarnessError::Scaffold(format!("{} is not a directory", dir.display())));
+        return Err(HarnessError::Scaffold(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     let lib_name = name.replace('-', "_");
     let mut written = Vec::with_capacity(TEMPLATE.len());
