@@ -123,7 +123,7 @@ pub fn diff(expected: &str, actual: &str) -> String {
     let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
     let mut out = String::from("--- expected\n+++ actual\n");
     let mut last_shown: Option<usize> = None;
-    for k in 0..ops.len() {
+    for (k, (mark, line)) in ops.iter().enumerate() {
         let near = changed.iter().any(|&c| k + CONTEXT >= c && k <= c + CONTEXT);
         if !near {
             continue;
@@ -131,9 +131,9 @@ pub fn diff(expected: &str, actual: &str) -> String {
         if last_shown.is_some_and(|l| k > l + 1) || (last_shown.is_none() && k > 0) {
             out.push_str("  ...\n");
         }
-        out.push(ops[k].0);
+        out.push(*mark);
         out.push(' ');
-        out.push_str(ops[k].1);
+        out.push_str(line);
         out.push('\n');
         last_shown = Some(k);
     }
