@@ -82,6 +82,12 @@ pub enum PluginCommand {
     Call(CallArgs),
     /// Turn a core module built for wasm32-wasip1 into a component (the offline build route).
     Componentize(ComponentizeArgs),
+    /// Create a plugin crate from the template (builds offline; see docs/plugin-authors.md).
+    New(crate::harness::cli::NewArgs),
+    /// Run a plugin's fixtures: golden results, recorded HTTP, state; a table and JUnit XML.
+    Test(crate::harness::cli::TestArgs),
+    /// Time each fixture over many calls: p50/p99 wall time and fuel per call.
+    Bench(crate::harness::cli::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -175,19 +181,8 @@ impl GrantArgs {
     ) -> anyhow::Result<(Grants, Capabilities, Option<Arc<MemoryState>>)> {
         let mut secrets = BTreeMap::new();
         for spec in &self.secrets {
-            let (key, value) = spec
-                .split_once('=')
-                .with_context(|| format!("--secret {spec:?}: expected NAME/KEY=VALUE or NAME/KEY=@FILE"))?;
-            if !key.contains('/') {
-                bail!("--secret {spec:?}: the key must be NAME/KEY (the Secret's name, a slash, the key)");
-            }
-            let value = match value.strip_prefix('@') {
-                Some(path) => {
-                    std::fs::read(path).with_context(|| format!("--secret {key}: cannot read {path}"))?
-                }
-                None => value.as_bytes().to_vec(),
-            };
-            secrets.insert(key.to_string(), value);
+            let (key, value) = parse_secret(spec)?;
+            secrets.insert(key, value);
         }
         let initial: BTreeMap<String, String> = match &self.state_file {
             Some(path) if path.exists() => {
@@ -219,6 +214,21 @@ impl GrantArgs {
     }
 }
 
+/// `--secret NAME/KEY=VALUE` or `NAME/KEY=@FILE` as the key and its value.
+pub(crate) fn parse_secret(spec: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let (key, value) = spec
+        .split_once('=')
+        .with_context(|| format!("--secret {spec:?}: expected NAME/KEY=VALUE or NAME/KEY=@FILE"))?;
+    if !key.contains('/') {
+        bail!("--secret {spec:?}: the key must be NAME/KEY (the Secret's name, a slash, the key)");
+    }
+    let value = match value.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("--secret {key}: cannot read {path}"))?,
+        None => value.as_bytes().to_vec(),
+    };
+    Ok((key.to_string(), value))
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -235,6 +245,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plugin(PluginCommand::Inspect(args)) => inspect(args),
         Command::Plugin(PluginCommand::Call(args)) => call(args).await,
         Command::Plugin(PluginCommand::Componentize(args)) => componentize(args),
+        Command::Plugin(PluginCommand::New(args)) => args.run(),
+        Command::Plugin(PluginCommand::Test(args)) => args.run().await,
+        Command::Plugin(PluginCommand::Bench(args)) => args.run().await,
         Command::Plugin(PluginCommand::Push(args)) => args.run().await,
         Command::Plugin(PluginCommand::Pull(args)) => args.run().await,
         Command::Plugin(PluginCommand::Verify(args)) => args.run().await,

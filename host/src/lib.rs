@@ -6,6 +6,7 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod harness;
 pub mod hooks;
 pub mod oci;
 pub mod plugin;

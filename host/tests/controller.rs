@@ -438,7 +438,11 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
         });
         match c {
             Some(c) if c.reason.as_deref() == Some("PluginFailed") => Ok(c),
-            _ => Err(format!("{}; ProviderPlugin: {:?}", describe_release(&r), pp.status)),
+            _ => Err(format!(
+                "{}; ProviderPlugin: {:?}",
+                describe_release(&r),
+                pp.status
+            )),
         }
     })
     .await?;

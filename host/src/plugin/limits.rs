@@ -32,6 +32,23 @@ impl Limits {
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }
+
+    /// The limits for a ProviderPlugin's `spec.limits`: each field given replaces its default.
+    pub fn from_spec(spec: &crate::api::PluginLimits) -> Result<Limits, crate::api::LimitError> {
+        let mut limits = Limits::default();
+        if let Some(fuel) = spec.fuel {
+            limits.fuel = fuel;
+        }
+        if let Some(memory) = &spec.memory {
+            let bytes = crate::api::parse_memory(memory)?;
+            limits.memory_bytes =
+                usize::try_from(bytes).map_err(|_| crate::api::LimitError::Memory(memory.clone()))?;
+        }
+        if let Some(deadline) = &spec.deadline {
+            limits.deadline_ms = crate::api::parse_deadline(deadline)?.as_millis() as u64;
+        }
+        Ok(limits)
+    }
 }
 
 /// What a plugin is allowed to reach. `log` and `config` are always linked; the rest only when granted.
