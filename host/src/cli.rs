@@ -63,6 +63,12 @@ pub struct RunArgs {
     pub process: crate::run::ProcessArgs,
     #[command(flatten)]
     pub controllers: crate::controller::ControllerArgs,
+    /// Serve the Cluster API runtime hooks (HTTPS) on this address, e.g. `0.0.0.0:9442`; off when unset.
+    #[arg(long)]
+    pub hooks_bind: Option<std::net::SocketAddr>,
+    /// Directory with `tls.crt` and `tls.key` for the hooks server (a self-signed one otherwise).
+    #[arg(long)]
+    pub hooks_cert_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,10 +273,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
     let client = crate::run::client(args.process.kubeconfig.as_deref()).await?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let ctx = controller_context(client.clone(), args.controllers, &mut registry)?;
-    let ended = crate::run::serve(&args.process, client, registry, |shutdown, health| async move {
-        crate::controller::run(Arc::new(ctx), shutdown, move || health.set_ready(true)).await
-    })
+    let ctx = Arc::new(controller_context(
+        client.clone(),
+        args.controllers,
+        &mut registry,
+    )?);
+    let hooks = args.hooks_bind.map(|addr| crate::hooks::HooksConfig {
+        addr,
+        cert_dir: args.hooks_cert_dir.clone(),
+        ..crate::hooks::HooksConfig::default()
+    });
+    let ended = crate::run::serve(
+        &args.process,
+        client.clone(),
+        registry,
+        |shutdown, health| async move {
+            let mut addons = crate::addon::AddonConfig::new(
+                Arc::new(crate::controller::addons::ContextReleases(ctx.clone())),
+                ctx.renderer.clone(),
+                ctx.args.cache_root().join("addons"),
+            );
+            addons.values_hook = Some(Arc::new(crate::controller::addons::PluginValues(ctx.clone())));
+            let addon_run = crate::addon::run(client.clone(), addons, shutdown.clone());
+            let hooks_run = async {
+                match hooks {
+                    Some(config) => crate::hooks::run(client.clone(), config, shutdown.clone())
+                        .await
+                        .map_err(anyhow::Error::from),
+                    None => Ok(()),
+                }
+            };
+            let (controllers, addons, hooks) = tokio::join!(
+                crate::controller::run(ctx.clone(), shutdown.clone(), move || health.set_ready(true)),
+                addon_run,
+                hooks_run
+            );
+            controllers?;
+            addons.map_err(|e| anyhow::anyhow!("ClusterAddon controller: {e}"))?;
+            hooks
+        },
+    )
     .await?;
     Ok(match ended {
         crate::run::Ended::Stopped => 0,

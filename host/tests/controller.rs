@@ -414,11 +414,36 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
     let sandbox = Sandbox::start(args(cache.path())).await?;
     let client = sandbox.client.clone();
     let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    // misbehaving imports `http`: without a grant the load is refused, and the ProviderPlugin says why.
     pps.create(
         &Default::default(),
         &provider_plugin(&plugin_ref, json!({"behaviour": "later:trap"})),
     )
     .await?;
+    let refused = wait_for(
+        "the ProviderPlugin to report the refused import",
+        WAIT,
+        || async {
+            let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
+            let c = pp
+                .status
+                .as_ref()
+                .and_then(|s| stackhost::api::condition::find(&s.conditions, "PluginLoaded").cloned());
+            match c {
+                Some(c) if c.reason.as_deref() == Some("ImportRefused") => Ok(c),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+    let message = refused.message.unwrap_or_default();
+    assert!(
+        message.contains("clusterstack:provider/http") && message.contains("spec.capabilities.httpHosts"),
+        "{message}"
+    );
+    let mut granted = pps.get("docker").await?;
+    granted.spec.capabilities.http_hosts = vec!["127.0.0.1:9".into()];
+    pps.replace("docker", &Default::default(), &granted).await?;
     let repository = format!("{}/kaas/cluster-stacks", reg.addr);
     let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
     stacks
@@ -464,12 +489,9 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
     // A fixed plugin is published under the same tag: the ProviderPlugin resolves the new digest,
     // swaps it in, and the release recovers without a restart.
     push_plugin(&registry, &plugin_ref, "docker").await?;
-    pps.patch(
-        "docker",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"config": {"pendingRounds": 0}}})),
-    )
-    .await?;
+    let mut fixed = pps.get("docker").await?;
+    fixed.spec.config = Some(json!({"pendingRounds": 0}));
+    pps.replace("docker", &Default::default(), &fixed).await?;
     wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
     let pp = pps.get("docker").await?;
     let metrics_ctx = sandbox.context().cloned();

@@ -111,7 +111,8 @@ impl ControllerArgs {
         self.watch_label.as_ref().map(|(k, v)| format!("{k}={v}"))
     }
 
-    fn cache_root(&self) -> PathBuf {
+    /// The cache directory (`--cache-dir`, else `$XDG_CACHE_HOME/stackhost` or `~/.cache/stackhost`).
+    pub fn cache_root(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)

@@ -1,6 +1,7 @@
 //! The controllers of `stackhost run`: ClusterStack, ClusterStackRelease and ProviderPlugin, each a
 //! kube-runtime `Controller` with its own concurrency, sharing one [`Context`].
 
+pub mod addons;
 pub mod cluster_stack;
 pub mod cluster_stack_release;
 pub mod context;
