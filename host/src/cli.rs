@@ -294,7 +294,12 @@ async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
                 ctx.args.cache_root().join("addons"),
             );
             addons.values_hook = Some(Arc::new(crate::controller::addons::PluginValues(ctx.clone())));
-            let addon_run = crate::addon::run(client.clone(), addons, shutdown.clone());
+            let addon_run = async {
+                let run = crate::addon::run(client.clone(), addons, shutdown.clone());
+                crate::run::with_grace(run, shutdown.clone(), std::time::Duration::from_secs(10))
+                    .await
+                    .unwrap_or(Ok(()))
+            };
             let hooks_run = async {
                 match hooks {
                     Some(config) => crate::hooks::run(client.clone(), config, shutdown.clone())

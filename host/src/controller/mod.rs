@@ -124,8 +124,13 @@ pub async fn run(
 
     ready();
     tracing::info!(namespace = ns.unwrap_or("<all>"), "controllers running");
-    tokio::join!(plugins, releases, stacks);
-    tracing::info!("controllers stopped");
+    let all = async {
+        tokio::join!(plugins, releases, stacks);
+    };
+    match crate::run::with_grace(all, shutdown.clone(), std::time::Duration::from_secs(10)).await {
+        Some(()) => tracing::info!("controllers stopped"),
+        None => tracing::warn!("controllers did not stop within 10s of the shutdown; leaving them"),
+    }
     Ok(())
 }
 

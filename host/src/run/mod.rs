@@ -50,6 +50,19 @@ pub struct ProcessArgs {
     pub shutdown_timeout: Duration,
 }
 
+/// Runs `work` until it ends, or until `grace` after `shutdown` turned true (then `None`): a watch that
+/// keeps failing (e.g. CRDs not installed) must not keep the process from exiting.
+pub async fn with_grace<F: Future>(work: F, shutdown: Shutdown, grace: Duration) -> Option<F::Output> {
+    let deadline = async {
+        until_shutdown(shutdown).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        out = work => Some(out),
+        () = deadline => None,
+    }
+}
+
 /// Parses `250ms`, `15s`, `5m`, `1h` or a number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
