@@ -70,8 +70,11 @@ pub struct Sandbox {
     pub client: kube::Client,
     pub args: ControllerArgs,
     pub registry: prometheus_client::registry::Registry,
-    controllers: Option<(watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, Arc<Context>)>,
+    controllers: Option<Running>,
 }
+
+/// The controllers while they run: their stop signal, task and context.
+type Running = (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, Arc<Context>);
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

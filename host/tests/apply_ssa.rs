@@ -109,8 +109,8 @@ async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> a
         .resources
         .iter()
         .find(|r| r.name == "bad")
-        .map(|r| r.status.clone());
-    assert_eq!(bad, Some(Some(ResourceStatus::NotSynced)));
+        .and_then(|r| r.status.clone());
+    assert_eq!(bad, Some(ResourceStatus::NotSynced));
 
     // A kind nobody serves is refused before anything is sent, naming the object.
     let unknown = vec![json!({"apiVersion": "nowhere.io/v1", "kind": "Ghost", "metadata": {"name": "g"}})];

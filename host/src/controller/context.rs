@@ -257,7 +257,6 @@ impl Context {
                     owner: gh.owner.clone(),
                     repository: gh.repository.clone(),
                     token,
-                    ..GitHubConfig::default()
                 })))
             }
             _ => self.default_source(),
@@ -283,7 +282,7 @@ impl Context {
                 api_url: self.args.github_api_url.clone(),
                 owner: owner.into(),
                 repository: repository.into(),
-                ..GitHubConfig::default()
+                token: None,
             })));
         }
         let (repo, insecure) = match (spec.strip_prefix("oci://"), spec.strip_prefix("oci+http://")) {

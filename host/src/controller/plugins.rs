@@ -290,11 +290,8 @@ where
         });
     }
     let called = loaded.plugin.offload(function, f).await;
-    ctx.metrics.plugin_call(
-        &loaded.id(),
-        &called.report,
-        called.result.as_ref().map(|v| is_ok(v)),
-    );
+    ctx.metrics
+        .plugin_call(&loaded.id(), &called.report, called.result.as_ref().map(&is_ok));
     tracing::debug!(plugin = %loaded.id(), report = %called.report, "plugin call");
     if let Err(e) = loaded.persist_state(&ctx.client).await {
         tracing::warn!(plugin = %loaded.id(), error = %e, "plugin state not saved");
