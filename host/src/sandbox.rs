@@ -438,7 +438,7 @@ async fn report(client: &kube::Client, release: &ClusterStackRelease, took: Dura
             "  {} {ns}{} ({:?})",
             r.kind,
             r.name,
-            r.status.clone().unwrap_or(crate::api::ResourceStatus::NotSynced)
+            r.status.unwrap_or(crate::api::ResourceStatus::NotSynced)
         );
     }
     let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(

@@ -109,7 +109,7 @@ async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> a
         .resources
         .iter()
         .find(|r| r.name == "bad")
-        .and_then(|r| r.status.clone());
+        .and_then(|r| r.status);
     assert_eq!(bad, Some(ResourceStatus::NotSynced));
 
     // A kind nobody serves is refused before anything is sent, naming the object.

@@ -126,10 +126,7 @@ async fn replicas_elect_one_leader_and_hand_over_on_sigterm() -> anyhow::Result<
         });
         let (_, metrics) = first.wait_for("/metrics", "metrics", |c, _| c == 200);
         assert_eq!(leader_metric(&metrics), Some("1"), "{metrics}");
-        assert_eq!(
-            first.get("/healthz").map(|(c, b)| (c, b)),
-            Some((200, "ok\n".to_owned()))
-        );
+        assert_eq!(first.get("/healthz"), Some((200, "ok\n".to_owned())));
 
         let second = Replica::start(&kc);
         let (_, standby) = second.wait_for("/readyz", "the second replica to stand by", |c, b| {
