@@ -23,6 +23,16 @@ fn render() -> Vec<Value> {
     ]
 }
 
+/// The namespace the render defaults to exists, as the ClusterStack's namespace does in the controller.
+async fn cluster_with_namespace() -> anyhow::Result<kube_emulator::Cluster> {
+    let cluster = kube_emulator::Cluster::start().await?;
+    cluster.apply_yaml(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stacks\n",
+        "test",
+    )?;
+    Ok(cluster)
+}
+
 fn widgets(client: kube::Client) -> Api<DynamicObject> {
     let ar = ApiResource {
         group: "example.com".into(),
@@ -36,7 +46,7 @@ fn widgets(client: kube::Client) -> Api<DynamicObject> {
 
 #[tokio::test]
 async fn a_render_with_a_crd_is_applied_pruned_and_deleted() -> anyhow::Result<()> {
-    let cluster = kube_emulator::Cluster::start().await?;
+    let cluster = cluster_with_namespace().await?;
     let client = cluster.client()?;
     let applier = Applier::new(client.clone());
 
@@ -94,7 +104,7 @@ async fn a_render_with_a_crd_is_applied_pruned_and_deleted() -> anyhow::Result<(
 
 #[tokio::test]
 async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> anyhow::Result<()> {
-    let cluster = kube_emulator::Cluster::start().await?;
+    let cluster = cluster_with_namespace().await?;
     let applier = Applier::new(cluster.client()?);
     let mut objects = render();
     // Not a valid ConfigMap: data values must be strings.

@@ -378,7 +378,7 @@ fn glance_down_is_not_ready_and_names_the_endpoint() {
     };
     let port = dead.rsplit(':').next().expect("port");
     assert!(why.contains(&format!("(port {port})")), "names the host: {why}");
-    assert!(why.contains("spec.capabilities.http.hosts"), "{why}");
+    assert!(why.contains("spec.capabilities.httpHosts"), "{why}");
 
     // A region that does not exist at all.
     let nowhere = Setup::new(os, Auth::Password, json!({"region": "Atlantis"}));

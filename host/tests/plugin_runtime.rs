@@ -88,7 +88,7 @@ fn each_misbehaviour_gives_its_typed_error_and_the_host_keeps_serving() {
     match misbehave(&host, "forbidden-http", small.clone()) {
         Ok(Err(GuestError(WitError::Denied(why)))) => {
             assert!(why.contains("\"forbidden.invalid\""), "{why}");
-            assert!(why.contains("spec.capabilities.http.hosts"), "{why}");
+            assert!(why.contains("spec.capabilities.httpHosts"), "{why}");
         }
         other => panic!("forbidden-http: expected the guest's Denied error, got {other:?}"),
     }
@@ -200,7 +200,7 @@ fn ungranted_imports_are_refused_at_load_naming_the_import() {
     assert!(matches!(err, PluginError::Refused { .. }), "{err:?}");
     assert!(text.contains("`clusterstack:provider/http@0.1.0`"), "{text}");
     assert!(text.contains("`clusterstack:provider/state@0.1.0`"), "{text}");
-    assert!(text.contains("spec.capabilities.http.hosts"), "{text}");
+    assert!(text.contains("spec.capabilities.httpHosts"), "{text}");
 }
 
 #[test]

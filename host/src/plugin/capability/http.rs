@@ -108,7 +108,7 @@ pub fn check(grants: &crate::plugin::Grants, request: &Request) -> Result<Durati
     if !grants.allows_host(host, url.port_or_known_default()) {
         return Err(HttpError::Denied(format!(
             "host {host:?} (port {}) is not granted to this plugin; add it to the ProviderPlugin's \
-             spec.capabilities.http.hosts",
+             spec.capabilities.httpHosts",
             url.port_or_known_default().unwrap_or_default()
         )));
     }
@@ -160,7 +160,7 @@ mod tests {
             panic!("expected a denial");
         };
         assert!(why.contains("\"glance.example\""), "{why}");
-        assert!(why.contains("spec.capabilities.http.hosts"), "{why}");
+        assert!(why.contains("spec.capabilities.httpHosts"), "{why}");
         assert_eq!(
             check(&grants, &request("http://keystone.example:5000/v3")),
             Ok(MAX_REQUEST_TIMEOUT)
