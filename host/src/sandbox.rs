@@ -216,6 +216,38 @@ pub async fn wait_release_ready(
     .await
 }
 
+/// Waits until ClusterStackRelease `namespace/name` has condition `type_` with `reason`, and returns it.
+pub async fn wait_release_condition(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    (type_, reason): (&str, &str),
+    timeout: Duration,
+) -> anyhow::Result<crate::api::Condition> {
+    let api: Api<ClusterStackRelease> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("ClusterStackRelease {namespace}/{name} to report {type_} with reason {reason}"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let r = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("not created yet")?;
+                let found = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| crate::api::condition::find(&s.conditions, type_))
+                    .filter(|c| c.reason.as_deref() == Some(reason));
+                found.cloned().ok_or_else(|| describe_release(&r))
+            }
+        },
+    )
+    .await
+}
+
 /// The sample objects of the embedded default: a ProviderPlugin for the docker plugin and a
 /// ClusterStack following the docker/ferrol stack.
 pub fn sample_objects(namespace: &str, plugin_image: &str) -> (ProviderPlugin, ClusterStack) {

@@ -17,7 +17,7 @@ use serde_json::json;
 use stackhost::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
 use stackhost::controller::ControllerArgs;
 use stackhost::oci::registry::{Registry, RegistryConfig};
-use stackhost::sandbox::{describe_release, wait_for, wait_release_ready, Sandbox};
+use stackhost::sandbox::{wait_for, wait_release_condition, wait_release_ready, Sandbox};
 use support::proxy::{Mode, Proxy};
 use support::TestRegistry;
 
@@ -351,23 +351,8 @@ async fn a_cluster_stack_follows_its_releases_from_apply_to_deletion() -> TestRe
     releases
         .delete("docker-ferrol-1-32-v1", &DeleteParams::default())
         .await?;
-    let blocked = wait_for("the in-use release to report InUse", WAIT, || async {
-        let r = releases
-            .get("docker-ferrol-1-32-v1")
-            .await
-            .map_err(|e| e.to_string())?;
-        let reason = r
-            .status
-            .as_ref()
-            .and_then(|s| stackhost::api::condition::find(&s.conditions, "Ready").cloned())
-            .and_then(|c| c.reason);
-        if reason.as_deref() == Some("InUse") {
-            Ok(r)
-        } else {
-            Err(describe_release(&r))
-        }
-    })
-    .await?;
+    wait_release_condition(&client, NS, "docker-ferrol-1-32-v1", ("Ready", "InUse"), WAIT).await?;
+    let blocked = releases.get("docker-ferrol-1-32-v1").await?;
     assert!(blocked.metadata.deletion_timestamp.is_some());
     assert!(cluster_classes(&client)
         .get_opt("docker-ferrol-1-32-v1")
@@ -451,25 +436,13 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
         .await?;
 
     let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
-    let failed = wait_for("the release to report the trap", WAIT, || async {
-        let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
-        let r = releases
-            .get_opt("docker-ferrol-1-32-v1")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("not created")?;
-        let c = r.status.as_ref().and_then(|s| {
-            stackhost::api::condition::find(&s.conditions, "ProviderClusterStackReleaseReady").cloned()
-        });
-        match c {
-            Some(c) if c.reason.as_deref() == Some("PluginFailed") => Ok(c),
-            _ => Err(format!(
-                "{}; ProviderPlugin: {:?}",
-                describe_release(&r),
-                pp.status
-            )),
-        }
-    })
+    let failed = wait_release_condition(
+        &client,
+        NS,
+        "docker-ferrol-1-32-v1",
+        ("ProviderClusterStackReleaseReady", "PluginFailed"),
+        WAIT,
+    )
     .await?;
     let message = failed.message.unwrap_or_default();
     assert!(
@@ -515,21 +488,13 @@ async fn an_unreachable_registry_gives_a_condition_and_the_release_recovers() ->
     cs.spec.no_provider = true;
     let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
     stacks.create(&Default::default(), &cs).await?;
-    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
-    let c = wait_for("the release to report the source", WAIT, || async {
-        let r = releases
-            .get_opt("docker-ferrol-1-32-v1")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("not created")?;
-        let c = r.status.as_ref().and_then(|s| {
-            stackhost::api::condition::find(&s.conditions, "ClusterStackReleaseDownloaded").cloned()
-        });
-        match c {
-            Some(c) if c.reason.as_deref() == Some("SourceUnavailable") => Ok(c),
-            _ => Err(describe_release(&r)),
-        }
-    })
+    let c = wait_release_condition(
+        &client,
+        NS,
+        "docker-ferrol-1-32-v1",
+        ("ClusterStackReleaseDownloaded", "SourceUnavailable"),
+        WAIT,
+    )
     .await?;
     let message = c.message.unwrap_or_default();
     assert!(
@@ -574,23 +539,13 @@ async fn a_controller_killed_mid_reconcile_resumes_without_duplicates_or_losses(
 
     // Kill the controllers while the node images are still pending (the plugin's progress is in its
     // state, persisted after every call).
-    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
-    wait_for("node images pending", WAIT, || async {
-        let r = releases
-            .get_opt("docker-ferrol-1-32-v1")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("not created")?;
-        let pending = r.status.as_ref().is_some_and(|s| {
-            stackhost::api::condition::find(&s.conditions, "ProviderClusterStackReleaseReady")
-                .is_some_and(|c| c.reason.as_deref() == Some("NodeImagesPending"))
-        });
-        if pending {
-            Ok(())
-        } else {
-            Err(describe_release(&r))
-        }
-    })
+    wait_release_condition(
+        &client,
+        NS,
+        "docker-ferrol-1-32-v1",
+        ("ProviderClusterStackReleaseReady", "NodeImagesPending"),
+        WAIT,
+    )
     .await?;
     sandbox.kill_controllers().await;
     let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);

@@ -175,8 +175,32 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                 _ = closing.changed() => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if p.bookmarks => {
-                    let rv = inner.lock().current_rv().max(last_rv);
-                    if tx.send(bookmark(&t, rv, false)).await.is_err() {
+                    // A bookmark promises that everything up to its version was sent: first deliver what is
+                    // already queued for this watch, then bookmark the last version actually processed. (Using
+                    // the store's current version here lost events: a client that re-watched from such a
+                    // bookmark skipped the ones still queued when the watch ended.)
+                    loop {
+                        match rx.try_recv() {
+                            Ok(ev) => {
+                                if ev.rv <= last_rv {
+                                    continue;
+                                }
+                                last_rv = ev.rv;
+                                if let Some(line) = deliver(&ev, &mut first) {
+                                    if tx.send(line).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                let _ = tx.send(fell_behind(last_rv)).await;
+                                return;
+                            }
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                            Err(broadcast::error::TryRecvError::Closed) => return,
+                        }
+                    }
+                    if tx.send(bookmark(&t, last_rv, false)).await.is_err() {
                         return;
                     }
                 }
@@ -193,10 +217,7 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let e = ApiError::gone(format!("the watch fell behind the event stream at resource version {last_rv}; list and watch again"));
-                        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
-                        line.push(b'\n');
-                        let _ = tx.send(line).await;
+                        let _ = tx.send(fell_behind(last_rv)).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -205,6 +226,16 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         }
     });
     rx
+}
+
+/// The ERROR event that ends a watch whose subscriber could not keep up with the event stream.
+fn fell_behind(last_rv: u64) -> Vec<u8> {
+    let e = ApiError::gone(format!(
+        "the watch fell behind the event stream at resource version {last_rv}; list and watch again"
+    ));
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 fn bookmark(t: &Target, rv: u64, initial_end: bool) -> Vec<u8> {

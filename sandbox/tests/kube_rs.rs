@@ -383,6 +383,74 @@ async fn watch_ends_at_timeout_and_sends_bookmarks() {
     );
 }
 
+/// A bookmark promises that every event up to its resourceVersion was sent: a client that re-watches from it
+/// must not miss anything. A slow reader with writes queued behind it is where a bookmark could run ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookmarks_never_run_ahead_of_queued_events() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        bookmark_every: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("starts");
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().expect("client"));
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut params = WatchParams::default().timeout(4);
+    params.bookmarks = true;
+    let mut stream = api.watch(&params, &rv).await.expect("watch").boxed();
+    const OBJECTS: usize = 1500;
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            futures_util::stream::iter(0..OBJECTS)
+                .for_each_concurrent(16, |i| {
+                    let api = api.clone();
+                    async move {
+                        api.create(&PostParams::default(), &cm(&format!("b{i}"), "0"))
+                            .await
+                            .expect("create");
+                    }
+                })
+                .await;
+        })
+    };
+    let mut bookmarked = 0u64;
+    let (mut added, mut bookmarks) = (0, 0);
+    while let Some(event) = stream.try_next().await.expect("clean stream") {
+        match event {
+            WatchEvent::Added(o) => {
+                let rv: u64 = o.resource_version().expect("rv").parse().expect("number");
+                assert!(
+                    rv > bookmarked,
+                    "event at resourceVersion {rv} arrived after a bookmark at {bookmarked}"
+                );
+                added += 1;
+                // A slow reader: the server queues events behind it while bookmarks come due.
+                if added % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            WatchEvent::Bookmark(b) => {
+                bookmarked = b.metadata.resource_version.parse().expect("number");
+                bookmarks += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    writer.await.expect("writer");
+    assert_eq!(
+        added, OBJECTS,
+        "every create was delivered before the watch ended"
+    );
+    assert!(bookmarks > 0, "bookmarks were sent");
+}
+
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let cluster = Cluster::start().await.expect("starts");

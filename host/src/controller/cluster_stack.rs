@@ -86,19 +86,7 @@ async fn reconcile_inner(cs: &ClusterStack, ctx: &Context) -> Result<Action, kub
         Ok(k) => k,
         Err(e) => {
             // The schema already refuses this; objects written before the schema existed end here.
-            condition::set(
-                &mut status.conditions,
-                false_condition(
-                    types::CLUSTER_STACK_RELEASES_SYNCED,
-                    ConditionSeverity::Error,
-                    "InvalidSpec",
-                    format!("spec.kubernetesVersion: {e}"),
-                ),
-                &now,
-            );
-            condition::set_summary(&mut status.conditions, &now);
-            write_status(ctx, cs, status).await?;
-            return Ok(Action::await_change());
+            return invalid_spec(ctx, cs, status, format!("spec.kubernetesVersion: {e}")).await;
         }
     };
     let stack = StackKey {
@@ -208,21 +196,7 @@ async fn reconcile_inner(cs: &ClusterStack, ctx: &Context) -> Result<Action, kub
         &in_use,
     ) {
         Ok(plan) => plan,
-        Err(e) => {
-            condition::set(
-                &mut status.conditions,
-                false_condition(
-                    types::CLUSTER_STACK_RELEASES_SYNCED,
-                    ConditionSeverity::Error,
-                    "InvalidSpec",
-                    format!("spec.versions: {e}"),
-                ),
-                &now,
-            );
-            condition::set_summary(&mut status.conditions, &now);
-            write_status(ctx, cs, status).await?;
-            return Ok(Action::await_change());
-        }
+        Err(e) => return invalid_spec(ctx, cs, status, format!("spec.versions: {e}")).await,
     };
     for (object, e) in &plan.unparsable {
         ctx.event(
@@ -373,6 +347,29 @@ async fn reconcile_inner(cs: &ClusterStack, ctx: &Context) -> Result<Action, kub
     } else {
         Action::await_change()
     })
+}
+
+/// A spec the controller cannot act on: say which field in ReleasesSynced and wait for the user to change it.
+async fn invalid_spec(
+    ctx: &Context,
+    cs: &ClusterStack,
+    mut status: ClusterStackStatus,
+    message: String,
+) -> Result<Action, kube::Error> {
+    let now = now();
+    condition::set(
+        &mut status.conditions,
+        false_condition(
+            types::CLUSTER_STACK_RELEASES_SYNCED,
+            ConditionSeverity::Error,
+            "InvalidSpec",
+            message,
+        ),
+        &now,
+    );
+    condition::set_summary(&mut status.conditions, &now);
+    write_status(ctx, cs, status).await?;
+    Ok(Action::await_change())
 }
 
 async fn write_status(

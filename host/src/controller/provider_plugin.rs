@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use super::plugins::{load_state, new_capabilities};
 use super::Context;
 use crate::api::condition::{self, false_condition, true_condition, types, READY};
-use crate::api::{parse_deadline, parse_memory, ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
+use crate::api::{ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
 use crate::oci::auth::Credentials;
 use crate::oci::fetch::PluginFetcher;
 use crate::oci::signature::{PublicKey, SignaturePolicy, Verdict};
@@ -34,21 +34,7 @@ fn fail(reason: &'static str) -> impl FnOnce(String) -> LoadError {
 
 /// The limits of a ProviderPlugin spec, defaults where unset.
 pub fn limits_of(pp: &ProviderPlugin) -> Result<Limits, String> {
-    let mut limits = Limits::default();
-    let l = &pp.spec.limits;
-    if let Some(fuel) = l.fuel {
-        limits.fuel = fuel;
-    }
-    if let Some(m) = &l.memory {
-        limits.memory_bytes =
-            usize::try_from(parse_memory(m).map_err(|e| format!("spec.limits.memory: {e}"))?)
-                .unwrap_or(usize::MAX);
-    }
-    if let Some(d) = &l.deadline {
-        let deadline = parse_deadline(d).map_err(|e| format!("spec.limits.deadline: {e}"))?;
-        limits.deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    }
-    Ok(limits)
+    Limits::from_spec(&pp.spec.limits).map_err(|e| e.to_string())
 }
 
 /// Grants from `spec.capabilities`; `state` is always linked (a per-plugin store the host keeps).
