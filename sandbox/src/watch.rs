@@ -169,41 +169,22 @@ pub fn start(inner: &Arc<Inner>, t: Target, p: WatchParams) -> mpsc::Receiver<Ve
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(p.bookmark_every.max(Duration::from_millis(50)));
         tick.tick().await;
+        // A bookmark promises that everything up to its version was sent, so a due bookmark waits until
+        // nothing is queued for this watch and carries the last version processed. (Bookmarking the store's
+        // current version lost events: a client that re-watched from it skipped those still queued.)
+        let mut bookmark_due = false;
         loop {
+            if bookmark_due && rx.is_empty() {
+                bookmark_due = false;
+                if tx.send(bookmark(&t, last_rv, false)).await.is_err() {
+                    return;
+                }
+            }
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = closing.changed() => return,
                 _ = tx.closed() => return,
-                _ = tick.tick(), if p.bookmarks => {
-                    // A bookmark promises that everything up to its version was sent: first deliver what is
-                    // already queued for this watch, then bookmark the last version actually processed. (Using
-                    // the store's current version here lost events: a client that re-watched from such a
-                    // bookmark skipped the ones still queued when the watch ended.)
-                    loop {
-                        match rx.try_recv() {
-                            Ok(ev) => {
-                                if ev.rv <= last_rv {
-                                    continue;
-                                }
-                                last_rv = ev.rv;
-                                if let Some(line) = deliver(&ev, &mut first) {
-                                    if tx.send(line).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                let _ = tx.send(fell_behind(last_rv)).await;
-                                return;
-                            }
-                            Err(broadcast::error::TryRecvError::Empty) => break,
-                            Err(broadcast::error::TryRecvError::Closed) => return,
-                        }
-                    }
-                    if tx.send(bookmark(&t, last_rv, false)).await.is_err() {
-                        return;
-                    }
-                }
+                _ = tick.tick(), if p.bookmarks => bookmark_due = true,
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
                         if ev.rv <= last_rv {
