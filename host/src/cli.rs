@@ -288,12 +288,7 @@ async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
         client.clone(),
         registry,
         |shutdown, health| async move {
-            let mut addons = crate::addon::AddonConfig::new(
-                Arc::new(crate::controller::addons::ContextReleases(ctx.clone())),
-                ctx.renderer.clone(),
-                ctx.args.cache_root().join("addons"),
-            );
-            addons.values_hook = Some(Arc::new(crate::controller::addons::PluginValues(ctx.clone())));
+            let addons = crate::controller::addons::addon_config(&ctx);
             let addon_run = async {
                 let run = crate::addon::run(client.clone(), addons, shutdown.clone());
                 crate::run::with_grace(run, shutdown.clone(), std::time::Duration::from_secs(10))

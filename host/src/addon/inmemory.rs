@@ -105,6 +105,14 @@ impl InMemoryProvider {
             .and_then(|w| w.emulator.client().ok())
     }
 
+    /// The kubeconfig of the workload cluster of Cluster `namespace/name`, once it is provisioned.
+    pub async fn workload_kubeconfig(&self, namespace: &str, name: &str) -> Option<String> {
+        let workloads = self.workloads.lock().await;
+        workloads
+            .get(&format!("{namespace}/{name}"))
+            .map(|w| w.emulator.kubeconfig())
+    }
+
     /// Errors of hook calls so far (a hook answering `Failure`), for the sandbox's report.
     pub fn hook_errors(&self) -> Vec<String> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -429,7 +437,11 @@ impl SandboxAddons {
             } else {
                 Api::all_with(workload.clone(), &resource)
             };
-            let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
+            let what = if r.namespace.is_empty() {
+                format!("{} {}", r.kind, r.name)
+            } else {
+                format!("{} {}/{}", r.kind, r.namespace, r.name)
+            };
             api.get_opt(&r.name)
                 .await
                 .map_err(|e| format!("cannot read {what} in the workload cluster: {e}"))?
