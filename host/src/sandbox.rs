@@ -186,7 +186,11 @@ pub fn describe_addon(a: &ClusterAddon) -> String {
     };
     let mut line = describe(&name, s.ready, &s.conditions);
     if !s.stages.is_empty() {
-        let stages: Vec<String> = s.stages.iter().map(|st| format!("{}={}", st.name, st.phase)).collect();
+        let stages: Vec<String> = s
+            .stages
+            .iter()
+            .map(|st| format!("{}={}", st.name, st.phase))
+            .collect();
         line.push_str(&format!(" stages [{}]", stages.join(", ")));
     }
     line
@@ -435,7 +439,14 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
     let outcome = match follow_sample(&sandbox.client, args.timeout).await {
         Ok(release) => {
             report(&sandbox.client, &release, started.elapsed()).await?;
-            sample_addons(&sandbox.client, &addons, &release, args.timeout, &workload_kubeconfig).await
+            sample_addons(
+                &sandbox.client,
+                &addons,
+                &release,
+                args.timeout,
+                &workload_kubeconfig,
+            )
+            .await
         }
         Err(e) => Err(e.context("the sample release did not become ready")),
     };
@@ -484,14 +495,19 @@ async fn sample_addons(
         .context("the ready release reports no Kubernetes version")?;
     let clusters = crate::addon::cluster::clusters(client.clone(), "default");
     match clusters
-        .create(&PostParams::default(), &sample_cluster("default", &class, &version))
+        .create(
+            &PostParams::default(),
+            &sample_cluster("default", &class, &version),
+        )
         .await
     {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e).context(format!("creating Cluster default/{SAMPLE_CLUSTER}")),
     }
-    eprintln!("sandbox: created Cluster default/{SAMPLE_CLUSTER} (ClusterClass {class}, Kubernetes {version})");
+    eprintln!(
+        "sandbox: created Cluster default/{SAMPLE_CLUSTER} (ClusterClass {class}, Kubernetes {version})"
+    );
     let api: Api<ClusterAddon> = Api::namespaced(client.clone(), "default");
     let addon_name = crate::addon::cluster_addon_name(SAMPLE_CLUSTER);
     let mut last = String::new();
@@ -499,7 +515,11 @@ async fn sample_addons(
     let deadline = Instant::now() + timeout;
     let checked = loop {
         if !kubeconfig_written {
-            if let Some(text) = addons.provider.workload_kubeconfig("default", SAMPLE_CLUSTER).await {
+            if let Some(text) = addons
+                .provider
+                .workload_kubeconfig("default", SAMPLE_CLUSTER)
+                .await
+            {
                 std::fs::write(workload_kubeconfig, text)
                     .with_context(|| format!("writing {}", workload_kubeconfig.display()))?;
                 eprintln!(

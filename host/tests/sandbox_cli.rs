@@ -59,7 +59,8 @@ fn sandbox_once_reaches_ready_and_says_what_happened() {
     );
     for object in [
         "  ConfigMap kube-system/cluster-addon-info\n",
-        "  Deployment kube-system/cluster-addon-web\n",
+        // The docker plugin's addon-values set global.imageRegistry to its imageRegistry.
+        "  Deployment kube-system/cluster-addon-web (image docker.io/nginx:1.27)\n",
         "  CustomResourceDefinition addonsettings.ferrol.example.com\n",
     ] {
         assert!(stdout.contains(object), "{object:?} not checked:\n{stdout}");
@@ -90,7 +91,9 @@ fn sandbox_once_exits_1_with_the_reason_when_the_timeout_passes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("sandbox: the sample release did not become ready: not ready after 200ms; last state: "),
+        stderr.contains(
+            "sandbox: the sample release did not become ready: not ready after 200ms; last state: "
+        ),
         "{stderr}"
     );
 }

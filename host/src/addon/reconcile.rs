@@ -141,15 +141,10 @@ pub async fn run(
         });
 
     let controller = Controller::new(addons, watch.clone())
-        .watches_with(
-            clusters,
-            ar,
-            watch,
-            |cluster: DynamicObject| {
-                let ns = cluster.namespace()?;
-                Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
-            },
-        )
+        .watches_with(clusters, ar, watch, |cluster: DynamicObject| {
+            let ns = cluster.namespace()?;
+            Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
+        })
         .graceful_shutdown_on(stop(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -333,7 +328,10 @@ impl Progress<'_> {
     /// message), queues an Event: Warning for warnings and errors, Normal for information.
     fn report(&mut self, c: crate::api::Condition) {
         let known = self.saved_status.conditions.iter().any(|old| {
-            old.type_ == c.type_ && old.status == c.status && old.reason == c.reason && old.message == c.message
+            old.type_ == c.type_
+                && old.status == c.status
+                && old.reason == c.reason
+                && old.message == c.message
         });
         if !known {
             let type_ = match c.severity {
@@ -354,6 +352,15 @@ impl Progress<'_> {
     fn announce(&mut self, reason: &str, action: &str, note: String) {
         self.events
             .push((EventType::Normal, reason.to_owned(), action.to_owned(), note));
+    }
+
+    /// Queues the Normal Event of a finished apply: how many objects of `release` are in the workload.
+    fn applied(&mut self, release: &str) {
+        let note = format!(
+            "release {release}: {} addon objects in the workload cluster",
+            self.status.resources.len()
+        );
+        self.announce("AddonsApplied", "Apply", note);
     }
 
     fn unset(&mut self, type_: &str) {
@@ -652,15 +659,7 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
     p.spec.hook.clear();
     p.status.ready = true;
     tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, "addons applied");
-    p.announce(
-        "AddonsApplied",
-        "Apply",
-        format!(
-            "{} addon objects of release {} applied to the workload cluster",
-            p.status.resources.len(),
-            run.assets.name.tag()
-        ),
-    );
+    p.applied(&run.assets.name.tag());
     p.save().await?;
     Ok(Action::requeue(p.ctx.config.resync))
 }
@@ -1195,15 +1194,7 @@ async fn finish(p: &mut Progress<'_>, run: &Run<'_>) -> Result<Action, Error> {
     p.spec.hook.clear();
     p.set(true_condition(types::HELM_CHART_APPLIED));
     tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, "addon stages done");
-    p.announce(
-        "AddonsApplied",
-        "Apply",
-        format!(
-            "all stages of release {} done; {} addon objects in the workload cluster",
-            run.assets.name.tag(),
-            p.status.resources.len()
-        ),
-    );
+    p.applied(&run.assets.name.tag());
     p.save().await?;
     Ok(Action::requeue(p.ctx.config.resync))
 }

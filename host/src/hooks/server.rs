@@ -11,8 +11,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::Value;
 use kube_emulator::tls::Tls;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
@@ -183,16 +183,6 @@ pub async fn start(
     });
     tracing::info!(%addr, "runtime hook server listening");
     Ok(HooksServer { addr, ca_pem, task })
-}
-
-/// Runs the server until `shutdown` turns true (for `stackhost run`).
-pub async fn run(
-    client: kube::Client,
-    config: HooksConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), HooksError> {
-    start(client, config, shutdown).await?.stopped().await;
-    Ok(())
 }
 
 /// The certificate of `--hooks-cert-dir`: `tls.crt` (chain, leaf first), `tls.key`, and `ca.crt` for the

@@ -272,12 +272,7 @@ async fn the_hook_server_serves_with_the_certificates_of_its_cert_dir() {
         .expect("hook server with --hooks-cert-dir");
     assert_eq!(server.ca_pem, ca, "the caBundle is ca.crt of the directory");
     // A client trusting only that CA completes the handshake and gets the discovery response.
-    let (status, discovery) = post(
-        &server,
-        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery",
-        "{}",
-    )
-    .await;
+    let (status, discovery) = post(&server, &stackhost::hooks::discovery_path(), "{}").await;
     assert_eq!(status, 200);
     assert_eq!(discovery["kind"], "DiscoveryResponse");
     let client = HookClient::discover(&server.url(), &ca)
@@ -298,7 +293,10 @@ async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
     // Nothing there.
     let message = error(start_hooks_with(&env, Some(dir.path())).await);
     let crt = dir.path().join("tls.crt").display().to_string();
-    assert!(message.starts_with(&format!("hook server certificate: {crt}: ")), "{message}");
+    assert!(
+        message.starts_with(&format!("hook server certificate: {crt}: ")),
+        "{message}"
+    );
     assert!(
         message.ends_with("--hooks-cert-dir needs tls.crt and tls.key in PEM (as cert-manager writes them); leave it unset for a generated certificate"),
         "{message}"
@@ -309,14 +307,19 @@ async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
     std::fs::write(dir.path().join("tls.key"), "not a key").expect("tls.key");
     let message = error(start_hooks_with(&env, Some(dir.path())).await);
     let key = dir.path().join("tls.key").display().to_string();
-    assert!(message.starts_with(&format!("hook server certificate: {key}: ")), "{message}");
+    assert!(
+        message.starts_with(&format!("hook server certificate: {key}: ")),
+        "{message}"
+    );
 
     // A certificate file without any certificate.
     write_cert_dir(dir.path());
     std::fs::write(dir.path().join("tls.crt"), "").expect("tls.crt");
     let message = error(start_hooks_with(&env, Some(dir.path())).await);
     assert!(
-        message.starts_with(&format!("hook server certificate: {crt}: no PEM certificate in the file")),
+        message.starts_with(&format!(
+            "hook server certificate: {crt}: no PEM certificate in the file"
+        )),
         "{message}"
     );
 

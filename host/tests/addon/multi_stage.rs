@@ -183,7 +183,9 @@ async fn a_delete_stage_removes_its_objects_in_its_turn_with_events_and_metrics(
     env.set_class("c1", 7, Some("v1.32.3")).await;
     let held = env
         .wait_addon("c1", "the delete stage waiting for delete-gate", |a| {
-            phases(a).first().is_some_and(|(_, p)| p == "waitingForPreCondition")
+            phases(a)
+                .first()
+                .is_some_and(|(_, p)| p == "waitingForPreCondition")
         })
         .await;
     assert_eq!(
@@ -247,7 +249,7 @@ async fn a_delete_stage_removes_its_objects_in_its_turn_with_events_and_metrics(
         "StageDeleted: stage dashboard: 1 objects deleted",
         "StageApplied: stage metrics-server: 1 objects applied",
         "FailedToEvaluatePreCondition: stage dashboard waits for its waitForPreCondition: ConfigMap kube-system/delete-gate does not exist yet",
-        "AddonsApplied: all stages of release docker-ferrol-1-32-v7 done; 1 addon objects in the workload cluster",
+        "AddonsApplied: release docker-ferrol-1-32-v7: 1 addon objects in the workload cluster",
     ] {
         assert!(notes.iter().any(|n| n == expected), "{expected:?} not in {notes:#?}");
     }
@@ -274,12 +276,6 @@ pub async fn event_notes(client: &kube::Client, name: &str) -> Vec<String> {
         .collect();
     list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
     list.into_iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default()
-            )
-        })
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }

@@ -61,22 +61,27 @@ async fn addon_values_pass_through_the_provider_plugin_of_a_running_stackhost() 
     // The docker plugin pulls through a registry of its own here.
     let (mut plugin, stack) = sandbox::sample_objects(NS, sandbox::SAMPLE_PLUGIN);
     plugin.spec.config = Some(json!({"imageRegistry": "registry.example.test", "pendingRounds": 0}));
-    sandbox::create(&env.client, NS, &plugin).await.expect("ProviderPlugin");
-    sandbox::create(&env.client, NS, &stack).await.expect("ClusterStack");
+    sandbox::create(&env.client, NS, &plugin)
+        .await
+        .expect("ProviderPlugin");
+    sandbox::create(&env.client, NS, &stack)
+        .await
+        .expect("ClusterStack");
     sandbox::wait_release_ready(&env.client, NS, "docker-ferrol-1-32-v1", Duration::from_secs(60))
         .await
         .expect("the sample release becomes ready");
 
     env.create_cluster("c1", 1).await;
-    let addon = env.wait_addon("c1", "addons applied by stackhost run", ready).await;
+    let addon = env
+        .wait_addon("c1", "addons applied by stackhost run", ready)
+        .await;
     assert_eq!(addon.spec.cluster_stack, "docker-ferrol-1-32-v1");
     let wl = env.workload_client();
     let web = workload_object(&wl, "apps/v1", "Deployment", "cluster-addon-web")
         .await
         .expect("web Deployment in the workload cluster");
     assert_eq!(
-        web["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.example.test/nginx:1.27",
+        web["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example.test/nginx:1.27",
         "global.imageRegistry set by the docker plugin's addon-values"
     );
     assert_eq!(web["spec"]["replicas"], 2, "cluster-addon-values.yaml kept");
@@ -93,7 +98,9 @@ async fn addon_values_pass_through_the_provider_plugin_of_a_running_stackhost() 
         .await
         .expect("body");
     assert!(
-        metrics.contains(r#"stackhost_plugin_calls_total{plugin="default/docker",function="addon-values",outcome="ok"}"#),
+        metrics.contains(
+            r#"stackhost_plugin_calls_total{plugin="default/docker",function="addon-values",outcome="ok"}"#
+        ),
         "{metrics}"
     );
     assert!(
@@ -106,9 +113,7 @@ async fn addon_values_pass_through_the_provider_plugin_of_a_running_stackhost() 
 fn a_hook_cert_dir_without_certificates_stops_run_with_the_file_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mgmt = tokio::runtime::Runtime::new().expect("runtime");
-    let cluster = mgmt
-        .block_on(kube_emulator::Cluster::start())
-        .expect("emulator");
+    let cluster = mgmt.block_on(kube_emulator::Cluster::start()).expect("emulator");
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let mut child = Process(
