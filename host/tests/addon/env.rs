@@ -359,3 +359,20 @@ pub async fn workload_object(
         .expect("workload get")
         .map(|o| serde_json::to_value(o).expect("json"))
 }
+
+/// `reason: note` of the Events about ClusterAddon `name`, oldest first.
+pub async fn event_notes(client: &kube::Client, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let mut list: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.into_iter()
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use stackhost::api::{ClusterAddon, ResourceStatus};
 
-use crate::env::{condition, ready, resource_names, workload_object, Env, NS};
+use crate::env::{condition, event_notes, ready, resource_names, workload_object, Env, NS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_upgrade_prunes_the_removed_object() {
@@ -238,7 +238,7 @@ async fn missing_kubeconfig_and_release_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_cluster_removes_its_cluster_addon() {
-    let mut env = Env::running(&[1], 1).await;
+    let env = Env::running(&[1], 1).await;
     let addon = env.wait_addon("c1", "addons applied", ready).await;
     assert_eq!(
         addon.metadata.finalizers.as_deref(),
@@ -257,6 +257,9 @@ async fn deleting_the_cluster_removes_its_cluster_addon() {
             .expect("get")
             .is_none()
         {
+            let notes = event_notes(&env.client, "cluster-addon-c1").await;
+            let deleted = "Deleted: ClusterAddon deleted; the 3 objects it applied stay in the workload cluster of Cluster c1";
+            assert!(notes.iter().any(|n| n == deleted), "{notes:#?}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -267,7 +270,7 @@ async fn deleting_the_cluster_removes_its_cluster_addon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cluster_addon_is_created_again() {
-    let mut env = Env::running(&[1], 1).await;
+    let env = Env::running(&[1], 1).await;
     let first = env.wait_addon("c1", "addons applied", ready).await;
     env.addons()
         .delete("cluster-addon-c1", &DeleteParams::default())

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use crate::env::{condition, ready, resource_names, workload_object, Env};
+use crate::env::{condition, event_notes, ready, resource_names, workload_object, Env};
 
 fn phases(addon: &stackhost::api::ClusterAddon) -> Vec<(String, String)> {
     addon
@@ -261,21 +261,4 @@ async fn a_delete_stage_removes_its_objects_in_its_turn_with_events_and_metrics(
     ] {
         assert!(text.contains(needle), "{needle} missing in:\n{text}");
     }
-}
-
-/// `reason: note` of the Events about ClusterAddon `name`, oldest first.
-pub async fn event_notes(client: &kube::Client, name: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
-    let mut list: Vec<_> = events
-        .list(&Default::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect();
-    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
-    list.into_iter()
-        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
 }
