@@ -9,8 +9,9 @@ use std::time::Duration;
 use stackhost::controller::ControllerArgs;
 use stackhost::sandbox::{self, Sandbox};
 
+/// The binary under test: `STACKHOST_BIN` (a copy safe from other worktrees' builds), else cargo's.
 fn stackhost() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stackhost"))
+    Command::new(std::env::var("STACKHOST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stackhost").into()))
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {

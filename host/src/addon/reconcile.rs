@@ -325,7 +325,9 @@ impl Progress<'_> {
     }
 
     /// Sets a condition and, when it is news (not already in the saved status with the same reason and
-    /// message), queues an Event: Warning for warnings and errors, Normal for information.
+    /// message), queues an Event: Warning for warnings and errors, Normal for information. The Event's
+    /// action is the condition type with the message: the recorder folds Events of the same reason and
+    /// action into one series, which must only happen for the same message.
     fn report(&mut self, c: crate::api::Condition) {
         let known = self.saved_status.conditions.iter().any(|old| {
             old.type_ == c.type_
@@ -338,17 +340,19 @@ impl Progress<'_> {
                 Some(ConditionSeverity::Info) => EventType::Normal,
                 _ => EventType::Warning,
             };
+            let message = c.message.clone().unwrap_or_default();
             self.events.push((
                 type_,
                 c.reason.clone().unwrap_or_default(),
-                c.type_.clone(),
-                c.message.clone().unwrap_or_default(),
+                crate::controller::context::truncate(&format!("{}: {message}", c.type_), 120),
+                message,
             ));
         }
         self.set(c);
     }
 
-    /// Queues a Normal Event.
+    /// Queues a Normal Event; `action` names what was done to what (Events of the same reason and action
+    /// are folded into one series).
     fn announce(&mut self, reason: &str, action: &str, note: String) {
         self.events
             .push((EventType::Normal, reason.to_owned(), action.to_owned(), note));
@@ -360,7 +364,7 @@ impl Progress<'_> {
             "release {release}: {} addon objects in the workload cluster",
             self.status.resources.len()
         );
-        self.announce("AddonsApplied", "Apply", note);
+        self.announce("AddonsApplied", &format!("Apply {release}"), note);
     }
 
     fn unset(&mut self, type_: &str) {
@@ -897,7 +901,7 @@ async fn multi_stage(
         tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, hook, stages = stage_list.len(), "starting addon stages");
         p.announce(
             "StagesStarted",
-            "Apply",
+            &format!("{hook} {}", run.assets.name.tag()),
             format!(
                 "{hook}: {} stages of release {} to run",
                 stage_list.len(),
@@ -970,14 +974,14 @@ async fn execute_stage(
                 }
                 p.status.stages[i].phase = phase::DONE.into();
                 tracing::info!(clusteraddon = %object_name(run.addon), stage = %stage.name, "stage done");
-                let (reason, verb) = match stage.action {
-                    crate::release::assets::StageAction::Delete => ("StageDeleted", "deleted"),
-                    _ => ("StageApplied", "applied"),
+                let (reason, verb, action) = match stage.action {
+                    crate::release::assets::StageAction::Delete => ("StageDeleted", "deleted", "Delete"),
+                    _ => ("StageApplied", "applied", "Apply"),
                 };
                 let objects = p.status.stages[i].resources.len();
                 p.announce(
                     reason,
-                    "Apply",
+                    &format!("{action} {} of {}", stage.name, run.assets.name.tag()),
                     format!("stage {}: {objects} objects {verb}", stage.name),
                 );
                 p.save().await?;

@@ -31,15 +31,20 @@ async fn start_hooks_with(
 
 /// Writes what cert-manager would: `ca.crt`, and `tls.crt` / `tls.key` for 127.0.0.1 signed by that CA.
 fn write_cert_dir(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: a leaf named like its issuer looks self-signed to OpenSSL.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test-hooks-ca");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
     let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("cert");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "stackhost-hooks");
+    let cert = params.signed_by(&key, &ca).expect("cert");
     std::fs::write(dir.join("ca.crt"), ca.pem()).expect("ca.crt");
     std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");

@@ -249,6 +249,8 @@ async fn a_delete_stage_removes_its_objects_in_its_turn_with_events_and_metrics(
         "StageDeleted: stage dashboard: 1 objects deleted",
         "StageApplied: stage metrics-server: 1 objects applied",
         "FailedToEvaluatePreCondition: stage dashboard waits for its waitForPreCondition: ConfigMap kube-system/delete-gate does not exist yet",
+        "FailedToEvaluatePreCondition: stage metrics-server waits for its waitForPreCondition: ConfigMap kube-system/apply-gate does not exist yet",
+        "AddonsApplied: release docker-ferrol-1-32-v6: 2 addon objects in the workload cluster",
         "AddonsApplied: release docker-ferrol-1-32-v7: 1 addon objects in the workload cluster",
     ] {
         assert!(notes.iter().any(|n| n == expected), "{expected:?} not in {notes:#?}");
