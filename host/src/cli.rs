@@ -288,34 +288,30 @@ async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
         client.clone(),
         registry,
         |shutdown, health| async move {
-            let mut addons = crate::addon::AddonConfig::new(
-                Arc::new(crate::controller::addons::ContextReleases(ctx.clone())),
-                ctx.renderer.clone(),
-                ctx.args.cache_root().join("addons"),
-            );
-            addons.values_hook = Some(Arc::new(crate::controller::addons::PluginValues(ctx.clone())));
+            let addons = crate::controller::addons::addon_config(&ctx);
             let addon_run = async {
                 let run = crate::addon::run(client.clone(), addons, shutdown.clone());
                 crate::run::with_grace(run, shutdown.clone(), std::time::Duration::from_secs(10))
                     .await
                     .unwrap_or(Ok(()))
             };
+            // Started before the controllers: unusable certificates stop the process at once.
+            let hooks = match hooks {
+                Some(config) => Some(crate::hooks::start(client.clone(), config, shutdown.clone()).await?),
+                None => None,
+            };
             let hooks_run = async {
-                match hooks {
-                    Some(config) => crate::hooks::run(client.clone(), config, shutdown.clone())
-                        .await
-                        .map_err(anyhow::Error::from),
-                    None => Ok(()),
+                if let Some(server) = hooks {
+                    server.stopped().await;
                 }
             };
-            let (controllers, addons, hooks) = tokio::join!(
+            let (controllers, addons, ()) = tokio::join!(
                 crate::controller::run(ctx.clone(), shutdown.clone(), move || health.set_ready(true)),
                 addon_run,
                 hooks_run
             );
             controllers?;
-            addons.map_err(|e| anyhow::anyhow!("ClusterAddon controller: {e}"))?;
-            hooks
+            addons.map_err(|e| anyhow::anyhow!("ClusterAddon controller: {e}"))
         },
     )
     .await?;

@@ -1,6 +1,8 @@
 //! `stackhost sandbox`: the whole product on one machine. An in-process Kubernetes API emulator with the
 //! stackhost and Cluster API CRDs, the controllers running against it, and (for the embedded default) a
-//! sample release and plugin read from an OCI image layout shipped in the repository.
+//! sample release and plugin read from an OCI image layout shipped in the repository. The embedded default
+//! also runs the in-memory infrastructure, the runtime hook server and the ClusterAddon controller, and
+//! creates a sample Cluster of the sample ClusterClass: stack -> class -> cluster -> addons.
 //!
 //! The integration tests use the same [`Sandbox`] with a real registry instead of the layout.
 
@@ -14,7 +16,8 @@ use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
+use crate::addon::inmemory::SandboxAddons;
+use crate::api::{ClusterAddon, ClusterStack, ClusterStackRelease, Condition, ProviderPlugin};
 use crate::controller::{Context, ControllerArgs};
 
 /// The Cluster API CRDs the sample stacks need (real, unmodified upstream files).
@@ -169,11 +172,32 @@ where
 
 /// A one-line account of a release's state: ready flag and its conditions.
 pub fn describe_release(r: &ClusterStackRelease) -> String {
-    let Some(s) = &r.status else {
-        return format!("{}: no status yet", r.name_any());
+    match &r.status {
+        Some(s) => describe(&r.name_any(), s.ready, &s.conditions),
+        None => format!("{}: no status yet", r.name_any()),
+    }
+}
+
+/// A one-line account of a ClusterAddon's state: ready flag, running stages and its conditions.
+pub fn describe_addon(a: &ClusterAddon) -> String {
+    let name = format!("ClusterAddon {}", a.name_any());
+    let Some(s) = &a.status else {
+        return format!("{name}: no status yet");
     };
-    let conditions: Vec<String> = s
-        .conditions
+    let mut line = describe(&name, s.ready, &s.conditions);
+    if !s.stages.is_empty() {
+        let stages: Vec<String> = s
+            .stages
+            .iter()
+            .map(|st| format!("{}={}", st.name, st.phase))
+            .collect();
+        line.push_str(&format!(" stages [{}]", stages.join(", ")));
+    }
+    line
+}
+
+fn describe(name: &str, ready: bool, conditions: &[Condition]) -> String {
+    let conditions: Vec<String> = conditions
         .iter()
         .map(|c| {
             format!(
@@ -187,7 +211,7 @@ pub fn describe_release(r: &ClusterStackRelease) -> String {
             )
         })
         .collect();
-    format!("{}: ready={} [{}]", r.name_any(), s.ready, conditions.join(", "))
+    format!("{name}: ready={ready} [{}]", conditions.join(", "))
 }
 
 /// Waits until ClusterStackRelease `namespace/name` is Ready.
@@ -280,6 +304,29 @@ pub fn sample_objects(namespace: &str, plugin_image: &str) -> (ProviderPlugin, C
     (pp, cs)
 }
 
+/// Name of the sample Cluster of the embedded default.
+pub const SAMPLE_CLUSTER: &str = "sample";
+
+/// The sample Cluster: a managed topology of ClusterClass `class` at Kubernetes `version` (v1beta1, the
+/// version Cluster Stacks' docs use).
+pub fn sample_cluster(namespace: &str, class: &str, version: &str) -> kube::core::DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": "Cluster",
+        "metadata": {"name": SAMPLE_CLUSTER, "namespace": namespace},
+        "spec": {
+            "clusterNetwork": {"pods": {"cidrBlocks": ["192.168.0.0/16"]}},
+            "topology": {
+                "class": class,
+                "version": version,
+                "controlPlane": {"replicas": 1},
+                "workers": {"machineDeployments": [{"class": "default-worker", "name": "md-0", "replicas": 1}]}
+            }
+        }
+    }))
+    .unwrap_or_else(|e| unreachable!("the sample Cluster is valid: {e}"))
+}
+
 /// Creates an object, or replaces nothing when it exists.
 pub async fn create<K>(client: &kube::Client, namespace: &str, object: &K) -> anyhow::Result<()>
 where
@@ -305,7 +352,8 @@ pub fn default_layout() -> PathBuf {
 /// `stackhost sandbox`: the embedded default.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxArgs {
-    /// Exit once the sample release is Ready (0), or with 1 and the reason when it is not within --timeout.
+    /// Exit once the sample release is Ready and the addons of the sample Cluster are in its workload
+    /// cluster (0), or with 1 and the reason when either does not happen within --timeout.
     #[arg(long)]
     pub once: bool,
     /// Where to write the kubeconfig of the sandbox API (for kubectl).
@@ -314,7 +362,8 @@ pub struct SandboxArgs {
     /// OCI image layout holding the sample plugin and release [default: sandbox/sample in the repository].
     #[arg(long)]
     pub layout: Option<PathBuf>,
-    /// How long --once waits for the sample to become Ready.
+    /// How long the sandbox waits for the sample release to become Ready, and then again for the addons
+    /// of the sample Cluster to arrive.
     #[arg(long, default_value = "120s", value_parser = crate::run::parse_duration)]
     pub timeout: Duration,
     /// Cache directory [default: a temporary directory].
@@ -398,29 +447,149 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
         sandbox.cluster.url(),
         args.kubeconfig.display()
     );
+    let ctx = sandbox
+        .context()
+        .cloned()
+        .context("the controllers of the sandbox are not running")?;
+    let mut addon_config = crate::controller::addons::addon_config(&ctx);
+    addon_config.wait = Duration::from_secs(1);
+    addon_config.retry = Duration::from_secs(2);
+    let (stop_addons, stop) = watch::channel(false);
+    let addons = crate::addon::inmemory::start_sandbox(sandbox.client.clone(), addon_config, stop)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the in-memory infrastructure: {e}"))?;
+    eprintln!(
+        "sandbox: in-memory infrastructure, ClusterAddon controller and runtime hook server at {} running",
+        addons.hooks.url()
+    );
     let (pp, cs) = sample_objects("default", SAMPLE_PLUGIN);
     create(&sandbox.client, "default", &pp).await?;
     create(&sandbox.client, "default", &cs).await?;
     eprintln!("sandbox: applied ProviderPlugin default/docker ({SAMPLE_PLUGIN}) and ClusterStack default/docker-ferrol-1-32");
 
-    let outcome = follow_sample(&sandbox.client, args.timeout).await;
-    match &outcome {
-        Ok(release) => report(&sandbox.client, release, started.elapsed()).await?,
-        Err(e) => eprintln!("sandbox: the sample did not become ready: {e:#}"),
+    let workload_kubeconfig = args.kubeconfig.with_extension("sample.kubeconfig");
+    let outcome = match follow_sample(&sandbox.client, args.timeout).await {
+        Ok(release) => {
+            report(&sandbox.client, &release, started.elapsed()).await?;
+            sample_addons(
+                &sandbox.client,
+                &addons,
+                &release,
+                args.timeout,
+                &workload_kubeconfig,
+            )
+            .await
+        }
+        Err(e) => Err(e.context("the sample release did not become ready")),
+    };
+    if let Err(e) = &outcome {
+        eprintln!("sandbox: {e:#}");
     }
-    if args.once {
-        sandbox.shutdown().await?;
-        let _ = std::fs::remove_file(&args.kubeconfig);
-        return Ok(if outcome.is_ok() { 0 } else { 1 });
+    if !args.once {
+        println!(
+            "\nThe sandbox keeps running. Try:\n  kubectl --kubeconfig {0} get clusterstacks,clusterstackreleases,providerplugins\n  kubectl --kubeconfig {0} get clusterclasses,clusters,clusteraddons\n  kubectl --kubeconfig {1} -n kube-system get configmaps,deployments   (the workload cluster of Cluster default/{SAMPLE_CLUSTER})\nStop it with Ctrl-C.",
+            args.kubeconfig.display(),
+            workload_kubeconfig.display(),
+        );
+        tokio::signal::ctrl_c().await.ok();
+        eprintln!("sandbox: stopping");
     }
-    println!(
-        "\nThe sandbox keeps running. Try:\n  kubectl --kubeconfig {0} get clusterstacks,clusterstackreleases,providerplugins\n  kubectl --kubeconfig {0} get clusterclasses\nStop it with Ctrl-C.",
-        args.kubeconfig.display()
-    );
-    tokio::signal::ctrl_c().await.ok();
-    eprintln!("sandbox: stopping");
+    let _ = stop_addons.send(true);
+    if tokio::time::timeout(Duration::from_secs(20), addons.stopped())
+        .await
+        .is_err()
+    {
+        eprintln!("sandbox: the in-memory infrastructure did not stop within 20s; leaving it");
+    }
     sandbox.shutdown().await?;
-    Ok(0)
+    if args.once {
+        let _ = std::fs::remove_file(&args.kubeconfig);
+        let _ = std::fs::remove_file(&workload_kubeconfig);
+    }
+    Ok(if outcome.is_ok() { 0 } else { 1 })
+}
+
+/// Creates the sample Cluster of the ready `release`'s ClusterClass and waits until its addons are in its
+/// workload cluster; prints each change of the ClusterAddon and, at the end, the objects checked there.
+async fn sample_addons(
+    client: &kube::Client,
+    addons: &SandboxAddons,
+    release: &ClusterStackRelease,
+    timeout: Duration,
+    workload_kubeconfig: &Path,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let class = release.name_any();
+    let version = release
+        .status
+        .as_ref()
+        .and_then(|s| s.kubernetes_version.clone())
+        .context("the ready release reports no Kubernetes version")?;
+    let clusters = crate::addon::cluster::clusters(client.clone(), "default");
+    match clusters
+        .create(
+            &PostParams::default(),
+            &sample_cluster("default", &class, &version),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context(format!("creating Cluster default/{SAMPLE_CLUSTER}")),
+    }
+    eprintln!(
+        "sandbox: created Cluster default/{SAMPLE_CLUSTER} (ClusterClass {class}, Kubernetes {version})"
+    );
+    let api: Api<ClusterAddon> = Api::namespaced(client.clone(), "default");
+    let addon_name = crate::addon::cluster_addon_name(SAMPLE_CLUSTER);
+    let mut last = String::new();
+    let mut kubeconfig_written = false;
+    let deadline = Instant::now() + timeout;
+    let checked = loop {
+        if !kubeconfig_written {
+            if let Some(text) = addons
+                .provider
+                .workload_kubeconfig("default", SAMPLE_CLUSTER)
+                .await
+            {
+                std::fs::write(workload_kubeconfig, text)
+                    .with_context(|| format!("writing {}", workload_kubeconfig.display()))?;
+                eprintln!(
+                    "sandbox: workload API of Cluster default/{SAMPLE_CLUSTER} started (kubeconfig {})",
+                    workload_kubeconfig.display()
+                );
+                kubeconfig_written = true;
+            }
+        }
+        let state = match api.get_opt(&addon_name).await {
+            Ok(Some(a)) => describe_addon(&a),
+            Ok(None) => format!("ClusterAddon {addon_name}: not created yet"),
+            Err(e) => format!("cannot read ClusterAddon default/{addon_name}: {e}"),
+        };
+        if state != last {
+            eprintln!("sandbox: {state}");
+            last = state;
+        }
+        match addons.check(client, "default", SAMPLE_CLUSTER).await {
+            Ok(found) => break found,
+            Err(e) if Instant::now() >= deadline => anyhow::bail!(
+                "the addons of Cluster default/{SAMPLE_CLUSTER} did not arrive in its workload cluster within {timeout:?}: {e}"
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    println!(
+        "addons of Cluster default/{SAMPLE_CLUSTER} in its workload cluster after {:.1}s; checked there ({} objects):",
+        started.elapsed().as_secs_f64(),
+        checked.len()
+    );
+    for object in &checked {
+        println!("  {object}");
+    }
+    for error in addons.provider.hook_errors() {
+        println!("hook failure: {error}");
+    }
+    Ok(())
 }
 
 /// Prints each change of the sample release until it is Ready.

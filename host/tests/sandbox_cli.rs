@@ -1,5 +1,5 @@
 //! `stackhost sandbox` as a user runs it, and kubectl as a real client of the sandbox: the embedded default
-//! reaches Ready, `kubectl get` shows the printer columns, invalid ClusterStacks are refused with the
+//! reaches Ready and the sample Cluster gets its addons (or --once says why not), `kubectl get` shows the printer columns, invalid ClusterStacks are refused with the
 //! schema and CEL messages.
 
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::time::Duration;
 use stackhost::controller::ControllerArgs;
 use stackhost::sandbox::{self, Sandbox};
 
+/// The binary under test: `STACKHOST_BIN` (a copy safe from other worktrees' builds), else cargo's.
 fn stackhost() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stackhost"))
+    Command::new(std::env::var("STACKHOST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stackhost").into()))
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
@@ -52,8 +53,50 @@ fn sandbox_once_reaches_ready_and_says_what_happened() {
         "{stdout}"
     );
     assert!(stdout.contains("DevClusterTemplate"), "{stdout}");
+    // The sample Cluster of that class got its workload cluster and the addons, checked there by name.
+    assert!(
+        stdout.contains("addons of Cluster default/sample in its workload cluster after"),
+        "{stdout}"
+    );
+    for object in [
+        "  ConfigMap kube-system/cluster-addon-info\n",
+        // The docker plugin's addon-values set global.imageRegistry to its imageRegistry.
+        "  Deployment kube-system/cluster-addon-web (image docker.io/nginx:1.27)\n",
+        "  CustomResourceDefinition addonsettings.ferrol.example.com\n",
+    ] {
+        assert!(stdout.contains(object), "{object:?} not checked:\n{stdout}");
+    }
+    assert!(!stdout.contains("hook failure"), "{stdout}");
     // Progress was shown on the way.
     assert!(stderr.contains("docker-ferrol-1-32-v1: ready=true"), "{stderr}");
+    for line in [
+        "sandbox: created Cluster default/sample (ClusterClass docker-ferrol-1-32-v1, Kubernetes v1.32.2)",
+        "sandbox: workload API of Cluster default/sample started",
+        "sandbox: ClusterAddon cluster-addon-sample: ready=true",
+    ] {
+        assert!(stderr.contains(line), "{line:?} missing:\n{stderr}");
+    }
+    // --once cleans up both kubeconfigs.
+    assert!(!dir.path().join("kubeconfig").exists());
+    assert!(!dir.path().join("kubeconfig.sample.kubeconfig").exists());
+}
+
+#[test]
+fn sandbox_once_exits_1_with_the_reason_when_the_timeout_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = stackhost()
+        .args(["sandbox", "--once", "--timeout", "200ms", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .output()
+        .expect("run stackhost sandbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "sandbox: the sample release did not become ready: not ready after 200ms; last state: "
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

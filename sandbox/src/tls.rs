@@ -8,7 +8,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -54,19 +55,33 @@ impl Tls {
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
         let cert = params.signed_by(&key, &ca)?;
+        Self::new(
+            vec![cert.der().clone(), ca.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            ca.pem(),
+        )
+    }
+
+    /// A server with the certificate `chain` (leaf first) and its `key`, e.g. read from files; `ca_pem`
+    /// is what clients are told to trust (its first certificate becomes `ca_der`).
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca_pem: String,
+    ) -> Result<Self, TlsError> {
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone(), ca.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )?;
+            .with_single_cert(chain, key)?;
         // The server speaks HTTP/1.1 only.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls {
-            ca_pem: ca.pem(),
-            ca_der: ca.der().to_vec(),
+            ca_pem,
+            ca_der,
             config: Arc::new(config),
         })
     }

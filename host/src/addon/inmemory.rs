@@ -105,6 +105,14 @@ impl InMemoryProvider {
             .and_then(|w| w.emulator.client().ok())
     }
 
+    /// The kubeconfig of the workload cluster of Cluster `namespace/name`, once it is provisioned.
+    pub async fn workload_kubeconfig(&self, namespace: &str, name: &str) -> Option<String> {
+        let workloads = self.workloads.lock().await;
+        workloads
+            .get(&format!("{namespace}/{name}"))
+            .map(|w| w.emulator.kubeconfig())
+    }
+
     /// Errors of hook calls so far (a hook answering `Failure`), for the sandbox's report.
     pub fn hook_errors(&self) -> Vec<String> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -387,7 +395,7 @@ pub async fn start_sandbox(
 impl SandboxAddons {
     /// For `stackhost sandbox --once`: the ClusterAddon of Cluster `namespace/name` is ready and every
     /// object its status lists exists in the in-memory workload cluster. Returns those objects
-    /// (`Kind namespace/name`), or what is missing.
+    /// (`Kind namespace/name`, with the images of workloads), or what is missing.
     pub async fn check(
         &self,
         management: &kube::Client,
@@ -429,14 +437,30 @@ impl SandboxAddons {
             } else {
                 Api::all_with(workload.clone(), &resource)
             };
-            let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
-            api.get_opt(&r.name)
+            let what = if r.namespace.is_empty() {
+                format!("{} {}", r.kind, r.name)
+            } else {
+                format!("{} {}/{}", r.kind, r.namespace, r.name)
+            };
+            let object = api
+                .get_opt(&r.name)
                 .await
                 .map_err(|e| format!("cannot read {what} in the workload cluster: {e}"))?
                 .ok_or_else(|| {
                     format!("{what} is listed in the ClusterAddon but missing in the workload cluster")
                 })?;
-            found.push(what);
+            // Workloads say which images they run (where a plugin's addon-values shows first).
+            let images: Vec<&str> = object.data["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["image"].as_str())
+                .collect();
+            if images.is_empty() {
+                found.push(what);
+            } else {
+                found.push(format!("{what} (image {})", images.join(", ")));
+            }
         }
         Ok(found)
     }

@@ -113,7 +113,7 @@ pub trait AddonValuesHook: Send + Sync + std::fmt::Debug {
 }
 
 /// Everything the ClusterAddon controller needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AddonConfig {
     /// Where releases come from.
     pub releases: Arc<dyn AddonReleases>,
@@ -129,6 +129,26 @@ pub struct AddonConfig {
     pub retry: Duration,
     /// Requeue when everything is applied, to notice drift in `status.resources`.
     pub resync: Duration,
+    /// Only Clusters and ClusterAddons in this namespace (`--namespace`); all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Only Clusters carrying this label (`--watch-label key=value`); their ClusterAddons get it too and
+    /// only ClusterAddons carrying it are reconciled.
+    pub watch_label: Option<(String, String)>,
+    /// Reconcile counts and durations, under the controller label `clusteraddon`.
+    pub metrics: Option<crate::controller::Metrics>,
+    /// Publishes Kubernetes Events about ClusterAddons (stage applied, held, failed; deletion).
+    pub events: Option<kube::runtime::events::Recorder>,
+}
+
+impl std::fmt::Debug for AddonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddonConfig")
+            .field("releases", &self.releases)
+            .field("work_dir", &self.work_dir)
+            .field("namespace", &self.namespace)
+            .field("watch_label", &self.watch_label)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AddonConfig {
@@ -142,6 +162,10 @@ impl AddonConfig {
             wait: Duration::from_secs(10),
             retry: Duration::from_secs(20),
             resync: Duration::from_secs(600),
+            namespace: None,
+            watch_label: None,
+            metrics: None,
+            events: None,
         }
     }
 }

@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -77,6 +79,13 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// Publishes an Event about `addon` when the config has a recorder.
+    async fn event(&self, addon: &ClusterAddon, type_: EventType, reason: &str, action: &str, note: String) {
+        if let Some(recorder) = &self.config.events {
+            crate::controller::context::publish_event(recorder, addon, type_, reason, action, note).await;
+        }
+    }
+
     /// A context for `client` with `config`.
     pub fn new(client: kube::Client, config: AddonConfig) -> Self {
         Self {
@@ -103,11 +112,20 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let ar = cluster_resource();
-    let clusters: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let addons: Api<ClusterAddon> = Api::all(client.clone());
+    let (clusters, addons): (Api<DynamicObject>, Api<ClusterAddon>) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::namespaced_with(client.clone(), ns, &ar),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all_with(client.clone(), &ar), Api::all(client.clone())),
+    };
+    let mut watch = watcher::Config::default();
+    if let Some((key, value)) = &ctx.config.watch_label {
+        watch = watch.labels(&format!("{key}={value}"));
+    }
 
-    let creator = Controller::new_with(clusters.clone(), watcher::Config::default(), ar.clone())
-        .watches(addons.clone(), watcher::Config::default(), {
+    let creator = Controller::new_with(clusters.clone(), watch.clone(), ar.clone())
+        .watches(addons.clone(), watch.clone(), {
             let ar = ar.clone();
             move |addon: ClusterAddon| {
                 let ns = addon.namespace()?;
@@ -122,16 +140,11 @@ pub async fn run(
             }
         });
 
-    let controller = Controller::new(addons, watcher::Config::default())
-        .watches_with(
-            clusters,
-            ar,
-            watcher::Config::default(),
-            |cluster: DynamicObject| {
-                let ns = cluster.namespace()?;
-                Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
-            },
-        )
+    let controller = Controller::new(addons, watch.clone())
+        .watches_with(clusters, ar, watch, |cluster: DynamicObject| {
+            let ns = cluster.namespace()?;
+            Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))
+        })
         .graceful_shutdown_on(stop(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -184,6 +197,10 @@ pub async fn create_addon(cluster: Arc<DynamicObject>, ctx: Arc<Context>) -> Res
         },
     );
     addon.metadata.namespace = Some(ns.clone());
+    if let Some((key, value)) = &ctx.config.watch_label {
+        // The ClusterAddon is watched with the same selector as its Cluster.
+        addon.metadata.labels = Some([(key.clone(), value.clone())].into());
+    }
     addon.metadata.owner_references = Some(vec![OwnerReference {
         api_version,
         kind: "Cluster".into(),
@@ -218,8 +235,31 @@ fn object_name(addon: &ClusterAddon) -> String {
     format!("{}/{}", addon.namespace().unwrap_or_default(), addon.name_any())
 }
 
-/// Reconciles one ClusterAddon (with the finalizer `clusteraddon.clusterstack.x-k8s.io`).
+/// Name of the controller in metrics.
+const CONTROLLER: &str = "clusteraddon";
+
+/// Reconciles one ClusterAddon (with the finalizer `clusteraddon.clusterstack.x-k8s.io`); records the
+/// reconcile in the metrics: `ok`, `requeue` (a step waits or failed and is retried) or `error`.
 pub async fn reconcile(addon: Arc<ClusterAddon>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let waiting = AtomicBool::new(false);
+    let result = reconcile_inner(addon, &ctx, &waiting).await;
+    if let Some(metrics) = &ctx.config.metrics {
+        let label = match &result {
+            Ok(_) if waiting.load(Ordering::Relaxed) => "requeue",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        metrics.reconciled(CONTROLLER, label, started.elapsed());
+    }
+    result
+}
+
+async fn reconcile_inner(
+    addon: Arc<ClusterAddon>,
+    ctx: &Arc<Context>,
+    waiting: &AtomicBool,
+) -> Result<Action, Error> {
     let ns = addon
         .namespace()
         .ok_or_else(|| Error::NoNamespace(addon.name_any()))?;
@@ -227,8 +267,8 @@ pub async fn reconcile(addon: Arc<ClusterAddon>, ctx: Arc<Context>) -> Result<Ac
     let object = object_name(&addon);
     finalizer(&api, CLUSTER_ADDON_FINALIZER, addon, |event| async move {
         match event {
-            Event::Apply(addon) => apply(&addon, &ctx).await,
-            Event::Cleanup(addon) => cleanup(&addon, &ctx).await,
+            Event::Apply(addon) => apply(&addon, ctx, waiting).await,
+            Event::Cleanup(addon) => cleanup(&addon, ctx).await,
         }
     })
     .await
@@ -246,6 +286,18 @@ async fn cleanup(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
         ctx.workloads.forget(&ns, cluster);
     }
     tracing::info!(clusteraddon = %object_name(addon), "ClusterAddon deleted");
+    ctx.event(
+        addon,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        format!(
+            "ClusterAddon deleted; the {} objects it applied stay in the workload cluster of Cluster {}",
+            addon.status.as_ref().map_or(0, |s| s.resources.len()),
+            addon.spec.cluster_ref.name.as_deref().unwrap_or_default()
+        ),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -259,6 +311,12 @@ struct Progress<'a> {
     status: ClusterAddonStatus,
     annotation: Option<String>,
     ctx: &'a Context,
+    /// The ClusterAddon as read (for Events).
+    addon: &'a ClusterAddon,
+    /// Events to publish once the status that explains them is saved.
+    events: Vec<(EventType, String, String, String)>,
+    /// Set when the reconcile ends waiting (for the metrics).
+    waiting: &'a AtomicBool,
 }
 
 impl Progress<'_> {
@@ -266,12 +324,64 @@ impl Progress<'_> {
         condition::set(&mut self.status.conditions, c, &now());
     }
 
+    /// Sets a condition and, when it is news (not already in the saved status with the same reason and
+    /// message), queues an Event: Warning for warnings and errors, Normal for information. The Event's
+    /// action is the condition type with the message: the recorder folds Events of the same reason and
+    /// action into one series, which must only happen for the same message.
+    fn report(&mut self, c: crate::api::Condition) {
+        let known = self.saved_status.conditions.iter().any(|old| {
+            old.type_ == c.type_
+                && old.status == c.status
+                && old.reason == c.reason
+                && old.message == c.message
+        });
+        if !known {
+            let type_ = match c.severity {
+                Some(ConditionSeverity::Info) => EventType::Normal,
+                _ => EventType::Warning,
+            };
+            let message = c.message.clone().unwrap_or_default();
+            self.events.push((
+                type_,
+                c.reason.clone().unwrap_or_default(),
+                crate::controller::context::truncate(&format!("{}: {message}", c.type_), 120),
+                message,
+            ));
+        }
+        self.set(c);
+    }
+
+    /// Queues a Normal Event; `action` names what was done to what (Events of the same reason and action
+    /// are folded into one series).
+    fn announce(&mut self, reason: &str, action: &str, note: String) {
+        self.events
+            .push((EventType::Normal, reason.to_owned(), action.to_owned(), note));
+    }
+
+    /// Queues the Normal Event of a finished apply: how many objects of `release` are in the workload.
+    fn applied(&mut self, release: &str) {
+        let note = format!(
+            "release {release}: {} addon objects in the workload cluster",
+            self.status.resources.len()
+        );
+        self.announce("AddonsApplied", &format!("Apply {release}"), note);
+    }
+
     fn unset(&mut self, type_: &str) {
         condition::remove(&mut self.status.conditions, type_);
     }
 
-    /// Writes the spec fields (when changed), the stage annotation and the whole status.
+    /// Writes the spec fields (when changed), the stage annotation and the whole status, then publishes
+    /// the queued Events.
     async fn save(&mut self) -> Result<(), Error> {
+        self.write().await?;
+        for (type_, reason, action, note) in std::mem::take(&mut self.events) {
+            self.ctx.event(self.addon, type_, &reason, &action, note).await;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self) -> Result<(), Error> {
         condition::set_summary(&mut self.status.conditions, &now());
         let params = PatchParams::default();
         let what = format!("cannot update ClusterAddon {}", self.name);
@@ -320,6 +430,7 @@ impl Progress<'_> {
 
     /// Saves and requeues after `after`.
     async fn wait(&mut self, after: std::time::Duration) -> Result<Action, Error> {
+        self.waiting.store(true, Ordering::Relaxed);
         self.save().await?;
         Ok(Action::requeue(after))
     }
@@ -333,7 +444,8 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
+/// The Apply event: sets `waiting` when the reconcile stops at a step that waits or failed.
+async fn apply(addon: &ClusterAddon, ctx: &Context, waiting: &AtomicBool) -> Result<Action, Error> {
     let ns = addon
         .namespace()
         .ok_or_else(|| Error::NoNamespace(addon.name_any()))?;
@@ -346,6 +458,9 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
         status: addon.status.clone().unwrap_or_default(),
         annotation: None,
         ctx,
+        addon,
+        events: Vec::new(),
+        waiting,
     };
     let cluster_name = addon.spec.cluster_ref.name.clone().unwrap_or_default();
     let clusters = cluster::clusters(ctx.client.clone(), &ns);
@@ -359,7 +474,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
     };
     let cluster = serde_json::to_value(&cluster).unwrap_or_default();
     let Some(class) = topology_class(&cluster).map(str::to_owned) else {
-        p.set(false_condition(
+        p.report(false_condition(
             types::CLUSTER_STACK_RELEASE_DOWNLOADED,
             ConditionSeverity::Warning,
             "NoTopology",
@@ -376,7 +491,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
                 WorkloadError::Kubeconfig(_) => ConditionSeverity::Warning,
                 WorkloadError::NotReady(_) => ConditionSeverity::Info,
             };
-            p.set(false_condition(
+            p.report(false_condition(
                 CLUSTER_READY,
                 severity,
                 "ControlPlaneNotReady",
@@ -391,7 +506,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
     let release = match tag_from_class(&class).and_then(|t| ReleaseName::parse_tag(&t)) {
         Ok(r) => r,
         Err(e) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::CLUSTER_STACK_RELEASE_DOWNLOADED,
                 ConditionSeverity::Error,
                 "IssueWithReleaseAssets",
@@ -403,7 +518,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
     let assets = match ctx.config.releases.release(&ns, &release).await {
         Ok(Some(a)) => a,
         Ok(None) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::CLUSTER_STACK_RELEASE_DOWNLOADED,
                 ConditionSeverity::Info,
                 "ReleaseAssetsNotDownloadedYet",
@@ -415,7 +530,7 @@ async fn apply(addon: &ClusterAddon, ctx: &Context) -> Result<Action, Error> {
             return p.wait(p.wait_interval()).await;
         }
         Err(e) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::CLUSTER_STACK_RELEASE_DOWNLOADED,
                 ConditionSeverity::Error,
                 "IssueWithReleaseAssets",
@@ -482,7 +597,7 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
         p.status.ready = false;
     }
     let Some(values_file) = values_file else {
-        p.set(false_condition(
+        p.report(false_condition(
             HELM_CHART_TEMPLATED,
             ConditionSeverity::Error,
             "TemplateNewClusterStackFailed",
@@ -518,7 +633,7 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
     {
         Ok(o) => o,
         Err(e) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::HELM_CHART_APPLIED,
                 ConditionSeverity::Error,
                 "FailedToApplyObjects",
@@ -529,7 +644,7 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
     };
     p.status.resources = outcome.resources.clone();
     if let Some(first) = outcome.first_error() {
-        p.set(false_condition(
+        p.report(false_condition(
             types::HELM_CHART_APPLIED,
             ConditionSeverity::Warning,
             "FailedToApplyObjects",
@@ -548,12 +663,13 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
     p.spec.hook.clear();
     p.status.ready = true;
     tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, "addons applied");
+    p.applied(&run.assets.name.tag());
     p.save().await?;
     Ok(Action::requeue(p.ctx.config.resync))
 }
 
 async fn templating_failed(p: &mut Progress<'_>, message: String) -> Result<Action, Error> {
-    p.set(false_condition(
+    p.report(false_condition(
         HELM_CHART_TEMPLATED,
         ConditionSeverity::Error,
         "TemplateNewClusterStackFailed",
@@ -783,12 +899,21 @@ async fn multi_stage(
         p.unset(types::HELM_CHART_APPLIED);
         p.set(true_condition(HOOK_SERVER_READY));
         tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, hook, stages = stage_list.len(), "starting addon stages");
+        p.announce(
+            "StagesStarted",
+            &format!("{hook} {}", run.assets.name.tag()),
+            format!(
+                "{hook}: {} stages of release {} to run",
+                stage_list.len(),
+                run.assets.name.tag()
+            ),
+        );
         p.save().await?;
     }
     let charts = match unpacked_addon(&p.ctx.config.work_dir, run.assets) {
         Ok(c) => c,
         Err(e) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 CONFIG_VALIDATED,
                 ConditionSeverity::Error,
                 "ParsingClusterAddonConfigFailed",
@@ -849,6 +974,16 @@ async fn execute_stage(
                 }
                 p.status.stages[i].phase = phase::DONE.into();
                 tracing::info!(clusteraddon = %object_name(run.addon), stage = %stage.name, "stage done");
+                let (reason, verb, action) = match stage.action {
+                    crate::release::assets::StageAction::Delete => ("StageDeleted", "deleted", "Delete"),
+                    _ => ("StageApplied", "applied", "Apply"),
+                };
+                let objects = p.status.stages[i].resources.len();
+                p.announce(
+                    reason,
+                    &format!("{action} {} of {}", stage.name, run.assets.name.tag()),
+                    format!("stage {}: {objects} objects {verb}", stage.name),
+                );
                 p.save().await?;
             }
         }
@@ -878,7 +1013,7 @@ async fn gate(
             if pre {
                 p.status.stages[i].phase = phase::WAITING_FOR_PRE_CONDITION.into();
             }
-            p.set(false_condition(
+            p.report(false_condition(
                 EVALUATED_CEL,
                 ConditionSeverity::Info,
                 reason,
@@ -887,7 +1022,7 @@ async fn gate(
             Ok(Some(p.wait(p.wait_interval()).await?))
         }
         Outcome::Invalid(why) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 EVALUATED_CEL,
                 ConditionSeverity::Error,
                 reason,
@@ -912,7 +1047,7 @@ async fn apply_or_delete(
 ) -> Result<Option<Action>, Error> {
     let Some(chart) = charts.get(&stage.name) else {
         // ReleaseAssets::load checks every stage has its directory; a hand-edited cache may not.
-        p.set(false_condition(
+        p.report(false_condition(
             "HelmChartFound",
             ConditionSeverity::Error,
             "HelmChartMissing",
@@ -956,7 +1091,7 @@ async fn apply_or_delete(
         let desired = match applier.desired(&rendered, ADDON_NAMESPACE).await {
             Ok(d) => d,
             Err(e) => {
-                p.set(false_condition(
+                p.report(false_condition(
                     HELM_CHART_DELETED,
                     ConditionSeverity::Warning,
                     "FailedToDeleteObjects",
@@ -972,7 +1107,7 @@ async fn apply_or_delete(
             .map(|d| d.resource(deleted.get(&d.key).unwrap_or(&Ok(()))))
             .collect();
         if let Some((key, Err(e))) = deleted.iter().find(|(_, r)| r.is_err()) {
-            p.set(false_condition(
+            p.report(false_condition(
                 HELM_CHART_DELETED,
                 ConditionSeverity::Warning,
                 "FailedToDeleteObjects",
@@ -987,7 +1122,7 @@ async fn apply_or_delete(
     let outcome = match applier.sync(&rendered, ADDON_NAMESPACE, &previous).await {
         Ok(o) => o,
         Err(e) => {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::HELM_CHART_APPLIED,
                 ConditionSeverity::Error,
                 "FailedToApplyObjects",
@@ -998,7 +1133,7 @@ async fn apply_or_delete(
     };
     p.status.stages[i].resources = outcome.resources.clone();
     if let Some(first) = outcome.first_error() {
-        p.set(false_condition(
+        p.report(false_condition(
             types::HELM_CHART_APPLIED,
             ConditionSeverity::Warning,
             "FailedToApplyObjects",
@@ -1033,7 +1168,7 @@ async fn finish(p: &mut Progress<'_>, run: &Run<'_>) -> Result<Action, Error> {
             })
             .collect();
         if let Some(first) = failed.first() {
-            p.set(false_condition(
+            p.report(false_condition(
                 types::HELM_CHART_APPLIED,
                 ConditionSeverity::Warning,
                 "FailedToApplyObjects",
@@ -1063,6 +1198,7 @@ async fn finish(p: &mut Progress<'_>, run: &Run<'_>) -> Result<Action, Error> {
     p.spec.hook.clear();
     p.set(true_condition(types::HELM_CHART_APPLIED));
     tracing::info!(clusteraddon = %object_name(run.addon), class = run.class, "addon stages done");
+    p.applied(&run.assets.name.tag());
     p.save().await?;
     Ok(Action::requeue(p.ctx.config.resync))
 }

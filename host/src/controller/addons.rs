@@ -9,11 +9,28 @@ use serde_json::Value;
 
 use super::plugins::call;
 use super::Context;
-use crate::addon::{AddonReleases, AddonValuesHook, AddonValuesRequest};
+use crate::addon::{AddonConfig, AddonReleases, AddonValuesHook, AddonValuesRequest};
 use crate::api::ClusterStackRelease;
 use crate::plugin::types::ClusterInfo;
 use crate::release::source::BoxFuture;
 use crate::release::{ReleaseAssets, ReleaseName};
+
+/// The ClusterAddon controller's configuration from the controllers' context: releases from their
+/// cache, Helm, the ProviderPlugins' `addon-values`, the work directory under the cache, and the same
+/// namespace, label filter, metrics and Event recorder as the other controllers.
+pub fn addon_config(ctx: &Arc<Context>) -> AddonConfig {
+    let mut config = AddonConfig::new(
+        Arc::new(ContextReleases(ctx.clone())),
+        ctx.renderer.clone(),
+        ctx.args.cache_root().join("addons"),
+    );
+    config.values_hook = Some(Arc::new(PluginValues(ctx.clone())));
+    config.namespace = ctx.args.namespace.clone();
+    config.watch_label = ctx.args.watch_label.clone();
+    config.metrics = Some(ctx.metrics.clone());
+    config.events = Some(ctx.recorder());
+    config
+}
 
 /// Releases as cached for the ClusterStackRelease of the same name in the Cluster's namespace.
 #[derive(Debug, Clone)]

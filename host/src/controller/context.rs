@@ -353,16 +353,12 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::debug!(object = %object.name_any(), error = %e, "cannot publish event");
-        }
+        publish_event(&self.recorder, object, type_, reason, action, note).await;
+    }
+
+    /// The Event recorder (for the ClusterAddon controller, which has its own context).
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
     }
 
     /// The wait before retrying a failed step of `key`: `retry_base * 2^(failures-1)`, capped.
@@ -383,6 +379,29 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+    }
+}
+
+/// Publishes an Event about `object` with `recorder`; failures are logged, never fatal.
+pub async fn publish_event<K>(
+    recorder: &Recorder,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(object = %object.name_any(), error = %e, "cannot publish event");
     }
 }
 

@@ -23,7 +23,7 @@ use crate::addon::{
 };
 use crate::api::ClusterAddon;
 
-pub use server::{run, start, HooksConfig, HooksError, HooksServer};
+pub use server::{start, HooksConfig, HooksError, HooksServer};
 
 /// API version of hook requests and responses.
 pub const HOOKS_API_VERSION: &str = "hooks.runtime.cluster.x-k8s.io/v1alpha1";

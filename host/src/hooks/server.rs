@@ -3,9 +3,7 @@
 //! generated at start (the sandbox and tests; the CA goes into the ExtensionConfig's `caBundle`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,14 +11,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use kube_emulator::tls::Tls;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use super::{discovery_path, discovery_response, handle, handler_path, HANDLERS};
 
@@ -48,20 +45,25 @@ impl Default for HooksConfig {
 /// Why the hook server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {
-    /// The certificate or key could not be read.
-    #[error("cannot read the hook server certificate {}: {reason}", path.display())]
+    /// A file of the certificate directory is missing or not what it should be.
+    #[error("hook server certificate: {}: {reason}", path.display())]
     Certificate {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// Why, and what to do.
         reason: String,
     },
     /// Generating a certificate failed.
     #[error("cannot generate the hook server certificate: {0}")]
     Generate(String),
-    /// rustls refused the certificate.
-    #[error("cannot configure TLS for the hook server: {0}")]
-    Tls(#[from] rustls::Error),
+    /// rustls refused the certificate and key (e.g. a key that does not belong to the certificate).
+    #[error("cannot configure TLS for the hook server with {}: {reason}", dir.display())]
+    Tls {
+        /// The certificate directory, or `<generated>`.
+        dir: PathBuf,
+        /// rustls' reason.
+        reason: String,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr} for the hook server: {source}")]
     Bind {
@@ -153,9 +155,9 @@ pub async fn start(
     config: HooksConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<HooksServer, HooksError> {
-    let (server_config, ca_pem) = match &config.cert_dir {
+    let tls = match &config.cert_dir {
         Some(dir) => from_dir(dir)?,
-        None => generated()?,
+        None => Tls::generate().map_err(|e| HooksError::Generate(e.to_string()))?,
     };
     let tcp = TcpListener::bind(config.addr)
         .await
@@ -167,7 +169,8 @@ pub async fn start(
         addr: config.addr,
         source,
     })?;
-    let listener = TlsListener::new(tcp, Arc::new(server_config));
+    let listener = tls.listener(tcp);
+    let ca_pem = tls.ca_pem.clone();
     let app = router(client, config.retry_after_seconds);
     let mut shutdown = shutdown;
     let task = tokio::spawn(async move {
@@ -182,24 +185,18 @@ pub async fn start(
     Ok(HooksServer { addr, ca_pem, task })
 }
 
-/// Runs the server until `shutdown` turns true (for `stackhost run`).
-pub async fn run(
-    client: kube::Client,
-    config: HooksConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), HooksError> {
-    start(client, config, shutdown).await?.stopped().await;
-    Ok(())
-}
-
-fn from_dir(dir: &std::path::Path) -> Result<(ServerConfig, String), HooksError> {
+/// The certificate of `--hooks-cert-dir`: `tls.crt` (chain, leaf first), `tls.key`, and `ca.crt` for the
+/// ExtensionConfig's `caBundle` when present (else `tls.crt`), as cert-manager writes them.
+fn from_dir(dir: &Path) -> Result<Tls, HooksError> {
+    const HINT: &str = "--hooks-cert-dir needs tls.crt and tls.key in PEM (as cert-manager writes them); \
+                        leave it unset for a generated certificate";
     let cert_path = dir.join("tls.crt");
     let key_path = dir.join("tls.key");
-    let bad = |path: &PathBuf| {
-        let path = path.clone();
+    let bad = |path: &Path| {
+        let path = path.to_path_buf();
         move |e: rustls::pki_types::pem::Error| HooksError::Certificate {
             path,
-            reason: e.to_string(),
+            reason: format!("{e}; {HINT}"),
         }
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
@@ -209,115 +206,18 @@ fn from_dir(dir: &std::path::Path) -> Result<(ServerConfig, String), HooksError>
     if certs.is_empty() {
         return Err(HooksError::Certificate {
             path: cert_path,
-            reason: "no certificate in the file".into(),
+            reason: format!("no PEM certificate in the file; {HINT}"),
         });
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(bad(&key_path))?;
     let ca_path = dir.join("ca.crt");
-    let ca_pem =
-        std::fs::read_to_string(if ca_path.is_file() { &ca_path } else { &cert_path }).map_err(|e| {
-            HooksError::Certificate {
-                path: ca_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-    Ok((server_config(certs, key)?, ca_pem))
-}
-
-fn generated() -> Result<(ServerConfig, String), HooksError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let generate = || -> Result<_, rcgen::Error> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "stackhost-hooks-ca");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "stackhost-hooks");
-        let cert = params.signed_by(&key, &ca)?;
-        Ok((
-            cert.der().clone(),
-            ca.der().clone(),
-            key.serialize_der(),
-            ca.pem(),
-        ))
-    };
-    let (cert, ca, key, ca_pem) = generate().map_err(|e| HooksError::Generate(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(key.into());
-    Ok((server_config(vec![cert, ca], key)?, ca_pem))
-}
-
-fn server_config(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig, HooksError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// An axum listener yielding TLS streams; handshakes run off the accept loop.
-struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: Option<SocketAddr>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        let local = tcp.local_addr().ok();
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, addr)) = tcp.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-                    {
-                        let _ = tx.send((tls, addr)).await;
-                    }
-                });
-            }
-        });
-        Self { rx, local, task }
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.local
-            .ok_or_else(|| std::io::Error::other("the hook server listener has no local address"))
-    }
+    let ca_file = if ca_path.is_file() { &ca_path } else { &cert_path };
+    let ca_pem = std::fs::read_to_string(ca_file).map_err(|e| HooksError::Certificate {
+        path: ca_file.clone(),
+        reason: e.to_string(),
+    })?;
+    Tls::new(certs, key, ca_pem).map_err(|e| HooksError::Tls {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    })
 }

@@ -76,6 +76,9 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub cache: Arc<ReleaseCache>,
     pub source: Arc<LocalDirSource>,
+    /// The metrics every controller of this environment records into, and their registry.
+    pub metrics: stackhost::controller::Metrics,
+    registry: prometheus_client::registry::Registry,
     controller: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
@@ -93,6 +96,8 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Arc::new(ReleaseCache::open(&dir.path().join("cache")).expect("cache"));
         let source = Arc::new(LocalDirSource::new(dir.path().join("releases")));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = stackhost::controller::Metrics::new(&mut registry);
         let mut env = Env {
             mgmt,
             workload: None,
@@ -100,6 +105,8 @@ impl Env {
             dir,
             cache,
             source,
+            metrics,
+            registry,
             controller: None,
         };
         if workload {
@@ -107,6 +114,25 @@ impl Env {
             env.write_kubeconfig("c1", &w.kubeconfig()).await;
             env.workload = Some(w);
         }
+        env
+    }
+
+    /// The usual start: management and workload clusters, `releases` downloaded, Cluster `c1` of class
+    /// `docker-ferrol-1-32-v<class>`, and the controller running with the test config.
+    pub async fn running(releases: &[u32], class: u32) -> Env {
+        Self::running_with(releases, class, |_| {}).await
+    }
+
+    /// [`Env::running`] with the controller's config changed by `adjust`.
+    pub async fn running_with(releases: &[u32], class: u32, adjust: impl FnOnce(&mut AddonConfig)) -> Env {
+        let mut env = Env::start(true).await;
+        for n in releases {
+            env.release(*n).await;
+        }
+        env.create_cluster("c1", class).await;
+        let mut config = env.config();
+        adjust(&mut config);
+        env.start_controller_with(config);
         env
     }
 
@@ -154,7 +180,22 @@ impl Env {
         config.wait = Duration::from_millis(200);
         config.retry = Duration::from_millis(300);
         config.resync = Duration::from_secs(60);
+        config.metrics = Some(self.metrics.clone());
+        config.events = Some(kube::runtime::events::Recorder::new(
+            self.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "stackhost".into(),
+                instance: None,
+            },
+        ));
         config
+    }
+
+    /// The metrics in Prometheus' text format, as `/metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode metrics");
+        text
     }
 
     pub fn start_controller(&mut self) {
@@ -188,16 +229,21 @@ impl Env {
 
     /// Creates Cluster `name` (v1beta1) of class `docker-ferrol-1-32-v<n>`.
     pub async fn create_cluster(&self, name: &str, n: u32) {
+        self.create_cluster_in(NS, name, n, json!({})).await;
+    }
+
+    /// Creates Cluster `namespace/name` (v1beta1) of class `docker-ferrol-1-32-v<n>` with `labels`.
+    pub async fn create_cluster_in(&self, namespace: &str, name: &str, n: u32, labels: Value) {
         let cluster: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {
                 "controlPlaneEndpoint": {"host": format!("{name}.example.test"), "port": 6443},
                 "topology": {"class": format!("docker-ferrol-1-32-v{n}"), "version": "v1.32.2"},
             },
         }))
         .expect("cluster");
-        self.clusters()
+        stackhost::addon::cluster::clusters(self.client.clone(), namespace)
             .create(&PostParams::default(), &cluster)
             .await
             .expect("create Cluster");
@@ -275,6 +321,18 @@ pub fn condition(addon: &ClusterAddon, type_: &str) -> Option<(String, String, S
         })
 }
 
+/// The objects a ClusterAddon's status lists as applied, `Kind/name`, sorted.
+pub fn resource_names(addon: &ClusterAddon) -> Vec<String> {
+    let mut names: Vec<String> = addon
+        .status
+        .iter()
+        .flat_map(|s| &s.resources)
+        .map(|r| format!("{}/{}", r.kind, r.name))
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn ready(addon: &ClusterAddon) -> bool {
     addon.status.as_ref().is_some_and(|s| s.ready)
 }
@@ -300,4 +358,21 @@ pub async fn workload_object(
         .await
         .expect("workload get")
         .map(|o| serde_json::to_value(o).expect("json"))
+}
+
+/// `reason: note` of the Events about ClusterAddon `name`, oldest first.
+pub async fn event_notes(client: &kube::Client, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let mut list: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.into_iter()
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! The runtime hook server over HTTPS: discovery and hook responses in Cluster API's shapes, and
 //! `BeforeClusterUpgrade` blocking until the addons of the new class are applied.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 use stackhost::hooks::client::HookClient;
 use stackhost::hooks::{HooksConfig, HOOKS_API_VERSION};
@@ -9,16 +11,44 @@ use tokio::sync::watch;
 use crate::env::{ready, Env, NS};
 
 async fn start_hooks(env: &Env) -> (stackhost::hooks::HooksServer, watch::Sender<bool>) {
+    start_hooks_with(env, None).await.expect("hook server")
+}
+
+/// Starts the hook server on a free port with the certificates of `cert_dir` (generated without).
+async fn start_hooks_with(
+    env: &Env,
+    cert_dir: Option<&Path>,
+) -> Result<(stackhost::hooks::HooksServer, watch::Sender<bool>), stackhost::hooks::HooksError> {
     let (tx, rx) = watch::channel(false);
     let config = HooksConfig {
         addr: "127.0.0.1:0".parse().expect("addr"),
-        cert_dir: None,
+        cert_dir: cert_dir.map(Path::to_path_buf),
         retry_after_seconds: 7,
     };
-    let server = stackhost::hooks::start(env.client.clone(), config, rx)
-        .await
-        .expect("hook server");
-    (server, tx)
+    let server = stackhost::hooks::start(env.client.clone(), config, rx).await?;
+    Ok((server, tx))
+}
+
+/// Writes what cert-manager would: `ca.crt`, and `tls.crt` / `tls.key` for 127.0.0.1 signed by that CA.
+fn write_cert_dir(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: a leaf named like its issuer looks self-signed to OpenSSL.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test-hooks-ca");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "stackhost-hooks");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    std::fs::write(dir.join("ca.crt"), ca.pem()).expect("ca.crt");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+    ca.pem()
 }
 
 async fn cluster_json(env: &Env, name: &str) -> Value {
@@ -235,4 +265,80 @@ async fn the_extension_config_is_accepted_by_the_cluster_api_crd() {
     assert_eq!(applied, ["ExtensionConfig/stackhost"]);
     assert_eq!(manifest["spec"]["clientConfig"]["service"]["port"], 443);
     assert_eq!(manifest["spec"]["namespaceSelector"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_server_serves_with_the_certificates_of_its_cert_dir() {
+    let env = Env::start(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_cert_dir(dir.path());
+    let (server, _stop) = start_hooks_with(&env, Some(dir.path()))
+        .await
+        .expect("hook server with --hooks-cert-dir");
+    assert_eq!(server.ca_pem, ca, "the caBundle is ca.crt of the directory");
+    // A client trusting only that CA completes the handshake and gets the discovery response.
+    let (status, discovery) = post(&server, &stackhost::hooks::discovery_path(), "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(discovery["kind"], "DiscoveryResponse");
+    let client = HookClient::discover(&server.url(), &ca)
+        .await
+        .expect("discover with ca.crt");
+    assert_eq!(client.hooks().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
+    let env = Env::start(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let error = |e: Result<_, stackhost::hooks::HooksError>| match e {
+        Ok(_) => panic!("the hook server started without usable certificates"),
+        Err(e) => e.to_string(),
+    };
+
+    // Nothing there.
+    let message = error(start_hooks_with(&env, Some(dir.path())).await);
+    let crt = dir.path().join("tls.crt").display().to_string();
+    assert!(
+        message.starts_with(&format!("hook server certificate: {crt}: ")),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("--hooks-cert-dir needs tls.crt and tls.key in PEM (as cert-manager writes them); leave it unset for a generated certificate"),
+        "{message}"
+    );
+
+    // A certificate, but the key file is not PEM.
+    write_cert_dir(dir.path());
+    std::fs::write(dir.path().join("tls.key"), "not a key").expect("tls.key");
+    let message = error(start_hooks_with(&env, Some(dir.path())).await);
+    let key = dir.path().join("tls.key").display().to_string();
+    assert!(
+        message.starts_with(&format!("hook server certificate: {key}: ")),
+        "{message}"
+    );
+
+    // A certificate file without any certificate.
+    write_cert_dir(dir.path());
+    std::fs::write(dir.path().join("tls.crt"), "").expect("tls.crt");
+    let message = error(start_hooks_with(&env, Some(dir.path())).await);
+    assert!(
+        message.starts_with(&format!(
+            "hook server certificate: {crt}: no PEM certificate in the file"
+        )),
+        "{message}"
+    );
+
+    // A key of another certificate: rustls refuses the pair, the directory is named.
+    write_cert_dir(dir.path());
+    let other = tempfile::tempdir().expect("tempdir");
+    write_cert_dir(other.path());
+    std::fs::copy(other.path().join("tls.key"), dir.path().join("tls.key")).expect("copy key");
+    let message = error(start_hooks_with(&env, Some(dir.path())).await);
+    assert!(
+        message.starts_with(&format!(
+            "cannot configure TLS for the hook server with {}: ",
+            dir.path().display()
+        )),
+        "{message}"
+    );
 }

@@ -45,7 +45,7 @@ async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
         [
             "ConfigMap kube-system/cluster-addon-extra",
             "ConfigMap kube-system/cluster-addon-info",
-            "Deployment kube-system/cluster-addon-web"
+            "Deployment kube-system/cluster-addon-web (image nginx:1.27)"
         ]
     );
     assert_eq!(info["data"]["clusterName"], "c1");

@@ -3,18 +3,18 @@
 
 use std::time::Duration;
 
-use kube::api::DeleteParams;
-use stackhost::api::ResourceStatus;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams};
+use kube::ResourceExt;
+use serde_json::json;
+use stackhost::api::{ClusterAddon, ResourceStatus};
 
-use crate::env::{condition, ready, workload_object, Env, NS};
+use crate::env::{condition, event_notes, ready, resource_names, workload_object, Env, NS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_upgrade_prunes_the_removed_object() {
-    let mut env = Env::start(true).await;
-    env.release(1).await;
     // The Cluster exists before the controller starts (upstream quirk 11: it still gets its addons).
-    env.create_cluster("c1", 1).await;
-    env.start_controller();
+    let env = Env::running(&[1], 1).await;
 
     let addon = env
         .wait_addon("c1", "addons of v1 applied", |a| {
@@ -35,14 +35,8 @@ async fn create_then_upgrade_prunes_the_removed_object() {
     let owner = &addon.metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Cluster", "c1"));
     let status = addon.status.clone().expect("status");
-    let mut names: Vec<_> = status
-        .resources
-        .iter()
-        .map(|r| format!("{}/{}", r.kind, r.name))
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        resource_names(&addon),
         [
             "ConfigMap/cluster-addon-extra",
             "ConfigMap/cluster-addon-info",
@@ -116,11 +110,7 @@ async fn create_then_upgrade_prunes_the_removed_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_values_templates_are_clear_errors() {
-    let mut env = Env::start(true).await;
-    env.release(4).await;
-    env.release(5).await;
-    env.create_cluster("c1", 4).await;
-    env.start_controller();
+    let env = Env::running(&[4, 5], 4).await;
 
     let addon = env
         .wait_addon("c1", "a templating error", |a| {
@@ -248,10 +238,7 @@ async fn missing_kubeconfig_and_release_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_cluster_removes_its_cluster_addon() {
-    let mut env = Env::start(true).await;
-    env.release(1).await;
-    env.create_cluster("c1", 1).await;
-    env.start_controller();
+    let env = Env::running(&[1], 1).await;
     let addon = env.wait_addon("c1", "addons applied", ready).await;
     assert_eq!(
         addon.metadata.finalizers.as_deref(),
@@ -270,6 +257,9 @@ async fn deleting_the_cluster_removes_its_cluster_addon() {
             .expect("get")
             .is_none()
         {
+            let notes = event_notes(&env.client, "cluster-addon-c1").await;
+            let deleted = "Deleted: ClusterAddon deleted; the 3 objects it applied stay in the workload cluster of Cluster c1";
+            assert!(notes.iter().any(|n| n == deleted), "{notes:#?}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -280,10 +270,7 @@ async fn deleting_the_cluster_removes_its_cluster_addon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cluster_addon_is_created_again() {
-    let mut env = Env::start(true).await;
-    env.release(1).await;
-    env.create_cluster("c1", 1).await;
-    env.start_controller();
+    let env = Env::running(&[1], 1).await;
     let first = env.wait_addon("c1", "addons applied", ready).await;
     env.addons()
         .delete("cluster-addon-c1", &DeleteParams::default())
@@ -296,4 +283,48 @@ async fn a_deleted_cluster_addon_is_created_again() {
         .await;
     assert_eq!(again.spec.cluster_ref.name.as_deref(), Some("c1"));
     assert_eq!(again.metadata.namespace.as_deref(), Some(NS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_clusters_in_the_namespace_with_the_watch_label_get_addons() {
+    let label = json!({"stackhost.example/addons": "on"});
+    let env = Env::start(true).await;
+    env.release(1).await;
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).expect("namespace"),
+        )
+        .await
+        .expect("namespace other");
+    env.create_cluster_in(NS, "c1", 1, label.clone()).await;
+    env.create_cluster_in(NS, "unlabelled", 1, json!({})).await;
+    env.create_cluster_in("other", "elsewhere", 1, label).await;
+    let mut config = env.config();
+    config.namespace = Some(NS.into());
+    config.watch_label = Some(("stackhost.example/addons".into(), "on".into()));
+    let mut env = env;
+    env.start_controller_with(config);
+
+    let addon = env.wait_addon("c1", "addons applied", ready).await;
+    assert_eq!(
+        addon.labels().get("stackhost.example/addons").map(String::as_str),
+        Some("on"),
+        "the ClusterAddon carries the watch label of its Cluster"
+    );
+    // The creator had every chance to create the others meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env
+        .addons()
+        .get_opt("cluster-addon-unlabelled")
+        .await
+        .expect("get")
+        .is_none());
+    let other: Api<ClusterAddon> = Api::namespaced(env.client.clone(), "other");
+    assert!(other
+        .get_opt("cluster-addon-elsewhere")
+        .await
+        .expect("get")
+        .is_none());
 }

@@ -5,6 +5,8 @@
 //! - `patch-cluster-class`: annotates every ClusterClass with the plugin that patched it and the ready
 //!   node image ids of the release; every other object is returned unchanged.
 //! - `cleanup-node-images`: forgets the images' progress.
+//! - `addon-values`: sets `global.imageRegistry` (the Helm convention for "pull every image from here") to
+//!   the configured `imageRegistry`, unless the release's values set it already.
 //!
 //! Config (`spec.config` of the ProviderPlugin): `{"imageRegistry": "docker.io", "pendingRounds": 1}`.
 
@@ -174,7 +176,23 @@ impl Guest for Docker {
     }
 
     fn addon_values(_cluster: ClusterInfo, values: String) -> Result<String, Error> {
-        Ok(values)
+        let s = settings(&config::get())?;
+        let mut values: Value = serde_json::from_str(&values)
+            .map_err(|e| Error::InvalidInput(format!("the addon values are not JSON: {e}")))?;
+        let Some(map) = values.as_object_mut() else {
+            return Err(Error::InvalidInput("the addon values must be a map".into()));
+        };
+        let global = map.entry("global").or_insert_with(|| Value::Object(Map::new()));
+        let Some(global) = global.as_object_mut() else {
+            return Err(Error::InvalidInput(
+                "the addon value `global` must be a map (the docker plugin sets global.imageRegistry)".into(),
+            ));
+        };
+        // A registry the release's values template chose stays.
+        if !global.contains_key("imageRegistry") {
+            global.insert("imageRegistry".into(), Value::String(s.image_registry));
+        }
+        Ok(values.to_string())
     }
 }
 
