@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use kube_emulator::tls::Tls;
 use stackhost::plugin::capability::{CaBundle, HttpTransport as _, UreqTransport};
 use stackhost::plugin::bindings::clusterstack::provider::http::{HttpError, Request};
@@ -28,8 +28,8 @@ async fn https_server() -> (SocketAddr, Tls) {
             post(|| async {
                 (
                     StatusCode::UNAUTHORIZED,
-                    Json(serde_json::json!({"error": {"code": 401, "title": "Unauthorized",
-                        "message": "The request you have made requires authentication."}})),
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}"#,
                 )
             }),
         );
