@@ -6,15 +6,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use kube_emulator::tls::Tls;
-use stackhost::plugin::capability::{CaBundle, HttpTransport as _, UreqTransport};
 use stackhost::plugin::bindings::clusterstack::provider::http::{HttpError, Request};
+use stackhost::plugin::capability::{CaBundle, HttpTransport as _, UreqTransport};
 
 /// An HTTPS server with a Keystone-like token endpoint that rejects every password.
 async fn https_server() -> (SocketAddr, Tls) {
@@ -70,7 +70,10 @@ async fn https_to_a_private_ca_needs_the_bundle_and_the_error_says_so() {
         why.contains(&format!("127.0.0.1:{}", addr.port())) && why.contains("not signed by a trusted CA"),
         "{why}"
     );
-    assert!(why.contains("spec.capabilities.httpCABundle") && why.contains("--ca-file"), "{why}");
+    assert!(
+        why.contains("spec.capabilities.httpCABundle") && why.contains("--ca-file"),
+        "{why}"
+    );
 
     let bundle = CaBundle::from_pem("ConfigMap default/private-ca key `ca.crt`", tls.ca_pem.as_bytes())
         .expect("the CA parses");
@@ -80,8 +83,8 @@ async fn https_to_a_private_ca_needs_the_bundle_and_the_error_says_so() {
 
     // A bundle with another CA: still refused, and the message names the bundle it checked.
     let other = Tls::generate().expect("another CA");
-    let other = CaBundle::from_pem("Secret default/openstack key `cacert`", other.ca_pem.as_bytes())
-        .expect("parses");
+    let other =
+        CaBundle::from_pem("Secret default/openstack key `cacert`", other.ca_pem.as_bytes()).expect("parses");
     let Err(HttpError::Transport(why)) = send(UreqTransport::new(Some(&other)), url).await else {
         panic!("a bundle with the wrong CA must not make the server trusted");
     };
@@ -94,7 +97,10 @@ async fn https_to_a_private_ca_needs_the_bundle_and_the_error_says_so() {
 #[test]
 fn a_bundle_without_certificates_is_refused_with_its_origin() {
     let e = CaBundle::from_pem("ConfigMap ns/ca key `ca.crt`", b"not pem at all").expect_err("refused");
-    assert!(e.starts_with("ConfigMap ns/ca key `ca.crt`: no PEM certificate"), "{e}");
+    assert!(
+        e.starts_with("ConfigMap ns/ca key `ca.crt`: no PEM certificate"),
+        "{e}"
+    );
     let e = CaBundle::from_pem(
         "ca.pem",
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
@@ -107,7 +113,8 @@ fn bin() -> String {
     std::env::var("STACKHOST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stackhost").to_string())
 }
 
-fn call_openstack(port: u16, extra: &[&str]) -> Output {
+/// Exit code and everything printed.
+fn call_openstack(port: u16, extra: &[&str]) -> (Option<i32>, String) {
     common::plugin_bytes("openstack");
     let component = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/openstack.wasm");
     let clouds = format!(
@@ -129,11 +136,17 @@ fn call_openstack(port: u16, extra: &[&str]) -> Output {
         "--grant-state",
     ];
     args.extend_from_slice(extra);
-    Command::new(bin())
+    let out = Command::new(bin())
         .args(&args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run stackhost")
+        .expect("run stackhost");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// The OpenStack plugin, called from the CLI, against a Keystone-like HTTPS endpoint with a private
@@ -147,31 +160,45 @@ async fn plugin_call_trusts_a_private_ca_with_ca_file() {
     std::fs::write(&ca, &tls.ca_pem).expect("write ca");
     let port = addr.port();
 
-    let out = tokio::task::spawn_blocking(move || call_openstack(port, &[])).await.expect("join");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = tokio::task::spawn_blocking(move || call_openstack(port, &[]))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains(&format!("Keystone at https://127.0.0.1:{port}/v3 is not reachable"))
-            && text.contains(&format!("the certificate of 127.0.0.1:{port} is not signed by a trusted CA")),
+        text.contains(&format!(
+            "Keystone at https://127.0.0.1:{port}/v3 is not reachable"
+        )) && text.contains(&format!(
+            "the certificate of 127.0.0.1:{port} is not signed by a trusted CA"
+        )),
         "{text}"
     );
 
     let ca_arg = ca.to_str().expect("utf-8").to_string();
-    let out = tokio::task::spawn_blocking(move || call_openstack(port, &["--ca-file", &ca_arg]))
+    let (code, text) = tokio::task::spawn_blocking(move || call_openstack(port, &["--ca-file", &ca_arg]))
         .await
         .expect("join");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("rejected the credentials") && text.contains("HTTP 401"),
         "with the CA the request must reach the server: {text}"
     );
     assert!(!text.contains("not signed by a trusted CA"), "{text}");
 
+    let component = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/openstack.wasm");
     let out = Command::new(bin())
-        .args(["plugin", "call", "x.wasm", "info()", "--ca-file", "/nonexistent/ca.pem"])
+        .args([
+            "plugin",
+            "call",
+            component.to_str().expect("utf-8"),
+            "info()",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ])
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(text.contains("--ca-file") && text.contains("/nonexistent/ca.pem"), "{text}");
+    assert!(
+        text.contains("--ca-file") && text.contains("/nonexistent/ca.pem"),
+        "{text}"
+    );
 }

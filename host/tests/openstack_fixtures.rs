@@ -104,9 +104,15 @@ fn the_recorded_answers_are_what_the_goldens_say() {
     };
     // Created and import started: pending, and the id Glance gave is kept in state.
     let created = read("reconcile-creates-image", "expected.yaml");
-    assert!(created.contains("pending:") && created.contains("started (web-download)"), "{created}");
+    assert!(
+        created.contains("pending:") && created.contains("started (web-download)"),
+        "{created}"
+    );
     let state = read("reconcile-creates-image", "expected-state.yaml");
-    assert!(state.contains("image/ubuntu-capi-image-v1.32.5") && state.contains("\"created\":true"), "{state}");
+    assert!(
+        state.contains("image/ubuntu-capi-image-v1.32.5") && state.contains("\"created\":true"),
+        "{state}"
+    );
     // Already active: ready with the Glance id from the recording.
     let active = read("reconcile-finds-active-image", "expected.yaml");
     let cassette = read("reconcile-finds-active-image", "cassette.yaml");
@@ -140,8 +146,11 @@ fn a_request_the_cassette_does_not_hold_fails_the_case() {
     // The plugin now looks for another image name than the one recorded.
     let images = copy.join("reconcile-creates-image/images.yaml");
     let text = std::fs::read_to_string(&images).expect("read");
-    std::fs::write(&images, text.replace("ubuntu-capi-image-v1.32.5", "ubuntu-capi-image-v1.32.6"))
-        .expect("write");
+    std::fs::write(
+        &images,
+        text.replace("ubuntu-capi-image-v1.32.5", "ubuntu-capi-image-v1.32.6"),
+    )
+    .expect("write");
     let component = repo().join("plugins/dist/openstack.wasm");
     let out = stackhost(&["plugin", "test", path(&component), "--fixtures", path(&copy)]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

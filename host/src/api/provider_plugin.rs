@@ -119,8 +119,8 @@ pub struct Capabilities {
     pub secrets: Vec<SecretGrant>,
     /// CA certificates (PEM) the plugin's outbound HTTPS trusts besides the public roots, for
     /// endpoints with a private CA (e.g. the `cacert` of an OpenStack `clouds.yaml` Secret). Read
-    /// from the ProviderPlugin's namespace whenever the plugin is loaded or refreshed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// from the ProviderPlugin's namespace when the plugin is loaded (new digest or spec change).
+    #[serde(default, rename = "httpCABundle", skip_serializing_if = "Option::is_none")]
     pub http_ca_bundle: Option<CaBundleSource>,
 }
 

@@ -256,8 +256,10 @@ fn provider_plugin_requires_keys_or_explicit_allow_unsigned() {
 fn provider_plugin_ca_bundle_names_exactly_one_source() {
     let crd = ProviderPlugin::crd();
     let with = |bundle: Value| {
-        plugin(json!({"image": "registry.example/p:1", "verification": {"allowUnsigned": true},
-            "capabilities": {"httpHosts": ["keystone.internal:5000"], "httpCABundle": bundle}}))
+        plugin(
+            json!({"image": "registry.example/p:1", "verification": {"allowUnsigned": true},
+            "capabilities": {"httpHosts": ["keystone.internal:5000"], "httpCABundle": bundle}}),
+        )
     };
     for ok in [
         json!({"configMap": {"name": "corporate-ca", "key": "ca.crt"}}),
@@ -273,7 +275,10 @@ fn provider_plugin_ca_bundle_names_exactly_one_source() {
         json!({"configMap": {"name": "a", "key": "ca.crt"}, "secret": {"name": "b", "key": "cacert"}}),
     ] {
         let err = cel(&crd, &with(bad), None).expect_err("must be rejected");
-        assert!(err.contains("httpCABundle: set exactly one of configMap or secret"), "{err}");
+        assert!(
+            err.contains("httpCABundle: set exactly one of configMap or secret"),
+            "{err}"
+        );
     }
 }
 

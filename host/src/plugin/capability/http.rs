@@ -48,7 +48,10 @@ impl CaBundle {
                     tokio_rustls::rustls::RootCertStore::empty()
                         .add(der)
                         .map_err(|e| {
-                            format!("{origin}: PEM block {} is not a usable CA certificate: {e}", i + 1)
+                            format!(
+                                "{origin}: PEM block {} is not a usable CA certificate: {e}",
+                                i + 1
+                            )
                         })?;
                     certs.push(cert);
                 }
@@ -162,9 +165,15 @@ impl UreqTransport {
 /// of the request was sent, so trying the other trust store is safe).
 fn untrusted(error: &ureq::Error) -> bool {
     use tokio_rustls::rustls::{CertificateError, Error as TlsError};
+    // ureq reports a failed handshake as an I/O error wrapping the rustls error.
+    let tls = match error {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>()),
+        _ => None,
+    };
     matches!(
-        error,
-        ureq::Error::Rustls(TlsError::InvalidCertificate(
+        tls,
+        Some(TlsError::InvalidCertificate(
             CertificateError::UnknownIssuer | CertificateError::BadSignature
         ))
     )
