@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
-use crate::plugin::capability::{MemoryState, StateStore as _, StaticSecrets};
+use crate::plugin::capability::{CaBundle, MemoryState, StateStore as _, StaticSecrets, UreqTransport};
 use crate::plugin::{self, Capabilities, EngineConfig, Grants, Limits, PluginHost, PluginSettings};
 
 /// Exit code when the plugin returned its own `error`.
@@ -178,6 +178,10 @@ pub struct GrantArgs {
     /// Grant `state` in memory for this one call.
     #[arg(long)]
     pub grant_state: bool,
+    /// Trust the CA certificates of this PEM file for `http` besides the public roots (what a
+    /// ProviderPlugin's spec.capabilities.httpCABundle does); repeatable.
+    #[arg(long = "ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl GrantArgs {
@@ -213,6 +217,14 @@ impl GrantArgs {
             ..Capabilities::default()
         };
         caps.secrets = Arc::new(StaticSecrets(secrets));
+        let bundles = self
+            .ca_files
+            .iter()
+            .map(|path| CaBundle::from_file(path).map_err(|e| anyhow::anyhow!("--ca-file: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(bundle) = CaBundle::merge(bundles) {
+            caps.http = Arc::new(UreqTransport::new(Some(&bundle)));
+        }
         if let Some(state) = &state {
             caps.state = state.clone();
         }

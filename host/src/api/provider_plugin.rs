@@ -117,6 +117,48 @@ pub struct Capabilities {
     /// Secret keys the plugin may read, in the namespace of the release it works on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretGrant>,
+    /// CA certificates (PEM) the plugin's outbound HTTPS trusts besides the public roots, for
+    /// endpoints with a private CA (e.g. the `cacert` of an OpenStack `clouds.yaml` Secret). Read
+    /// from the ProviderPlugin's namespace when the plugin is loaded (new digest or spec change).
+    #[serde(default, rename = "httpCABundle", skip_serializing_if = "Option::is_none")]
+    pub http_ca_bundle: Option<CaBundleSource>,
+}
+
+/// Where a PEM bundle of CA certificates is: one key of a ConfigMap (e.g. a trust-manager bundle)
+/// or of a Secret, in the ProviderPlugin's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.secret)").message("httpCABundle: set exactly one of configMap or secret"))]
+pub struct CaBundleSource {
+    /// A ConfigMap key holding PEM certificates, e.g. `{name: corporate-ca, key: ca.crt}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<LocalKeyRef>,
+    /// A Secret key holding PEM certificates, e.g. `{name: openstack, key: cacert}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<LocalKeyRef>,
+}
+
+impl CaBundleSource {
+    /// `ConfigMap ns/name key k` or `Secret ns/name key k`, for messages.
+    pub fn describe(&self, namespace: &str) -> String {
+        match (&self.config_map, &self.secret) {
+            (Some(r), _) => format!("ConfigMap {namespace}/{} key `{}`", r.name, r.key),
+            (None, Some(r)) => format!("Secret {namespace}/{} key `{}`", r.name, r.key),
+            (None, None) => "nothing (set configMap or secret)".to_string(),
+        }
+    }
+}
+
+/// One key of an object in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalKeyRef {
+    /// Object name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in the object's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
 }
 
 /// Keys of one Secret a plugin may read.

@@ -253,6 +253,36 @@ fn provider_plugin_requires_keys_or_explicit_allow_unsigned() {
 }
 
 #[test]
+fn provider_plugin_ca_bundle_names_exactly_one_source() {
+    let crd = ProviderPlugin::crd();
+    let with = |bundle: Value| {
+        plugin(
+            json!({"image": "registry.example/p:1", "verification": {"allowUnsigned": true},
+            "capabilities": {"httpHosts": ["keystone.internal:5000"], "httpCABundle": bundle}}),
+        )
+    };
+    for ok in [
+        json!({"configMap": {"name": "corporate-ca", "key": "ca.crt"}}),
+        json!({"secret": {"name": "openstack", "key": "cacert"}}),
+    ] {
+        assert_eq!(cel(&crd, &with(ok.clone()), None), Ok(()), "{ok}");
+        let spec: ProviderPluginSpec =
+            serde_json::from_value(with(ok)["spec"].clone()).expect("the spec parses");
+        assert!(spec.capabilities.http_ca_bundle.is_some());
+    }
+    for bad in [
+        json!({}),
+        json!({"configMap": {"name": "a", "key": "ca.crt"}, "secret": {"name": "b", "key": "cacert"}}),
+    ] {
+        let err = cel(&crd, &with(bad), None).expect_err("must be rejected");
+        assert!(
+            err.contains("httpCABundle: set exactly one of configMap or secret"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn provider_plugin_spec_round_trips_with_free_config() {
     let obj = plugin(
         json!({"image": "registry.example/p@sha256:abc", "verification": {"allowUnsigned": true},

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -17,7 +18,7 @@ use crate::api::{ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
 use crate::oci::auth::Credentials;
 use crate::oci::fetch::PluginFetcher;
 use crate::oci::signature::{PublicKey, SignaturePolicy, Verdict};
-use crate::plugin::capability::Capabilities;
+use crate::plugin::capability::{CaBundle, Capabilities, UreqTransport};
 use crate::plugin::{Grants, Limits, PluginSettings};
 
 pub(crate) const CONTROLLER: &str = "providerplugin";
@@ -57,6 +58,46 @@ pub fn grants_of(pp: &ProviderPlugin) -> Grants {
     }
 }
 
+/// The CA bundle of `spec.capabilities.httpCABundle`, read from the ProviderPlugin's namespace.
+async fn ca_bundle(ctx: &Context, pp: &ProviderPlugin) -> Result<Option<CaBundle>, LoadError> {
+    let Some(source) = &pp.spec.capabilities.http_ca_bundle else {
+        return Ok(None);
+    };
+    let ns = pp.namespace().unwrap_or_default();
+    let what = source.describe(&ns);
+    let missing = fail("CABundleMissing");
+    let pem = match (&source.config_map, &source.secret) {
+        (Some(r), _) => {
+            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            let cm = api
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| missing(format!("spec.capabilities.httpCABundle: cannot read {what}: {e}")))?;
+            let cm = cm.ok_or_else(|| {
+                fail("CABundleMissing")(format!(
+                    "spec.capabilities.httpCABundle: ConfigMap {ns}/{} does not exist",
+                    r.name
+                ))
+            })?;
+            cm.data
+                .and_then(|d| d.get(&r.key).map(|v| v.clone().into_bytes()))
+                .or_else(|| cm.binary_data.and_then(|d| d.get(&r.key).map(|v| v.0.clone())))
+        }
+        (None, Some(r)) => ctx
+            .secret_data(&ns, &r.name)
+            .await
+            .map_err(|e| fail("CABundleMissing")(format!("spec.capabilities.httpCABundle: {e}")))?
+            .remove(&r.key),
+        (None, None) => None,
+    };
+    let pem = pem.ok_or_else(|| {
+        fail("CABundleMissing")(format!("spec.capabilities.httpCABundle: {what} does not exist"))
+    })?;
+    CaBundle::from_pem(&what, &pem)
+        .map(Some)
+        .map_err(|e| fail("CABundleInvalid")(format!("spec.capabilities.httpCABundle: {e}")))
+}
+
 async fn policy(ctx: &Context, pp: &ProviderPlugin) -> Result<SignaturePolicy, LoadError> {
     let ns = pp.namespace().unwrap_or_default();
     let mut keys = Vec::new();
@@ -94,6 +135,7 @@ async fn load(
     let generation = pp.metadata.generation.unwrap_or_default();
     let limits = limits_of(pp).map_err(fail("InvalidSpec"))?;
     let grants = grants_of(pp);
+    let ca_bundle = ca_bundle(ctx, pp).await?;
     let policy = policy(ctx, pp).await?;
     let host = pp.spec.image.split('/').next().unwrap_or_default().to_string();
     let source = ctx.oci_source(
@@ -138,6 +180,7 @@ async fn load(
             config: Arc::from(config.as_str()),
             secrets: capabilities.0.clone(),
             state: capabilities.1.clone(),
+            http: Arc::new(UreqTransport::new(ca_bundle.as_ref())),
             ..Capabilities::default()
         },
         ..PluginSettings::default()

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::HarnessError;
 use crate::plugin::bindings::clusterstack::provider::http::{HttpError, Request, Response};
-use crate::plugin::capability::{HttpTransport, UreqTransport};
+use crate::plugin::capability::{CaBundle, HttpTransport, UreqTransport};
 
 /// What replaces a redacted header or field value.
 pub const REDACTED: &str = "<redacted>";
@@ -523,9 +523,10 @@ impl std::fmt::Debug for Record {
 }
 
 impl Record {
-    pub fn new(redactor: Redactor) -> Arc<Record> {
+    /// Records through a real transport that trusts the public roots and the `ca` bundle.
+    pub fn new(redactor: Redactor, ca: Option<&CaBundle>) -> Arc<Record> {
         Arc::new(Record {
-            real: UreqTransport::default(),
+            real: UreqTransport::new(ca),
             redactor,
             interactions: Mutex::new(Vec::new()),
         })

@@ -9,6 +9,7 @@ use clap::Args;
 use super::fixture::Suite;
 use super::report::{self, BenchRow};
 use super::{scaffold, Harness, HarnessError, Options, Verdict};
+use crate::plugin::capability::CaBundle;
 
 /// Exit code when a case failed.
 pub const EXIT_CASE_FAILED: i32 = 1;
@@ -46,6 +47,10 @@ pub struct TestArgs {
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub case: Option<String>,
+    /// PEM file of CA certificates --record trusts besides the public roots (the ProviderPlugin's
+    /// spec.capabilities.httpCABundle); repeatable.
+    #[arg(long = "ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,10 +214,16 @@ impl TestArgs {
             let (key, value) = crate::cli::parse_secret(spec)?;
             secrets.insert(key, value);
         }
+        let bundles = self
+            .ca_files
+            .iter()
+            .map(|path| CaBundle::from_file(path).map_err(|e| anyhow::anyhow!("--ca-file: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let options = Options {
             bless: self.bless,
             record: self.record,
             secrets,
+            ca_bundle: CaBundle::merge(bundles),
         };
         let (harness, suite) = load(&self.plugin, self.fixtures.as_deref(), self.case.as_deref())?;
         let (harness, results) = tokio::task::spawn_blocking(move || {

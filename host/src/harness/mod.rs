@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::plugin::capability::{HttpTransport, MemoryState, StateStore as _, StaticSecrets};
+use crate::plugin::capability::{CaBundle, HttpTransport, MemoryState, StateStore as _, StaticSecrets};
 use crate::plugin::{
     CallReport, Capabilities, EngineConfig, GuestError, Plugin, PluginError, PluginHost, PluginSettings,
 };
@@ -56,6 +56,8 @@ pub struct Options {
     pub record: bool,
     /// Secret values that replace the fixture's (real credentials for `--record`).
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// CA certificates `--record` trusts besides the public roots (`--ca-file`).
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// How a case ended.
@@ -278,7 +280,7 @@ impl Harness {
         let limits = case.limits()?;
         let redactor = Redactor::new(&secrets);
         let http = if options.record && !grants.http_hosts.is_empty() {
-            Http::Record(Record::new(redactor))
+            Http::Record(Record::new(redactor, options.ca_bundle.as_ref()))
         } else {
             let path = case.dir.join(fixture::CASSETTE_FILE);
             let cassette = if path.exists() {

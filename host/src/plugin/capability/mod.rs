@@ -9,7 +9,7 @@ pub mod state;
 
 use std::sync::Arc;
 
-pub use http::{HttpTransport, UreqTransport};
+pub use http::{CaBundle, HttpTransport, UreqTransport};
 pub use secrets::{SecretSource, StaticSecrets};
 pub use state::{MemoryState, StateStore};
 
