@@ -44,6 +44,25 @@ fn native_patch(_release: &ReleaseInfo, objects: &[String]) -> Result<Vec<String
     Ok(objects.to_vec())
 }
 
+/// Prints p50/p99/p99.9/max of individually timed calls and the calls per second they add up to.
+fn report_percentiles(name: &str, latencies: &mut [Duration]) {
+    if latencies.is_empty() {
+        return; // filtered out
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    let mean = latencies.iter().sum::<Duration>().as_secs_f64() / latencies.len() as f64;
+    println!(
+        "{name}: {} calls, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us, {:.0} calls/s on one core",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        1.0 / mean
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let host = PluginHost::new(EngineConfig::default()).expect("engine");
     let noop = host
@@ -60,7 +79,7 @@ fn benches(c: &mut Criterion) {
 
     // Bytes of each memory slot kept resident between instances: memset on reuse vs. page faults.
     let mut group = c.benchmark_group("instantiate_keep_resident");
-    for keep in [0usize, 64 << 10, 256 << 10, 1 << 20] {
+    for keep in [0usize, 64 << 10, 256 << 10, 1 << 20, 2 << 20] {
         let host = PluginHost::new(EngineConfig {
             keep_resident_bytes: keep,
             ..EngineConfig::default()
@@ -87,7 +106,28 @@ fn benches(c: &mut Criterion) {
     group.bench_function("native", |b| {
         b.iter(|| black_box(native_patch(&release, black_box(&objects))))
     });
+    // Each call timed on its own, for the latency percentiles criterion does not report.
+    let mut latencies: Vec<Duration> = Vec::new();
+    group.bench_function("wasm_noop_fresh_instance_each_timed", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                drop(black_box(
+                    noop.patch_cluster_class(&release, &objects).result.expect("call"),
+                ));
+                let took = started.elapsed();
+                latencies.push(took);
+                total += took;
+            }
+            total
+        })
+    });
     group.finish();
+    report_percentiles(
+        "patch_cluster_class_10kb/wasm_noop_fresh_instance",
+        &mut latencies,
+    );
 
     // Cached load after a restart: a new engine reading the compiled code from the disk cache.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -103,6 +103,26 @@ fn each_misbehaviour_gives_its_typed_error_and_the_host_keeps_serving() {
 }
 
 #[test]
+fn every_call_sees_a_fresh_reset_memory_even_when_pages_stay_resident() {
+    // The default engine keeps instance memory resident between calls and resets only dirty pages
+    // (PAGEMAP_SCAN): a static the guest bumps must read 1 again on every call.
+    let host = host();
+    let plugin = host
+        .load(&plugin_bytes("misbehaving"), misbehaving_settings())
+        .expect("load");
+    assert!(matches!(plugin.validate_config("later:count").result, Ok(Ok(()))));
+    for _ in 0..20 {
+        let called = plugin.patch_cluster_class(&release(), &[]);
+        match called.result {
+            Ok(Err(GuestError(WitError::Failed(message)))) => {
+                assert_eq!(message, "calls seen by this instance: 1")
+            }
+            other => panic!("expected the count as a guest error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_stored_behaviour_applies_to_every_export() {
     let host = host();
     let plugin = host

@@ -27,9 +27,14 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// Largest linear memory any plugin may be given (per-plugin limits must be at most this).
     pub max_memory_bytes: usize,
-    /// Bytes of each memory slot kept resident (memset instead of decommit) between calls. 0 measured
-    /// fastest for small plugins (see the `instantiate_keep_resident` bench).
+    /// Bytes of each memory slot kept resident (reset in place instead of decommitted) between calls.
+    /// With `pagemap_scan` only the pages a call dirtied are reset, so a call finds the pages it
+    /// touches already mapped: no page faults, no `madvise`. Without it every kept byte is memset,
+    /// which only pays for small values (see the `instantiate_keep_resident` bench). At most this
+    /// many bytes per instance slot stay resident, and only pages some call actually touched.
     pub keep_resident_bytes: usize,
+    /// Use Linux's `PAGEMAP_SCAN` (kernel >= 6.7) to find the dirty pages to reset.
+    pub pagemap_scan: bool,
     /// Map linear memory images copy-on-write (an mmap per instance) instead of copying data
     /// segments into a slot; see the `instantiate` benches for which is faster for small plugins.
     pub memory_init_cow: bool,
@@ -37,14 +42,36 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        let pagemap_scan = pagemap_scan_supported();
         EngineConfig {
             cache_dir: None,
             max_instances: 128,
             max_memory_bytes: 1 << 30,
-            keep_resident_bytes: 0,
+            // Rust guests put a 1 MiB stack below their data and heap: 2 MiB covers what a small
+            // plugin touches. Measured (noop, 10 KB patch, fresh instance): 37.6 -> 16.3 us.
+            keep_resident_bytes: if pagemap_scan { 2 << 20 } else { 0 },
+            pagemap_scan,
             memory_init_cow: true,
         }
     }
+}
+
+/// Whether the running kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7). wasmtime falls back to
+/// memset when it cannot use it, so a wrong guess costs speed, never correctness.
+fn pagemap_scan_supported() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    kernel_at_least(&release, (6, 7))
+}
+
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
 }
 
 /// The compiled-code cache entry for one digest, shared by concurrent loads of the same bytes.
@@ -73,6 +100,9 @@ impl PluginEngine {
             .max_memory_size(config.max_memory_bytes)
             .linear_memory_keep_resident(config.keep_resident_bytes)
             .table_keep_resident(64 << 10);
+        if config.pagemap_scan {
+            pool.pagemap_scan(wasmtime::Enabled::Auto);
+        }
         let mut wasm = Config::new();
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_init_cow(config.memory_init_cow)
@@ -227,4 +257,18 @@ fn start_epoch_ticker(engine: &Engine) {
 /// `sha256:<hex>` of some bytes: the identity of a component everywhere in stackhost.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_release_strings_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.18.44-fc-v1045\n", (6, 7)));
+        assert!(kernel_at_least("6.7.0", (6, 7)));
+        assert!(!kernel_at_least("6.1.0-28-amd64", (6, 7)));
+        assert!(kernel_at_least("7.0", (6, 7)));
+        assert!(!kernel_at_least("garbage", (6, 7)));
+    }
 }

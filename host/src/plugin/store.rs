@@ -25,7 +25,10 @@ pub enum Determinism {
 
 /// The data of one call's `Store`.
 pub struct CallState {
-    pub(crate) wasi: WasiCtx,
+    /// Built on the guest's first WASI call (`WasiView::ctx`), so components that import no WASI
+    /// (and calls that never reach it) skip the per-call cost of seeding random generators and
+    /// clocks. Always built from the same fixed settings: no preopens, env, args or network.
+    wasi: Option<Wasi>,
     pub(crate) table: ResourceTable,
     pub(crate) memory: MemoryLimiter,
     pub(crate) caps: Arc<Capabilities>,
@@ -33,18 +36,18 @@ pub struct CallState {
     /// `name@sha256:abcd1234` for logs.
     pub(crate) plugin: Arc<str>,
     pub(crate) host_calls: u32,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    determinism: Determinism,
 }
 
-impl CallState {
-    pub(crate) fn new(
-        caps: Arc<Capabilities>,
-        grants: Arc<Grants>,
-        plugin: Arc<str>,
-        memory_limit: usize,
-        determinism: Determinism,
-    ) -> Self {
+/// A built WASI context and the pipes capturing the guest's stdout and stderr.
+struct Wasi {
+    ctx: WasiCtx,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Wasi {
+    fn new(determinism: Determinism) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let mut builder = WasiCtx::builder();
@@ -64,26 +67,50 @@ impl CallState {
                 .wall_clock(fixed::Clock(unix_seconds))
                 .monotonic_clock(fixed::Clock(0));
         }
+        Wasi {
+            ctx: builder.build(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl CallState {
+    pub(crate) fn new(
+        caps: Arc<Capabilities>,
+        grants: Arc<Grants>,
+        plugin: Arc<str>,
+        memory_limit: usize,
+        determinism: Determinism,
+    ) -> Self {
         CallState {
-            wasi: builder.build(),
+            wasi: None,
             table: ResourceTable::new(),
             memory: MemoryLimiter::new(memory_limit),
             caps,
             grants,
             plugin,
             host_calls: 0,
-            stdout,
-            stderr,
+            determinism,
         }
+    }
+
+    /// Whether the guest has used WASI in this call (the context is built on first use).
+    #[cfg(test)]
+    pub(crate) fn wasi_built(&self) -> bool {
+        self.wasi.is_some()
     }
 
     /// Sends what the guest wrote to stdout/stderr into the host log, one event per line.
     pub(crate) fn flush_output(&self) -> String {
+        let Some(wasi) = &self.wasi else {
+            return String::new();
+        };
         let plugin = &*self.plugin;
-        for line in String::from_utf8_lossy(&self.stdout.contents()).lines() {
+        for line in String::from_utf8_lossy(&wasi.stdout.contents()).lines() {
             tracing::info!(target: "plugin", plugin, stream = "stdout", "{line}");
         }
-        let stderr = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
+        let stderr = String::from_utf8_lossy(&wasi.stderr.contents()).into_owned();
         for line in stderr.lines() {
             tracing::warn!(target: "plugin", plugin, stream = "stderr", "{line}");
         }
@@ -93,8 +120,10 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let determinism = self.determinism;
+        let wasi = self.wasi.get_or_insert_with(|| Wasi::new(determinism));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut wasi.ctx,
             table: &mut self.table,
         }
     }
@@ -214,5 +243,35 @@ mod fixed {
         fn now(&self) -> u64 {
             self.0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(determinism: Determinism) -> CallState {
+        CallState::new(
+            Arc::new(Capabilities::default()),
+            Arc::new(Grants::default()),
+            Arc::from("test@sha256:0"),
+            1 << 20,
+            determinism,
+        )
+    }
+
+    #[test]
+    fn wasi_is_built_on_first_use_only_and_then_kept() {
+        let mut s = state(Determinism::Real);
+        assert!(!s.wasi_built());
+        assert_eq!(s.flush_output(), "", "no WASI yet: nothing captured");
+        s.ctx();
+        assert!(s.wasi_built());
+        let first: *const WasiCtx = &s.wasi.as_ref().expect("built").ctx;
+        s.ctx();
+        assert!(
+            std::ptr::eq(first, &s.wasi.as_ref().expect("built").ctx),
+            "built once per call"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `validate-config(b)` performs behaviour `b` at once and stores it (state key `behaviour`), so every
 //! other export performs it too. Behaviours: `loop`, `alloc`, `trap`, `huge-output`, `forbidden-http`,
-//! `guest-error`, `print`, `ok`. `later:<b>` stores `b` without performing it, so the plugin loads and
+//! `guest-error`, `print`, `count`, `ok`. `count` fails with how many calls this instance has seen
+//! (a static in linear memory): always 1 when every call gets a fresh, reset instance. `later:<b>` stores `b` without performing it, so the plugin loads and
 //! only the later calls misbehave (e.g. `later:trap` traps in `patch-cluster-class`).
 
 wit_bindgen::generate!({
@@ -64,10 +65,15 @@ fn perform(behaviour: &str) -> Result<Option<String>, Error> {
             eprintln!("misbehaving plugin: hello on stderr");
             Ok(None)
         }
+        "count" => {
+            static SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let seen = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            Err(Error::Failed(format!("calls seen by this instance: {seen}")))
+        }
         "ok" | "" => Ok(None),
         other => Err(Error::InvalidInput(format!(
             "unknown behaviour {other:?}; expected one of loop, alloc, trap, huge-output, forbidden-http, \
-             guest-error, print, ok"
+             guest-error, print, count, ok"
         ))),
     }
 }
