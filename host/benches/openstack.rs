@@ -147,11 +147,7 @@ async fn sample(os: &OpenStack, images: &[Image; 2], reports: &Reports) -> anyho
                 if r.status.as_ref().is_some_and(|s| s.ready) {
                     break t0.elapsed();
                 }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "not ready: {}",
-                    describe_release(&r)
-                );
+                anyhow::ensure!(Instant::now() < deadline, "not ready: {}", describe_release(&r));
             }
             None => anyhow::ensure!(Instant::now() < deadline, "{tag} not created"),
         }
@@ -267,10 +263,7 @@ async fn run() -> anyhow::Result<()> {
         .unwrap_or(3);
     println!("load average before: {}", loadavg());
     let os = OpenStack::start(&[]);
-    println!(
-        "Keystone + Glance started in {:.1} s",
-        os.startup.as_secs_f64()
-    );
+    println!("Keystone + Glance started in {:.1} s", os.startup.as_secs_f64());
     let server = ImageServer::start();
     let url = server.qcow2("node.qcow2", "64M");
     let size = std::fs::metadata(server.path("node.qcow2"))?.len();

@@ -123,7 +123,9 @@ async fn release(client: &kube::Client, tag: &str) -> anyhow::Result<ClusterStac
 }
 
 fn condition(r: &ClusterStackRelease, type_: &str) -> Option<Condition> {
-    r.status.as_ref().and_then(|s| find(&s.conditions, type_).cloned())
+    r.status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, type_).cloned())
 }
 
 /// Waits until condition `type_` of release `tag` has `reason` and a message containing `needle`.
@@ -561,18 +563,26 @@ async fn killed_and_deactivated_images_fail_the_release_and_recover_as_the_messa
     delete_image(os, &ids[0]);
     reactivate(os, &ids[1]);
     force_reconcile(&client, &tag, "fixed").await?;
-    let ready = wait_for("the release ready with a new control plane image", WAIT, || async {
-        let r = release(&client, &tag).await.map_err(|e| e.to_string())?;
-        let spec = machine_spec(&client, &tag, false)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = r.status.as_ref().is_some_and(|s| s.ready);
-        if ready && spec["image"]["id"] != ids[0].as_str() {
-            Ok(spec)
-        } else {
-            Err(format!("{}; control plane image {}", describe_release(&r), spec["image"]))
-        }
-    })
+    let ready = wait_for(
+        "the release ready with a new control plane image",
+        WAIT,
+        || async {
+            let r = release(&client, &tag).await.map_err(|e| e.to_string())?;
+            let spec = machine_spec(&client, &tag, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = r.status.as_ref().is_some_and(|s| s.ready);
+            if ready && spec["image"]["id"] != ids[0].as_str() {
+                Ok(spec)
+            } else {
+                Err(format!(
+                    "{}; control plane image {}",
+                    describe_release(&r),
+                    spec["image"]
+                ))
+            }
+        },
+    )
     .await?;
     let recreated = only_image(os, &images[0].name);
     assert_eq!(recreated["status"], "active");
@@ -620,7 +630,10 @@ async fn an_import_over_the_timeout_fails_the_release_naming_the_image() -> Test
     ] {
         assert!(message.contains(needle), "{needle:?} missing: {message}");
     }
-    assert!(!message.contains(&worker.name), "only the stalled image failed: {message}");
+    assert!(
+        !message.contains(&worker.name),
+        "only the stalled image failed: {message}"
+    );
     assert_eq!(only_image(os, &worker.name)["status"], "active");
     assert_ne!(only_image(os, &stalled.name)["status"], "active");
     let r = release(&client, &tag).await?;

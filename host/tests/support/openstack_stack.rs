@@ -76,7 +76,12 @@ fn pack_chart(dir: &Path, top: &str, archive: &Path) -> anyhow::Result<()> {
 /// Writes release `openstack-scs-1-30-v<version>` into `dir/<tag>/`: metadata, the cluster-class chart
 /// whose machine templates name the two node images, the addon chart, and `node-images.yaml` in the
 /// upstream OpenStack schema (`openStackNodeImages` with `url` and `createOpts`).
-pub fn write_release(dir: &Path, version: u32, control_plane: &Image, worker: &Image) -> anyhow::Result<PathBuf> {
+pub fn write_release(
+    dir: &Path,
+    version: u32,
+    control_plane: &Image,
+    worker: &Image,
+) -> anyhow::Result<PathBuf> {
     let src = fixture();
     let tag = tag(version);
     let out = dir.join(&tag);
@@ -109,15 +114,13 @@ pub fn write_release(dir: &Path, version: u32, control_plane: &Image, worker: &I
         "apiVersion": "openstack.infrastructure.clusterstack.x-k8s.io/v1alpha1",
         "openStackNodeImages": entries,
     });
-    std::fs::write(
-        out.join("node-images.yaml"),
-        serde_yaml::to_string(&node_images)?,
-    )?;
+    std::fs::write(out.join("node-images.yaml"), serde_yaml::to_string(&node_images)?)?;
 
     let stage = tempfile::tempdir()?;
     let class = stage.path().join("cluster-class");
     copy_dir(&src.join("cluster-class"), &class)?;
-    let chart = std::fs::read_to_string(class.join("Chart.yaml"))?.replace("version: v1", &format!("version: {v}"));
+    let chart =
+        std::fs::read_to_string(class.join("Chart.yaml"))?.replace("version: v1", &format!("version: {v}"));
     std::fs::write(class.join("Chart.yaml"), chart)?;
     std::fs::write(
         class.join("values.yaml"),
