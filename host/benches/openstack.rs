@@ -192,6 +192,9 @@ fn stats(label: &str, values: &mut [f64], unit: &str) {
     );
 }
 
+/// Fuel, wall time (ms) and host calls of the calls of one kind.
+type Series = (Vec<f64>, Vec<f64>, Vec<f64>);
+
 fn report(title: &str, samples: &[Sample]) {
     println!("\n{title}");
     let mut release: Vec<f64> = samples.iter().map(|s| s.release.as_secs_f64()).collect();
@@ -202,7 +205,7 @@ fn report(title: &str, samples: &[Sample]) {
     stats("fuel: validate-config", &mut validate, "");
     // reconcile-node-images: the first call (token, lookups, creates, imports started), the ones
     // while images import (one status GET each), and the last (both active).
-    let mut by_kind: BTreeMap<String, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut by_kind: BTreeMap<String, Series> = BTreeMap::new();
     for s in samples {
         let reconciles: Vec<&Call> = s
             .calls
