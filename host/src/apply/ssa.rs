@@ -62,7 +62,7 @@ struct Kind {
 /// Server-side apply and delete against one API server.
 pub struct Applier {
     client: kube::Client,
-    /// (group, version, kind) -> resource; (group, "", kind) -> the recommended version.
+    /// (group, version, kind) -> resource; (group, "", kind) -> the most stable version of the kind.
     kinds: RwLock<HashMap<(String, String, String), Kind>>,
 }
 
@@ -96,7 +96,9 @@ impl Applier {
                     insert(&mut kinds, resource, &caps, false);
                 }
             }
-            for (resource, caps) in group.recommended_resources() {
+            // Per kind its most stable version: a group may serve kinds only in a version that is not
+            // its preferred one (CAPO's v1beta1 templates next to CAPI's v1beta2 Dev* kinds).
+            for (resource, caps) in group.resources_by_stability() {
                 insert(&mut kinds, resource, &caps, true);
             }
         }

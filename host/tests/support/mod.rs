@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod openstack;
+pub mod openstack_stack;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
