@@ -101,8 +101,9 @@ async fn resolve(
             .versioned_resources(v)
             .into_iter()
             .find(|(r, _)| r.kind == kind),
+        // Per kind its most stable version: a kind need not be served in its group's preferred version.
         None => api_group
-            .recommended_resources()
+            .resources_by_stability()
             .into_iter()
             .find(|(r, _)| r.kind == kind),
     };

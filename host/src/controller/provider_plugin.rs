@@ -40,22 +40,7 @@ pub fn limits_of(pp: &ProviderPlugin) -> Result<Limits, String> {
 
 /// Grants from `spec.capabilities`; `state` is always linked (a per-plugin store the host keeps).
 pub fn grants_of(pp: &ProviderPlugin) -> Grants {
-    let caps = &pp.spec.capabilities;
-    Grants {
-        http_hosts: caps.http_hosts.clone(),
-        secret_keys: caps
-            .secrets
-            .iter()
-            .flat_map(|g| {
-                if g.keys.is_empty() {
-                    vec![format!("{}/*", g.name)]
-                } else {
-                    g.keys.iter().map(|k| format!("{}/{k}", g.name)).collect()
-                }
-            })
-            .collect(),
-        state: true,
-    }
+    Grants::from_capabilities(&pp.spec.capabilities, true)
 }
 
 /// The CA bundle of `spec.capabilities.httpCABundle`, read from the ProviderPlugin's namespace.

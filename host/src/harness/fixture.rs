@@ -327,24 +327,11 @@ impl Case {
         })
     }
 
-    /// Grants as the controller derives them from `spec.capabilities`; a secret granted without keys
-    /// grants every key the fixture has for it.
-    pub fn grants(&self, secrets: &BTreeMap<String, Vec<u8>>) -> Grants {
+    /// Grants as the controller derives them from `spec.capabilities` (a secret granted without keys
+    /// grants all of its keys); `state` as the fixture says.
+    pub fn grants(&self) -> Grants {
         let caps = self.spec.capabilities.clone().unwrap_or_default();
-        let mut secret_keys = Vec::new();
-        for grant in &caps.secrets {
-            if grant.keys.is_empty() {
-                let prefix = format!("{}/", grant.name);
-                secret_keys.extend(secrets.keys().filter(|k| k.starts_with(&prefix)).cloned());
-            } else {
-                secret_keys.extend(grant.keys.iter().map(|k| format!("{}/{k}", grant.name)));
-            }
-        }
-        Grants {
-            http_hosts: caps.http_hosts,
-            secret_keys,
-            state: self.spec.state.unwrap_or(false),
-        }
+        Grants::from_capabilities(&caps, self.spec.state.unwrap_or(false))
     }
 
     pub fn determinism(&self) -> Determinism {

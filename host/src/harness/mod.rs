@@ -276,7 +276,7 @@ impl Harness {
     fn execute(&self, case: &Case, options: &Options) -> Result<Executed, HarnessError> {
         let mut secrets = case.secrets()?;
         secrets.extend(options.secrets.clone());
-        let grants = case.grants(&secrets);
+        let grants = case.grants();
         let limits = case.limits()?;
         let redactor = Redactor::new(&secrets);
         let http = if options.record && !grants.http_hosts.is_empty() {

@@ -75,6 +75,26 @@ impl Grants {
             | usize::from(self.state) << 2
     }
 
+    /// The grants of a ProviderPlugin's `spec.capabilities`: a Secret granted without keys grants all of
+    /// its keys (`<secret>/*`). `state` says whether the per-plugin store is linked.
+    pub fn from_capabilities(caps: &crate::api::Capabilities, state: bool) -> Grants {
+        Grants {
+            http_hosts: caps.http_hosts.clone(),
+            secret_keys: caps
+                .secrets
+                .iter()
+                .flat_map(|g| {
+                    if g.keys.is_empty() {
+                        vec![format!("{}/*", g.name)]
+                    } else {
+                        g.keys.iter().map(|k| format!("{}/{k}", g.name)).collect()
+                    }
+                })
+                .collect(),
+            state,
+        }
+    }
+
     /// Whether `<secret>/<key>` is granted: listed exactly, or its Secret is granted whole (`<secret>/*`).
     pub fn allows_secret(&self, key: &str) -> bool {
         let secret = key.split_once('/').map(|(s, _)| s);
