@@ -90,6 +90,19 @@ impl Case {
         self.sandbox.client.clone()
     }
 
+    /// The user's objects for stack version v1: the clouds.yaml Secret, the ProviderPlugin (granted the
+    /// Keystone and Glance hosts, with `config`) and the ClusterStack.
+    async fn apply(&self, os: &OpenStack, auth: Auth, config: Value) -> TestResult {
+        apply(
+            &self.client(),
+            &clouds(os, auth),
+            &os.http_hosts(),
+            config,
+            &["v1"],
+        )
+        .await
+    }
+
     fn reconcile_calls(&self) -> f64 {
         metric(&self.sandbox, RECONCILE_CALLS, &[RECONCILE])
     }
@@ -215,14 +228,7 @@ async fn a_release_gets_its_images_active_in_glance_and_the_class_patched_with_t
     let images = two_images("ctl");
     let mut case = Case::start(&images).await?;
     let client = case.client();
-    apply(
-        &client,
-        &clouds(os, Auth::Password),
-        &os.http_hosts(),
-        fast_config(),
-        &["v1"],
-    )
-    .await?;
+    case.apply(os, Auth::Password, fast_config()).await?;
     let tag = tag(1);
     let ready = wait_release_ready(&client, NS, &tag, WAIT).await?;
     let status = ready.status.clone().unwrap_or_default();
@@ -340,14 +346,7 @@ async fn a_wrong_password_names_keystone_the_user_and_the_secret_and_a_fixed_sec
     let images = two_images("ctl-password");
     let case = Case::start(&images).await?;
     let client = case.client();
-    apply(
-        &client,
-        &clouds(os, Auth::WrongPassword),
-        &os.http_hosts(),
-        fast_config(),
-        &["v1"],
-    )
-    .await?;
+    case.apply(os, Auth::WrongPassword, fast_config()).await?;
     let tag = tag(1);
     let failed = wait_condition(
         &client,
@@ -460,14 +459,7 @@ async fn glance_down_is_a_condition_naming_it_and_the_release_recovers_when_it_i
     let case = Case::start(&images).await?;
     let client = case.client();
     let mut outage = Outage::begin(os);
-    apply(
-        &client,
-        &clouds(os, Auth::Password),
-        &os.http_hosts(),
-        fast_config(),
-        &["v1"],
-    )
-    .await?;
+    case.apply(os, Auth::Password, fast_config()).await?;
     let tag = tag(1);
     // Keystone answers, its catalog names Glance, Glance does not answer.
     let waiting = wait_condition(
@@ -508,14 +500,7 @@ async fn killed_and_deactivated_images_fail_the_release_and_recover_as_the_messa
     let images = two_images("ctl-broken");
     let case = Case::start(&images).await?;
     let client = case.client();
-    apply(
-        &client,
-        &clouds(os, Auth::Password),
-        &os.http_hosts(),
-        fast_config(),
-        &["v1"],
-    )
-    .await?;
+    case.apply(os, Auth::Password, fast_config()).await?;
     let tag = tag(1);
     wait_release_ready(&client, NS, &tag, WAIT).await?;
     let ids: Vec<String> = images.iter().map(|i| id_of(&only_image(os, &i.name))).collect();
@@ -605,12 +590,10 @@ async fn an_import_over_the_timeout_fails_the_release_naming_the_image() -> Test
     stalled.url = server.url(&format!("stall/{}.qcow2", stalled.name));
     let case = Case::start(&[stalled.clone(), worker.clone()]).await?;
     let client = case.client();
-    apply(
-        &client,
-        &clouds(os, Auth::Password),
-        &os.http_hosts(),
+    case.apply(
+        os,
+        Auth::Password,
         json!({"import": {"pollSeconds": 1, "timeoutSeconds": 3}}),
-        &["v1"],
     )
     .await?;
     let tag = tag(1);
