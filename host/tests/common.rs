@@ -79,3 +79,17 @@ pub fn object_of_size(size: usize) -> String {
     object["metadata"]["annotations"]["padding"] = serde_json::Value::String("x".repeat(missing));
     object.to_string()
 }
+
+/// Copies a fixtures directory tree (small YAML files only).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixtures") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}

@@ -57,20 +57,6 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Copies a fixtures directory tree (small YAML files only).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixtures") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn noop_passes_its_fixtures_with_a_table_and_junit() {
     dist("noop");
@@ -193,7 +179,7 @@ fn bless_rewrites_the_goldens_and_the_next_run_passes() {
     let noop = dist("noop");
     let dir = tempfile::tempdir().expect("tempdir");
     let fx = dir.path().join("fixtures");
-    copy_tree(&fixtures("noop-wrong"), &fx);
+    common::copy_tree(&fixtures("noop-wrong"), &fx);
     std::fs::remove_file(fx.join("info/expected.yaml")).expect("remove a golden");
 
     let before = stackhost(&["plugin", "test", &noop, "--fixtures", path(&fx)]);

@@ -54,19 +54,6 @@ fn cases() -> Vec<String> {
     cases
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn every_recorded_case_passes_offline() {
     let out = stackhost(&["plugin", "test", path(&repo().join("plugins/openstack"))]);
@@ -142,7 +129,7 @@ fn the_recorded_answers_are_what_the_goldens_say() {
 fn a_request_the_cassette_does_not_hold_fails_the_case() {
     let dir = tempfile::tempdir().expect("tempdir");
     let copy = dir.path().join("fixtures");
-    copy_tree(&fixtures(), &copy);
+    common::copy_tree(&fixtures(), &copy);
     // The plugin now looks for another image name than the one recorded.
     let images = copy.join("reconcile-creates-image/images.yaml");
     let text = std::fs::read_to_string(&images).expect("read");
@@ -163,7 +150,7 @@ fn a_request_the_cassette_does_not_hold_fails_the_case() {
 
     // A recorded answer that no longer matches the request body (the create options changed).
     let copy2 = dir.path().join("fixtures2");
-    copy_tree(&fixtures(), &copy2);
+    common::copy_tree(&fixtures(), &copy2);
     let images = copy2.join("reconcile-creates-image/images.yaml");
     let text = std::fs::read_to_string(&images).expect("read");
     std::fs::write(&images, text.replace("visibility: private", "visibility: shared")).expect("write");
