@@ -2,8 +2,9 @@
 //! checks them against the world and their grants, and runs each call in a fresh, limited sandbox.
 //!
 //! Compile once per digest, instantiate per call: `PluginHost::load` compiles (or reuses) the component
-//! and caches a pre-linked `ProviderPre`; every call gets a new `Store` with fuel, an epoch deadline, a
-//! memory limiter and its own WASI context, so a misbehaving plugin only ever fails its own call.
+//! and caches a pre-linked `InstancePre` with the indices of the `plugin` functions; every call gets a
+//! new `Store` with fuel, an epoch deadline, a memory limiter and its own WASI context, so a
+//! misbehaving plugin only ever fails its own call.
 
 pub mod bindings;
 pub mod capability;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, InstancePre, Lift, Lower};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 pub use bindings::types;
@@ -31,7 +32,7 @@ pub use limits::{Grants, Limits};
 pub use store::Determinism;
 pub use wave::WaveOutcome;
 
-use bindings::ProviderPre;
+use bindings::{ProviderPre, EXPORT_INTERFACE, PACKAGE};
 use engine::PluginEngine;
 use store::CallState;
 
@@ -69,7 +70,7 @@ pub struct Plugin {
 
 struct PluginInner {
     host: PluginHost,
-    pre: ProviderPre<CallState>,
+    linked: Linked,
     digest: String,
     size: usize,
     imports: Vec<String>,
@@ -263,13 +264,15 @@ impl PluginHost {
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| refused(format!("{e:#}")))?;
-        let pre = ProviderPre::new(instance_pre).map_err(|e| refused(format!("{e:#}")))?;
+        // Checks that the component exports every function of the `plugin` interface.
+        ProviderPre::new(instance_pre.clone()).map_err(|e| refused(format!("{e:#}")))?;
+        let linked = Linked::new(instance_pre, &exports).map_err(refused)?;
         tracing::debug!(plugin = %label, imports = ?imports, "plugin loaded");
         let name = settings.name.clone();
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 host: self.clone(),
-                pre,
+                linked,
                 digest,
                 size,
                 imports,
@@ -283,6 +286,74 @@ impl PluginHost {
                 stats: Stats::default(),
             }),
         })
+    }
+}
+
+/// A component linked with its grants, and where the `plugin` functions are among its exports.
+///
+/// bindgen's `ProviderPre::instantiate` looks up and type-checks all six functions on every
+/// instantiation (a seventh of the cost of a fresh instance); a call here looks up only the one it runs.
+pub(crate) struct Linked {
+    pub(crate) pre: InstancePre<CallState>,
+    functions: Functions,
+}
+
+/// Export indices of the `plugin` interface's functions, resolved once per component.
+struct Functions {
+    info: ComponentExportIndex,
+    validate_config: ComponentExportIndex,
+    reconcile_node_images: ComponentExportIndex,
+    cleanup_node_images: ComponentExportIndex,
+    patch_cluster_class: ComponentExportIndex,
+    addon_values: ComponentExportIndex,
+}
+
+impl Linked {
+    fn new(pre: InstancePre<CallState>, exports: &[String]) -> Result<Self, String> {
+        let component = pre.component();
+        let prefix = format!("{PACKAGE}/{EXPORT_INTERFACE}@");
+        let interface = exports
+            .iter()
+            .find(|e| e.starts_with(&prefix))
+            .and_then(|name| component.get_export_index(None, name))
+            .ok_or_else(|| {
+                format!(
+                    "the component does not export {prefix}{}",
+                    bindings::PACKAGE_VERSION
+                )
+            })?;
+        let function = |name: &str| {
+            component.get_export_index(Some(&interface), name).ok_or_else(|| {
+                format!("the component's {EXPORT_INTERFACE} interface has no function `{name}`")
+            })
+        };
+        let functions = Functions {
+            info: function("info")?,
+            validate_config: function("validate-config")?,
+            reconcile_node_images: function("reconcile-node-images")?,
+            cleanup_node_images: function("cleanup-node-images")?,
+            patch_cluster_class: function("patch-cluster-class")?,
+            addon_values: function("addon-values")?,
+        };
+        Ok(Linked { pre, functions })
+    }
+
+    /// Instantiates the component in `store` and calls one function; its type is checked against
+    /// `P` and `R` here, so a plugin built against another shape of the world fails its call cleanly.
+    fn call<P, R>(
+        &self,
+        store: &mut Store<CallState>,
+        function: &ComponentExportIndex,
+        params: P,
+    ) -> wasmtime::Result<R>
+    where
+        P: ComponentNamedList + Lower,
+        (R,): ComponentNamedList + Lift,
+    {
+        let instance = self.pre.instantiate(&mut *store)?;
+        let func = instance.get_typed_func::<P, (R,)>(&mut *store, function)?;
+        let (result,) = func.call(&mut *store, params)?;
+        Ok(result)
     }
 }
 
@@ -318,22 +389,16 @@ impl Plugin {
 
     /// Creates a fresh store and instance and drops them (benchmarks the per-call sandbox cost).
     pub fn instantiate_only(&self) -> Called<()> {
-        self.run("instantiate", |p, s| p.instantiate(&mut *s).map(drop))
+        self.run("instantiate", |l, s| l.pre.instantiate(&mut *s).map(drop))
     }
 
     pub fn info(&self) -> Called<types::PluginInfo> {
-        self.run("info", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_info(s)
-        })
+        self.run("info", |l, s| l.call(s, &l.functions.info, ()))
     }
 
     pub fn validate_config(&self, config: &str) -> Called<Result<(), GuestError>> {
-        self.run_guest("validate-config", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_validate_config(s, config)
+        self.run_guest("validate-config", |l, s| {
+            l.call(s, &l.functions.validate_config, (config,))
         })
     }
 
@@ -342,10 +407,8 @@ impl Plugin {
         release: &types::ReleaseInfo,
         images: &[types::NodeImage],
     ) -> Called<Result<Vec<types::ImageStatus>, GuestError>> {
-        self.run_guest("reconcile-node-images", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_reconcile_node_images(s, release, images)
+        self.run_guest("reconcile-node-images", |l, s| {
+            l.call(s, &l.functions.reconcile_node_images, (release, images))
         })
     }
 
@@ -354,10 +417,8 @@ impl Plugin {
         release: &types::ReleaseInfo,
         images: &[types::NodeImage],
     ) -> Called<Result<(), GuestError>> {
-        self.run_guest("cleanup-node-images", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_cleanup_node_images(s, release, images)
+        self.run_guest("cleanup-node-images", |l, s| {
+            l.call(s, &l.functions.cleanup_node_images, (release, images))
         })
     }
 
@@ -366,10 +427,8 @@ impl Plugin {
         release: &types::ReleaseInfo,
         objects: &[String],
     ) -> Called<Result<Vec<String>, GuestError>> {
-        self.run_guest("patch-cluster-class", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_patch_cluster_class(s, release, objects)
+        self.run_guest("patch-cluster-class", |l, s| {
+            l.call(s, &l.functions.patch_cluster_class, (release, objects))
         })
     }
 
@@ -378,10 +437,8 @@ impl Plugin {
         cluster: &types::ClusterInfo,
         values: &str,
     ) -> Called<Result<String, GuestError>> {
-        self.run_guest("addon-values", |p, s| {
-            p.instantiate(&mut *s)?
-                .clusterstack_provider_plugin()
-                .call_addon_values(s, cluster, values)
+        self.run_guest("addon-values", |l, s| {
+            l.call(s, &l.functions.addon_values, (cluster, values))
         })
     }
 
@@ -420,10 +477,7 @@ impl Plugin {
     fn run_guest<T: WireSize>(
         &self,
         function: &str,
-        body: impl FnOnce(
-            &ProviderPre<CallState>,
-            &mut Store<CallState>,
-        ) -> wasmtime::Result<Result<T, types::Error>>,
+        body: impl FnOnce(&Linked, &mut Store<CallState>) -> wasmtime::Result<Result<T, types::Error>>,
     ) -> Called<Result<T, GuestError>> {
         let called = self.run(function, |p, s| Ok(body(p, s)?.map_err(GuestError)));
         if matches!(called.result, Ok(Err(_))) {
@@ -436,7 +490,7 @@ impl Plugin {
     fn run<T: WireSize>(
         &self,
         function: &str,
-        body: impl FnOnce(&ProviderPre<CallState>, &mut Store<CallState>) -> wasmtime::Result<T>,
+        body: impl FnOnce(&Linked, &mut Store<CallState>) -> wasmtime::Result<T>,
     ) -> Called<T> {
         let inner = &*self.inner;
         let started = Instant::now();
@@ -458,7 +512,7 @@ impl Plugin {
                 .max(1);
             store.set_epoch_deadline(ticks);
             store.epoch_deadline_trap();
-            body(&inner.pre, &mut store)
+            body(&inner.linked, &mut store)
         });
         let remaining = store.get_fuel().unwrap_or(0);
         let state = store.data();

@@ -59,8 +59,8 @@ impl Plugin {
             .find(|e| e.starts_with(&format!("{PACKAGE}/{EXPORT_INTERFACE}@")))
             .cloned()
             .unwrap_or_default();
-        let called = self.run(&function, |pre, store| {
-            let instance = pre.instance_pre().instantiate(&mut *store)?;
+        let called = self.run(&function, |linked, store| {
+            let instance = linked.pre.instantiate(&mut *store)?;
             let bad = |why: String| wasmtime::Error::new(BadCall(why));
             let iface = instance
                 .get_export_index(&mut *store, None, &interface)
