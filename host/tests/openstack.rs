@@ -204,20 +204,11 @@ fn failed_reason(status: &ImageStatus) -> String {
     }
 }
 
-fn images_server() -> &'static ImageServer {
-    static SERVER: std::sync::OnceLock<ImageServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let server = ImageServer::start();
-        server.qcow2("tiny.qcow2", "16M");
-        server
-    })
-}
-
 #[test]
 fn images_become_active_in_glance_and_repeated_calls_create_nothing() {
     let os = OpenStack::shared();
     eprintln!("Keystone + Glance started in {:.1} s", os.startup.as_secs_f64());
-    let server = images_server();
+    let server = ImageServer::shared();
     let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 5}}));
     let (worker, control) = (unique("worker"), unique("control-plane"));
     let images = vec![
@@ -309,7 +300,7 @@ fn application_credentials_work_like_passwords() {
     let os = OpenStack::shared();
     let setup = Setup::new(os, Auth::ApplicationCredential, json!({}));
     let name = unique("appcred");
-    let images = [node_image(&name, &images_server().url("tiny.qcow2"), &[])];
+    let images = [node_image(&name, &ImageServer::shared().url("tiny.qcow2"), &[])];
     let settled = setup.reconcile_until_settled(&release(&unique("rel")), &images);
     let glance = os.image(&ready_id(&settled[0])).expect("the image exists");
     assert_eq!(glance["status"], "active");
@@ -322,7 +313,7 @@ fn a_wrong_password_is_a_clear_failure() {
     let setup = Setup::new(os, Auth::WrongPassword, json!({}));
     let images = [node_image(
         &unique("never"),
-        &images_server().url("tiny.qcow2"),
+        &ImageServer::shared().url("tiny.qcow2"),
         &[],
     )];
     let Err(GuestError(Error::Failed(why))) = setup.reconcile(&release("r"), &images) else {
@@ -352,7 +343,7 @@ fn glance_down_is_not_ready_and_names_the_endpoint() {
     let setup = Setup::with(os, clouds.clone(), json!({}), vec![dead.clone()]);
     let images = [node_image(
         &unique("down"),
-        &images_server().url("tiny.qcow2"),
+        &ImageServer::shared().url("tiny.qcow2"),
         &[],
     )];
     let Err(GuestError(Error::NotReady(retry))) = setup.reconcile(&release("r"), &images) else {
@@ -395,7 +386,7 @@ fn glance_down_is_not_ready_and_names_the_endpoint() {
 fn killed_and_deactivated_images_fail_with_their_status() {
     let os = OpenStack::shared();
     let setup = Setup::new(os, Auth::Password, json!({}));
-    let url = images_server().url("tiny.qcow2");
+    let url = ImageServer::shared().url("tiny.qcow2");
     let images = vec![
         node_image(&unique("killed"), &url, &[]),
         node_image(&unique("deact"), &url, &[]),
@@ -433,7 +424,7 @@ fn killed_and_deactivated_images_fail_with_their_status() {
 #[test]
 fn an_import_over_the_timeout_fails() {
     let os = OpenStack::shared();
-    let server = images_server();
+    let server = ImageServer::shared();
     let setup = Setup::new(
         os,
         Auth::Password,
@@ -473,7 +464,7 @@ fn a_failed_download_reports_the_import_failure() {
     let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 1}}));
     let images = [node_image(
         &unique("missing"),
-        &images_server().url("no-such.qcow2"),
+        &ImageServer::shared().url("no-such.qcow2"),
         &[],
     )];
     let statuses = setup.reconcile_until_settled(&release(&unique("rel")), &images);
@@ -498,7 +489,7 @@ fn several_images_with_the_name_are_an_error_naming_them() {
     let statuses = setup
         .reconcile(
             &release("r"),
-            &[node_image(&name, &images_server().url("tiny.qcow2"), &[])],
+            &[node_image(&name, &ImageServer::shared().url("tiny.qcow2"), &[])],
         )
         .expect("call");
     let why = failed_reason(&statuses[0]);
@@ -512,7 +503,7 @@ fn several_images_with_the_name_are_an_error_naming_them() {
 #[test]
 fn glance_direct_uploads_through_the_plugin() {
     let os = OpenStack::shared();
-    let server = images_server();
+    let server = ImageServer::shared();
     server.qcow2("direct.qcow2", "8M");
     let sha256 = {
         use sha2::Digest;
@@ -576,7 +567,7 @@ fn glance_direct_uploads_through_the_plugin() {
 fn auto_import_uses_glance_direct_where_web_download_is_disabled() {
     // A Glance of its own that offers only glance-direct.
     let os = OpenStack::start(&[("GLANCE_IMPORT_METHODS", "glance-direct")]);
-    let server = images_server();
+    let server = ImageServer::shared();
     let clouds = os.clouds_yaml("openstack", Auth::Password, Some(&os.region));
     let setup = Setup::with(&os, clouds, json!({}), vec![server.host()]);
     let images = [node_image(&unique("auto"), &server.url("tiny.qcow2"), &[])];
@@ -609,7 +600,7 @@ fn an_expired_or_revoked_token_is_replaced() {
     let setup = Setup::new(os, Auth::Password, json!({}));
     let images = [node_image(
         &unique("token"),
-        &images_server().url("tiny.qcow2"),
+        &ImageServer::shared().url("tiny.qcow2"),
         &[],
     )];
     let rel = release(&unique("rel"));
@@ -668,7 +659,7 @@ fn cluster_class_objects(worker: &str) -> Vec<String> {
 fn patch_cluster_class_writes_the_glance_ids() {
     let os = OpenStack::shared();
     let worker = unique("patch-worker");
-    let images = [node_image(&worker, &images_server().url("tiny.qcow2"), &[])];
+    let images = [node_image(&worker, &ImageServer::shared().url("tiny.qcow2"), &[])];
     let rel = release(&unique("rel"));
     let setup = Setup::new(os, Auth::Password, json!({}));
     let objects = cluster_class_objects(&worker);
@@ -827,7 +818,7 @@ fn addon_values_carry_the_cloud_config_for_ccm_and_csi() {
 #[test]
 fn cleanup_deletes_unreferenced_images_only_when_enabled() {
     let os = OpenStack::shared();
-    let url = images_server().url("tiny.qcow2");
+    let url = ImageServer::shared().url("tiny.qcow2");
     let shared_name = unique("shared");
     let images = [node_image(&shared_name, &url, &[])];
     let (v1, v2) = (release(&unique("v1")), release(&unique("v2")));
@@ -906,7 +897,7 @@ fn config_and_secret_problems_name_what_to_fix() {
     named.restart();
     let images = [node_image(
         &unique("named"),
-        &images_server().url("tiny.qcow2"),
+        &ImageServer::shared().url("tiny.qcow2"),
         &[],
     )];
     assert!(matches!(

@@ -43,18 +43,9 @@ fn logs() {
         .try_init();
 }
 
-fn images_server() -> &'static ImageServer {
-    static SERVER: std::sync::OnceLock<ImageServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let server = ImageServer::start();
-        server.qcow2("tiny.qcow2", "16M");
-        server
-    })
-}
-
 /// Two node images (control plane, workers) with names no other test uses.
 fn two_images(prefix: &str) -> [Image; 2] {
-    let url = images_server().url("tiny.qcow2");
+    let url = ImageServer::shared().url("tiny.qcow2");
     [
         Image {
             name: unique(&format!("{prefix}-control-plane")),
@@ -584,7 +575,7 @@ async fn killed_and_deactivated_images_fail_the_release_and_recover_as_the_messa
 async fn an_import_over_the_timeout_fails_the_release_naming_the_image() -> TestResult {
     let os = OpenStack::shared();
     let _shared = GLANCE.read().await;
-    let server = images_server();
+    let server = ImageServer::shared();
     let [mut stalled, worker] = two_images("ctl-slow");
     // The image server never answers this URL: Glance's download hangs, the image stays importing.
     stalled.url = server.url(&format!("stall/{}.qcow2", stalled.name));

@@ -385,6 +385,16 @@ impl ImageServer {
         }
     }
 
+    /// One server per test binary with a 16 MiB `tiny.qcow2`, shared by its tests.
+    pub fn shared() -> &'static ImageServer {
+        static SERVER: std::sync::OnceLock<ImageServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| {
+            let server = ImageServer::start();
+            server.qcow2("tiny.qcow2", "16M");
+            server
+        })
+    }
+
     /// Writes a small qcow2 (made by `qemu-img`) under `name` and returns its URL.
     pub fn qcow2(&self, name: &str, size: &str) -> String {
         let path = self.dir.path().join(name);
