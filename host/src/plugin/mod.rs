@@ -32,7 +32,7 @@ pub use limits::{Grants, Limits};
 pub use store::Determinism;
 pub use wave::WaveOutcome;
 
-use bindings::{ProviderPre, EXPORT_INTERFACE, PACKAGE};
+use bindings::{EXPORT_INTERFACE, PACKAGE};
 use engine::PluginEngine;
 use store::CallState;
 
@@ -264,8 +264,7 @@ impl PluginHost {
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| refused(format!("{e:#}")))?;
-        // Checks that the component exports every function of the `plugin` interface.
-        ProviderPre::new(instance_pre.clone()).map_err(|e| refused(format!("{e:#}")))?;
+        // Refuses a component whose `plugin` interface lacks one of the functions, naming it.
         let linked = Linked::new(instance_pre, &exports).map_err(refused)?;
         tracing::debug!(plugin = %label, imports = ?imports, "plugin loaded");
         let name = settings.name.clone();
