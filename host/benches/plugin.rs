@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stackhost::plugin::types::ReleaseInfo;
-use stackhost::plugin::{EngineConfig, PluginHost, PluginSettings};
+use stackhost::plugin::{EngineConfig, PluginHost, PluginSettings, SandboxPhases};
 
 fn plugin_bytes(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +44,7 @@ fn native_patch(_release: &ReleaseInfo, objects: &[String]) -> Result<Vec<String
     Ok(objects.to_vec())
 }
 
-/// Prints p50/p99/p99.9/max of individually timed calls and the calls per second they add up to.
+/// Prints p50/p99/p99.9/max of individually timed calls and how many per second their mean allows.
 fn report_percentiles(name: &str, latencies: &mut [Duration]) {
     if latencies.is_empty() {
         return; // filtered out
@@ -53,7 +53,7 @@ fn report_percentiles(name: &str, latencies: &mut [Duration]) {
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
     let mean = latencies.iter().sum::<Duration>().as_secs_f64() / latencies.len() as f64;
     println!(
-        "{name}: {} calls, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us, {:.0} calls/s on one core",
+        "{name}: {} calls, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us, {:.0}/s on one core",
         latencies.len(),
         at(0.5),
         at(0.99),
@@ -94,7 +94,33 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
+    // The target is instantiation from the cached `InstancePre`: timed on its own, each
+    // call separately for the p50. The store before it and the teardown after it are timed too,
+    // and the whole fresh sandbox (what every call pays) is the next bench.
+    let mut phases: Vec<SandboxPhases> = Vec::new();
     c.bench_function("instantiate_from_instance_pre_pooling", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let timed = noop.sandbox_phases().expect("instantiate noop");
+                total += timed.instantiate;
+                phases.push(timed);
+            }
+            total
+        })
+    });
+    for (name, phase) in [
+        ("store_new", (|p| p.store) as fn(&SandboxPhases) -> Duration),
+        ("instantiate_from_instance_pre_pooling", |p| p.instantiate),
+        ("teardown", |p| p.teardown),
+        ("fresh_sandbox_total", |p| p.store + p.instantiate + p.teardown),
+    ] {
+        report_percentiles(
+            &format!("sandbox_phase/{name}"),
+            &mut phases.iter().map(phase).collect::<Vec<_>>(),
+        );
+    }
+    c.bench_function("fresh_sandbox_store_instantiate_drop", |b| {
         b.iter(|| black_box(noop.instantiate_only()))
     });
 

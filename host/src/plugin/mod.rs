@@ -123,6 +123,17 @@ impl std::fmt::Display for CallReport {
     }
 }
 
+/// Where the time of one fresh sandbox goes (see `Plugin::sandbox_phases`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SandboxPhases {
+    /// `Store::new` with the plugin's limiter, fuel and deadline.
+    pub store: Duration,
+    /// Instantiation from the cached `InstancePre` (pooling allocator).
+    pub instantiate: Duration,
+    /// Dropping the instance and store: the memory and table slots are reset and returned.
+    pub teardown: Duration,
+}
+
 /// The outcome of one call: the result (or why there is none) and what it cost.
 #[derive(Debug)]
 pub struct Called<T> {
@@ -391,6 +402,24 @@ impl Plugin {
         self.run("instantiate", |l, s| l.pre.instantiate(&mut *s).map(drop))
     }
 
+    /// Times the three phases of one fresh sandbox separately (benchmarks): a store with this
+    /// plugin's limits, instantiation from the cached `InstancePre`, and teardown, which hands
+    /// the instance's memory slot back to the pool.
+    pub fn sandbox_phases(&self) -> wasmtime::Result<SandboxPhases> {
+        let started = Instant::now();
+        let mut store = self.fresh_store();
+        self.arm(&mut store)?;
+        let stored = Instant::now();
+        self.inner.linked.pre.instantiate(&mut store)?;
+        let instantiated = Instant::now();
+        drop(store);
+        Ok(SandboxPhases {
+            store: stored - started,
+            instantiate: instantiated - stored,
+            teardown: instantiated.elapsed(),
+        })
+    }
+
     pub fn info(&self) -> Called<types::PluginInfo> {
         self.run("info", |l, s| l.call(s, &l.functions.info, ()))
     }
@@ -493,26 +522,11 @@ impl Plugin {
     ) -> Called<T> {
         let inner = &*self.inner;
         let started = Instant::now();
-        let state = CallState::new(
-            inner.caps.clone(),
-            inner.grants.clone(),
-            inner.label.clone(),
-            inner.limits.memory_bytes,
-            inner.determinism,
-        );
-        let mut store = Store::new(&inner.host.engine.engine, state);
-        store.limiter(|s| &mut s.memory);
+        let mut store = self.fresh_store();
         let fuel = inner.limits.fuel;
-        let outcome = store.set_fuel(fuel).and_then(|()| {
-            let ticks = inner
-                .limits
-                .deadline_ms
-                .div_ceil(EPOCH_TICK.as_millis() as u64)
-                .max(1);
-            store.set_epoch_deadline(ticks);
-            store.epoch_deadline_trap();
-            body(&inner.linked, &mut store)
-        });
+        let outcome = self
+            .arm(&mut store)
+            .and_then(|()| body(&inner.linked, &mut store));
         let remaining = store.get_fuel().unwrap_or(0);
         let state = store.data();
         let stderr = state.flush_output();
@@ -548,6 +562,31 @@ impl Plugin {
             );
         }
         Called { result, report }
+    }
+
+    /// A store for one call, its memory and tables capped by this plugin's limiter.
+    fn fresh_store(&self) -> Store<CallState> {
+        let inner = &*self.inner;
+        let state = CallState::new(
+            inner.caps.clone(),
+            inner.grants.clone(),
+            inner.label.clone(),
+            inner.limits.memory_bytes,
+            inner.determinism,
+        );
+        let mut store = Store::new(&inner.host.engine.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store
+    }
+
+    /// Gives a fresh store this plugin's fuel and wall-clock deadline.
+    fn arm(&self, store: &mut Store<CallState>) -> wasmtime::Result<()> {
+        let limits = &self.inner.limits;
+        store.set_fuel(limits.fuel)?;
+        let ticks = limits.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok(())
     }
 
     /// Turns a wasmtime error into the typed failure a user can act on.
