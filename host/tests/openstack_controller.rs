@@ -5,7 +5,8 @@
 //!
 //! What a user sees is asserted: the ClusterStackRelease becomes Ready, both node images are active in
 //! Glance, the machine templates the ClusterClass references carry their Glance ids; a forced
-//! reconcile, a controller restart and a lost plugin state create no image; a wrong password,
+//! reconcile, a controller restart and a lost plugin state create no image; dropping a version with
+//! cleanup enabled deletes the images only its release used; a wrong password,
 //! Glance down, a killed or deactivated image and an import timeout each give a condition that
 //! names what to fix, and the release recovers once it is fixed.
 
@@ -14,10 +15,10 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use stackhost::api::condition::{find, is_true, Condition};
-use stackhost::api::{ClusterStackRelease, ProviderPlugin};
+use stackhost::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
 use stackhost::sandbox::{describe_release, wait_for, wait_release_ready, Sandbox};
 use support::openstack::{http, unique, Auth, ImageServer, OpenStack};
 use support::openstack_stack::{
@@ -66,10 +67,18 @@ struct Case {
 
 impl Case {
     async fn start(images: &[Image; 2]) -> anyhow::Result<Case> {
+        Case::start_versions(std::slice::from_ref(images)).await
+    }
+
+    /// A sandbox serving releases v1, v2, ... with these (control plane, worker) images.
+    async fn start_versions(versions: &[[Image; 2]]) -> anyhow::Result<Case> {
         logs();
         let (releases, layout, cache) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
-        let release = write_release(releases.path(), 1, &images[0], &images[1])?;
-        write_layout(layout.path(), &[release])?;
+        let mut written = Vec::new();
+        for (version, [control_plane, worker]) in (1..).zip(versions) {
+            written.push(write_release(releases.path(), version, control_plane, worker)?);
+        }
+        write_layout(layout.path(), &written)?;
         let sandbox = start(layout.path(), cache.path()).await?;
         Ok(Case {
             sandbox,
@@ -84,12 +93,22 @@ impl Case {
     /// The user's objects for stack version v1: the clouds.yaml Secret, the ProviderPlugin (granted the
     /// Keystone and Glance hosts, with `config`) and the ClusterStack.
     async fn apply(&self, os: &OpenStack, auth: Auth, config: Value) -> TestResult {
+        self.apply_versions(os, auth, config, &["v1"]).await
+    }
+
+    async fn apply_versions(
+        &self,
+        os: &OpenStack,
+        auth: Auth,
+        config: Value,
+        versions: &[&str],
+    ) -> TestResult {
         apply(
             &self.client(),
             &clouds(os, auth),
             &os.http_hosts(),
             config,
-            &["v1"],
+            versions,
         )
         .await
     }
@@ -327,6 +346,69 @@ async fn a_release_gets_its_images_active_in_glance_and_the_class_patched_with_t
         machine_spec(&client, &tag, true).await?["image"],
         json!({"id": ids[1]})
     );
+    case.sandbox.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_version_with_cleanup_enabled_deletes_the_images_only_its_release_used() -> TestResult {
+    let os = OpenStack::shared();
+    let _shared = GLANCE.read().await;
+    // v2 brings a new control-plane image and keeps v1's worker image.
+    let v1 = two_images("gc");
+    let v2 = [two_images("gc2")[0].clone(), v1[1].clone()];
+    let case = Case::start_versions(&[v1.clone(), v2.clone()]).await?;
+    let client = case.client();
+    let mut config = fast_config();
+    config["cleanup"] = json!({"enabled": true});
+    case.apply_versions(os, Auth::Password, config, &["v1", "v2"])
+        .await?;
+    for version in [1, 2] {
+        wait_release_ready(&client, NS, &tag(version), WAIT).await?;
+    }
+    for image in [&v1[0], &v1[1], &v2[0]] {
+        assert_eq!(only_image(os, &image.name)["status"], "active");
+    }
+    let shared_id = id_of(&only_image(os, &v1[1].name));
+
+    // The user drops v1 from the ClusterStack: its release is deleted (v2 is the latest ready one
+    // and stays), and the release's finalizer has the plugin delete what only v1 used.
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks
+        .patch(
+            "scs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"versions": ["v2"]}})),
+        )
+        .await?;
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let gone = tag(1);
+    wait_for(&format!("{gone} to be deleted"), WAIT, || async {
+        match releases.get_opt(&gone).await {
+            Ok(None) => Ok(()),
+            Ok(Some(r)) => Err(describe_release(&r)),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    let left = os.images_named(&v1[0].name);
+    assert!(
+        left.is_empty(),
+        "v1's control-plane image is still in Glance: {left:?}"
+    );
+    assert_eq!(
+        id_of(&only_image(os, &v1[1].name)),
+        shared_id,
+        "v2 still uses the worker image"
+    );
+    assert_eq!(only_image(os, &v2[0].name)["status"], "active");
+    let kept = wait_release_ready(&client, NS, &tag(2), WAIT).await?;
+    assert!(
+        is_true(&kept.status.unwrap_or_default().conditions, PROVIDER_READY),
+        "v2 is untouched"
+    );
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    let calls = pps.get("openstack").await?.status.unwrap_or_default().calls;
+    assert_eq!(calls.traps, 0, "{calls:?}");
     case.sandbox.shutdown().await
 }
 

@@ -412,6 +412,7 @@ async fn node_images(
         return Step::Next(());
     }
     let (info_, images_) = (info.clone(), images.clone());
+    let one_at_a_time = plugin.node_images.lock().await;
     let result = call(
         ctx,
         plugin,
@@ -420,6 +421,7 @@ async fn node_images(
         move |p| p.reconcile_node_images(&info_, &images_),
     )
     .await;
+    drop(one_at_a_time);
     let statuses = match result {
         Ok(Ok(s)) => s,
         Ok(Err(guest)) => {
@@ -714,6 +716,7 @@ async fn cleanup(ctx: &Context, csr: &ClusterStackRelease, plugin: &Arc<LoadedPl
         return;
     }
     let info = release_info(name, &assets);
+    let one_at_a_time = plugin.node_images.lock().await;
     let result = call(
         ctx,
         plugin,
@@ -722,6 +725,7 @@ async fn cleanup(ctx: &Context, csr: &ClusterStackRelease, plugin: &Arc<LoadedPl
         move |p| p.cleanup_node_images(&info, &images),
     )
     .await;
+    drop(one_at_a_time);
     let problem = match result {
         Ok(Ok(())) => None,
         Ok(Err(guest)) => Some(guest_message(&guest.0).0),

@@ -75,6 +75,10 @@ pub struct LoadedPlugin {
     pub secrets: Arc<GrantedSecrets>,
     pub state: Arc<PersistedState>,
     persisted: Mutex<BTreeMap<String, String>>,
+    /// Held around `reconcile-node-images` and `cleanup-node-images`: one at a time per plugin.
+    /// Releases that share a node image would otherwise both find it missing and both create it,
+    /// and the image records they update in the plugin's state would overwrite each other.
+    pub node_images: tokio::sync::Mutex<()>,
 }
 
 impl LoadedPlugin {
@@ -235,6 +239,7 @@ impl PluginRegistry {
             secrets,
             state,
             persisted: Mutex::new(persisted),
+            node_images: tokio::sync::Mutex::new(()),
         });
         let key = (namespace.to_string(), name.to_string());
         self.errors
