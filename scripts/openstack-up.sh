@@ -44,7 +44,7 @@ cat >"$D/keystone.conf" <<EOF
 [DEFAULT]
 log_file = $D/keystone.log
 [database]
-connection = sqlite:///$D/keystone.db
+connection = sqlite:///$D/keystone.db?check_same_thread=false
 [token]
 provider = fernet
 expiration = 3600
