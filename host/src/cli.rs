@@ -142,11 +142,13 @@ pub struct LimitArgs {
     /// Fuel per call.
     #[arg(long, default_value_t = Limits::default().fuel)]
     pub fuel: u64,
-    /// Linear memory cap in MiB.
-    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
-    pub memory_mib: usize,
-    /// Wall-clock deadline per call in milliseconds.
-    #[arg(long, default_value_t = Limits::default().deadline_ms)]
+    /// Linear memory cap in MiB (1 to 4096: a 32-bit guest addresses at most 4 GiB).
+    #[arg(long, default_value_t = (Limits::default().memory_bytes >> 20) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub memory_mib: u64,
+    /// Wall-clock deadline per call in milliseconds (1 ms to 1 hour; there is no "no deadline").
+    #[arg(long, default_value_t = Limits::default().deadline_ms,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub deadline_ms: u64,
     /// Largest result in bytes.
     #[arg(long, default_value_t = Limits::default().max_result_bytes)]
@@ -157,7 +159,8 @@ impl LimitArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             fuel: self.fuel,
-            memory_bytes: self.memory_mib << 20,
+            // At most 4096 MiB (the parser's range): fits usize on every 64-bit host.
+            memory_bytes: usize::try_from(self.memory_mib << 20).unwrap_or(usize::MAX),
             deadline_ms: self.deadline_ms,
             max_result_bytes: self.max_result_bytes,
         }
@@ -454,5 +457,40 @@ async fn call(args: CallArgs) -> anyhow::Result<i32> {
             eprintln!("error: {error}");
             Ok(EXIT_PLUGIN_FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn call_with(flags: &[&str]) -> Result<Cli, clap::Error> {
+        let mut argv = vec!["stackhost", "plugin", "call", "p.wasm", "info()"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv)
+    }
+
+    #[test]
+    fn limits_outside_their_range_are_refused_naming_the_flag() {
+        for flags in [
+            ["--memory-mib", "0"],
+            ["--memory-mib", "18014398509481984"],
+            ["--deadline-ms", "0"],
+            ["--deadline-ms", "3600001"],
+        ] {
+            let err = call_with(&flags).expect_err("out of range");
+            assert!(err.to_string().contains(flags[0]), "{flags:?}: {err}");
+        }
+        let Ok(Cli {
+            command: Command::Plugin(PluginCommand::Call(args)),
+            ..
+        }) = call_with(&["--memory-mib", "4096", "--deadline-ms", "1"])
+        else {
+            panic!("the largest memory and the shortest deadline are valid");
+        };
+        assert_eq!(args.limits.limits().memory_bytes, 4096 << 20);
+        assert_eq!(args.limits.limits().deadline_ms, 1);
     }
 }

@@ -6,6 +6,19 @@ use kube::discovery::ApiResource;
 use serde_json::{json, Value};
 use stackhost::api::ResourceStatus;
 use stackhost::apply::ssa::Applier;
+use stackhost::apply::{Confinement, Owner};
+
+/// A release the admin lets write anywhere (the render has a Namespace, a CRD and a foreign namespace).
+fn owner() -> Owner {
+    Owner::release(
+        "stacks",
+        "test-release",
+        Confinement {
+            cluster_kinds: vec!["*".into()],
+            namespaces: vec!["*".into()],
+        },
+    )
+}
 
 fn render() -> Vec<Value> {
     vec![
@@ -50,7 +63,7 @@ async fn a_render_with_a_crd_is_applied_pruned_and_deleted() -> anyhow::Result<(
     let client = cluster.client()?;
     let applier = Applier::new(client.clone());
 
-    let first = applier.sync(&render(), "stacks", &[]).await?;
+    let first = applier.sync(&render(), "stacks", &[], &owner()).await?;
     assert_eq!(first.failures(), 0, "{:?}", first.first_error());
     assert_eq!(first.resources.len(), 4);
     assert!(first
@@ -81,22 +94,26 @@ async fn a_render_with_a_crd_is_applied_pruned_and_deleted() -> anyhow::Result<(
     assert!(cms.get_opt("settings").await?.is_some());
 
     // Same render again: nothing fails, same status.
-    let again = applier.sync(&render(), "stacks", &first.resources).await?;
+    let again = applier
+        .sync(&render(), "stacks", &first.resources, &owner())
+        .await?;
     assert_eq!(again.resources, first.resources);
 
     // The widget leaves the render: it is pruned.
     let smaller: Vec<Value> = render().into_iter().filter(|o| o["kind"] != "Widget").collect();
-    let pruned = applier.sync(&smaller, "stacks", &again.resources).await?;
+    let pruned = applier
+        .sync(&smaller, "stacks", &again.resources, &owner())
+        .await?;
     assert_eq!(pruned.resources.len(), 3);
     assert!(widgets(client.clone()).get_opt("w1").await?.is_none());
 
     // Deleting what was applied removes it; deleting again is not an error.
     let gone = applier
-        .delete(&stackhost::apply::objects_to_delete(&pruned.resources))
+        .delete(&stackhost::apply::objects_to_delete(&pruned.resources), &owner())
         .await;
     assert!(gone.values().all(Result::is_ok), "{gone:?}");
     assert!(cms.get_opt("settings").await?.is_none());
-    let twice = applier.delete(&pruned.resources).await;
+    let twice = applier.delete(&pruned.resources, &owner()).await;
     assert!(twice.values().all(Result::is_ok), "{twice:?}");
     cluster.shutdown().await?;
     Ok(())
@@ -111,7 +128,7 @@ async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> a
     objects.push(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad"}, "data": {"n": 5}}),
     );
-    let out = applier.sync(&objects, "stacks", &[]).await?;
+    let out = applier.sync(&objects, "stacks", &[], &owner()).await?;
     assert_eq!(out.failures(), 1);
     let error = out.first_error().unwrap_or_default();
     assert!(error.contains("ConfigMap stacks/bad"), "{error}");
@@ -125,7 +142,7 @@ async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> a
     // A kind nobody serves is refused before anything is sent, naming the object.
     let unknown = vec![json!({"apiVersion": "nowhere.io/v1", "kind": "Ghost", "metadata": {"name": "g"}})];
     let refused = applier
-        .sync(&unknown, "stacks", &[])
+        .sync(&unknown, "stacks", &[], &owner())
         .await
         .err()
         .map(|e| e.to_string())

@@ -596,3 +596,310 @@ async fn a_controller_killed_mid_reconcile_resumes_without_duplicates_or_losses(
     assert_eq!(names(&templates).await?.len(), before_count);
     sandbox.shutdown().await
 }
+
+/// The objects a hostile cluster-class chart adds: cluster-admin for a tenant's ServiceAccount, a new
+/// Namespace, and a Secret planted in kube-system.
+const ESCALATION: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: escalate
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{kind: ServiceAccount, name: default, namespace: {{ .Release.Namespace }}}]
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: hostile
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: planted
+  namespace: kube-system
+stringData: {token: stolen}
+"#;
+
+/// `tests/fixtures/releases/<tag>` copied under `root` as a `dir:` release source, its cluster-class chart
+/// extended with [`ESCALATION`].
+fn hostile_release(root: &Path, tag: &str) -> anyhow::Result<()> {
+    let dest = root.join(tag);
+    common::copy_tree(&fixture_release(tag), &dest);
+    let archive = dest.join("docker-ferrol-1-32-cluster-class-v1.tgz");
+    let unpacked = tempfile::tempdir()?;
+    tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&archive)?))
+        .unpack(unpacked.path())?;
+    let chart = unpacked.path().join("docker-ferrol-1-32-cluster-class");
+    std::fs::write(chart.join("templates/escalate.yaml"), ESCALATION)?;
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    builder.append_dir_all("docker-ferrol-1-32-cluster-class", &chart)?;
+    builder.into_inner()?.finish()?;
+    Ok(())
+}
+
+async fn start_with_hostile_release(args: ControllerArgs, releases: &Path) -> anyhow::Result<Sandbox> {
+    hostile_release(releases, "docker-ferrol-1-32-v1")?;
+    let sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        ..args
+    })
+    .await?;
+    let mut cs = cluster_stack("unused", false, &["v1"]);
+    cs.spec.source = None;
+    cs.spec.no_provider = true;
+    let stacks: Api<ClusterStack> = Api::namespaced(sandbox.client.clone(), NS);
+    stacks.create(&Default::default(), &cs).await?;
+    Ok(sandbox)
+}
+
+#[tokio::test]
+async fn a_release_cannot_write_outside_its_namespace_without_the_admins_leave() -> TestResult {
+    let cache = tempfile::tempdir()?;
+    let sandbox = start_with_hostile_release(args(cache.path()), &cache.path().join("releases")).await?;
+    let client = sandbox.client.clone();
+    let c = wait_release_condition(
+        &client,
+        NS,
+        "docker-ferrol-1-32-v1",
+        ("HelmChartApplied", "ObjectsRefused"),
+        WAIT,
+    )
+    .await?;
+    let message = c.message.unwrap_or_default();
+    for refused in [
+        "ClusterRoleBinding.rbac.authorization.k8s.io escalate (cluster-scoped)",
+        "Namespace hostile (cluster-scoped)",
+        "Secret kube-system/planted (namespace kube-system)",
+    ] {
+        assert!(message.contains(refused), "{refused} not named: {message}");
+    }
+    // Nothing of the render was applied, not even the objects in the release's own namespace.
+    let bindings: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+        )),
+    );
+    assert!(bindings.get_opt("escalate").await?.is_none());
+    let planted: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    assert!(planted.get_opt("planted").await?.is_none());
+    assert!(names(&cluster_classes(&client)).await?.is_empty());
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn allowed_objects_apply_and_deletion_spares_what_the_release_does_not_own() -> TestResult {
+    let cache = tempfile::tempdir()?;
+    let allowed = ControllerArgs {
+        release_allow_kinds: vec![
+            "ClusterRoleBinding.rbac.authorization.k8s.io".into(),
+            "Namespace".into(),
+        ],
+        release_allow_namespaces: vec!["kube-system".into()],
+        ..args(cache.path())
+    };
+    let sandbox = start_with_hostile_release(allowed, &cache.path().join("releases")).await?;
+    let client = sandbox.client.clone();
+    let ready = wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    let planted: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let secret = planted.get("planted").await?;
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("clusterstack.x-k8s.io/owner")
+            .map(String::as_str),
+        Some("default/docker-ferrol-1-32-v1")
+    );
+
+    // A forged status names an object the release never applied.
+    let victims: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    victims
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "victim-cm"}, "data": {"keep": "me"}}))?,
+        )
+        .await?;
+    let mut resources = serde_json::to_value(&ready.status.unwrap_or_default().resources)?;
+    resources.as_array_mut().expect("a list").push(json!({
+        "group": "", "version": "v1", "kind": "ConfigMap", "namespace": "kube-system",
+        "name": "victim-cm", "status": "synced"
+    }));
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    releases
+        .patch_status(
+            "docker-ferrol-1-32-v1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"resources": resources}})),
+        )
+        .await?;
+
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks.delete("ferrol", &DeleteParams::default()).await?;
+    wait_releases(&client, &[]).await?;
+    // What the release applied is gone; the object it never owned is not.
+    assert!(planted.get_opt("planted").await?.is_none());
+    assert!(names(&cluster_classes(&client)).await?.is_empty());
+    let victim = victims.get("victim-cm").await?;
+    assert_eq!(
+        victim.data.unwrap_or_default().get("keep").map(String::as_str),
+        Some("me")
+    );
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn a_private_release_fetched_for_one_namespace_is_not_served_to_another_without_credentials(
+) -> TestResult {
+    let reg = TestRegistry::start_with_basic_auth("team-a", "s3cret").await;
+    let mut credentials = stackhost::oci::auth::Credentials::anonymous();
+    credentials.insert(
+        &reg.addr,
+        stackhost::oci::auth::Credential::Basic {
+            username: "team-a".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let registry = Registry::new(RegistryConfig {
+        credentials,
+        ..RegistryConfig::default()
+    });
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+
+    let cache = tempfile::tempdir()?;
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let repository = format!("{}/kaas/cluster-stacks", reg.addr);
+    let stack = |ns: &str, secret: Option<&str>| -> anyhow::Result<ClusterStack> {
+        let mut oci = json!({"repository": repository, "insecure": true});
+        if let Some(secret) = secret {
+            oci["credentialsSecretName"] = json!(secret);
+        }
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "clusterstack.x-k8s.io/v1alpha1", "kind": "ClusterStack",
+            "metadata": {"name": "ferrol", "namespace": ns},
+            "spec": {"provider": "docker", "name": "ferrol", "kubernetesVersion": "1.32",
+                     "versions": ["v1"], "noProvider": true, "source": {"oci": oci}}
+        }))?)
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for ns in ["team-a", "team-b", "team-c"] {
+        namespaces
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+    }
+    let secret = |password: &str| -> anyhow::Result<Secret> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": "registry"},
+            "stringData": {"username": "team-a", "password": password}
+        }))?)
+    };
+    Api::<Secret>::namespaced(client.clone(), "team-a")
+        .create(&Default::default(), &secret("s3cret")?)
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), "team-c")
+        .create(&Default::default(), &secret("guessed")?)
+        .await?;
+
+    // Team A's credentials fetch the release into the controller's cache.
+    Api::<ClusterStack>::namespaced(client.clone(), "team-a")
+        .create(&Default::default(), &stack("team-a", Some("registry"))?)
+        .await?;
+    wait_release_ready(&client, "team-a", "docker-ferrol-1-32-v1", WAIT).await?;
+
+    // Team B names the same repository without credentials, team C with a wrong password: the registry
+    // is asked for each, and refuses both.
+    for (ns, secret) in [("team-b", None), ("team-c", Some("registry"))] {
+        Api::<ClusterStack>::namespaced(client.clone(), ns)
+            .create(&Default::default(), &stack(ns, secret)?)
+            .await?;
+        let c = wait_release_condition(
+            &client,
+            ns,
+            "docker-ferrol-1-32-v1",
+            ("ClusterStackReleaseDownloaded", "SourceUnavailable"),
+            WAIT,
+        )
+        .await?;
+        let message = c.message.unwrap_or_default();
+        assert!(
+            message.contains("401") || message.to_lowercase().contains("unauthorized"),
+            "{ns}: {message}"
+        );
+        let release: Api<ClusterStackRelease> = Api::namespaced(client.clone(), ns);
+        let status = release
+            .get("docker-ferrol-1-32-v1")
+            .await?
+            .status
+            .unwrap_or_default();
+        assert!(!status.ready, "{ns} got team-a's private release");
+    }
+    let classes = |ns: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "cluster.x-k8s.io",
+                "v1beta2",
+                "ClusterClass",
+            )),
+        )
+    };
+    assert_eq!(names(&classes("team-a")).await?, ["docker-ferrol-1-32-v1"]);
+    assert!(names(&classes("team-b")).await?.is_empty());
+    assert!(names(&classes("team-c")).await?.is_empty());
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_unbounded_cluster_stacks_with_the_fields_limit() -> TestResult {
+    let cluster = kube_emulator::Cluster::start().await?;
+    stackhost::sandbox::install_crds(&cluster)?;
+    let stacks: Api<ClusterStack> = Api::namespaced(cluster.client()?, NS);
+    let versions: Vec<String> = (1..=51).map(|v| format!("v{v}")).collect();
+    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+    let too_many = cluster_stack("registry.invalid/stacks", false, &versions);
+    let err = stacks
+        .create(&Default::default(), &too_many)
+        .await
+        .expect_err("51 versions");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.versions") && text.contains("must have at most 50 items"),
+        "{text}"
+    );
+
+    let mut long_name = cluster_stack("registry.invalid/stacks", false, &["v1"]);
+    long_name.spec.name = "a".repeat(1 << 20);
+    let err = stacks
+        .create(&Default::default(), &long_name)
+        .await
+        .expect_err("1 MiB name");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.name") && text.contains("may not be more than 63"),
+        "{}",
+        &text[..text.len().min(400)]
+    );
+    assert!(
+        text.len() < 4096,
+        "the error does not echo the whole value: {} bytes",
+        text.len()
+    );
+
+    let fifty: Vec<String> = (1..=50).map(|v| format!("v{v}")).collect();
+    let fifty: Vec<&str> = fifty.iter().map(String::as_str).collect();
+    stacks
+        .create(
+            &Default::default(),
+            &cluster_stack("registry.invalid/stacks", false, &fifty),
+        )
+        .await?;
+    Ok(())
+}

@@ -39,6 +39,7 @@ use crate::api::{
     ClusterAddon, ClusterAddonSpec, ClusterAddonStatus, ConditionSeverity, Resource, ResourceStatus,
     CLUSTER_ADDON_FINALIZER,
 };
+use crate::apply::Owner;
 use crate::release::assets::{AddonLayout, AddonStage, StageCondition, CLUSTER_ADDON_VALUES_FILE};
 use crate::release::{tag_from_class, ReleaseAssets, ReleaseName};
 use crate::render::RenderRequest;
@@ -628,7 +629,7 @@ async fn legacy(p: &mut Progress<'_>, run: &Run<'_>, values_file: Option<&Path>)
     let outcome = match run
         .workload
         .applier
-        .sync(&rendered, ADDON_NAMESPACE, &p.status.resources)
+        .sync(&rendered, ADDON_NAMESPACE, &p.status.resources, &Owner::Workload)
         .await
     {
         Ok(o) => o,
@@ -1088,7 +1089,10 @@ async fn apply_or_delete(
     p.unset(HELM_CHART_TEMPLATED);
     let applier = &run.workload.applier;
     if stage.action == crate::release::assets::StageAction::Delete {
-        let desired = match applier.desired(&rendered, ADDON_NAMESPACE).await {
+        let desired = match applier
+            .desired(&rendered, ADDON_NAMESPACE, &Owner::Workload)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 p.report(false_condition(
@@ -1101,7 +1105,7 @@ async fn apply_or_delete(
             }
         };
         let resources: Vec<Resource> = desired.iter().map(|d| d.resource(&Ok(()))).collect();
-        let deleted = applier.delete(&resources).await;
+        let deleted = applier.delete(&resources, &Owner::Workload).await;
         p.status.stages[i].resources = desired
             .iter()
             .map(|d| d.resource(deleted.get(&d.key).unwrap_or(&Ok(()))))
@@ -1119,7 +1123,10 @@ async fn apply_or_delete(
         return Ok(None);
     }
     let previous = p.status.stages[i].resources.clone();
-    let outcome = match applier.sync(&rendered, ADDON_NAMESPACE, &previous).await {
+    let outcome = match applier
+        .sync(&rendered, ADDON_NAMESPACE, &previous, &Owner::Workload)
+        .await
+    {
         Ok(o) => o,
         Err(e) => {
             p.report(false_condition(
@@ -1155,7 +1162,7 @@ async fn apply_or_delete(
 async fn finish(p: &mut Progress<'_>, run: &Run<'_>) -> Result<Action, Error> {
     let (applied, stale) = stages::outcome(&p.status.resources, &p.status.stages);
     if !stale.is_empty() {
-        let deleted = run.workload.applier.delete(&stale).await;
+        let deleted = run.workload.applier.delete(&stale, &Owner::Workload).await;
         let failed: Vec<Resource> = stale
             .iter()
             .filter_map(|r| match deleted.get(&crate::apply::ObjectKey::of_resource(r)) {

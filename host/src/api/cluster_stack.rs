@@ -40,24 +40,31 @@ pub struct ClusterStackSpec {
     /// Provider name, e.g. `docker`, `openstack`: the first segment of release and ClusterClass names.
     /// Unless `noProvider` is set, the ProviderPlugin of this name in the same namespace serves the
     /// provider-specific steps.
-    #[schemars(length(min = 1), regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]+$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("provider is immutable"))]
     pub provider: String,
     /// Cluster stack name, e.g. `ferrol`, `scs`.
-    #[schemars(length(min = 1), regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]+$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("name is immutable"))]
     pub name: String,
     /// Kubernetes `<major>.<minor>`, e.g. `"1.32"`.
-    #[schemars(regex(pattern = r"^[1-9][0-9]*\.(0|[1-9][0-9]*)$"))]
+    #[schemars(length(max = 16), regex(pattern = r"^[1-9][0-9]*\.(0|[1-9][0-9]*)$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("kubernetesVersion is immutable"))]
     pub kubernetes_version: String,
     /// Release channel that autoSubscribe follows.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("channel is immutable"))]
     pub channel: Channel,
-    /// Versions that must be available, in dot form: `v1`, `v1-alpha.1`, `v0-sha.hipstsw`.
+    /// Versions that must be available, in dot form: `v1`, `v1-alpha.1`, `v0-sha.hipstsw`. At most 50:
+    /// each one is a ClusterStackRelease the controller keeps reconciling.
     #[serde(default)]
-    #[schemars(inner(regex(pattern = r"^v[0-9]+(-[A-Za-z0-9_]+\.[A-Za-z0-9_]+)?$")))]
+    #[schemars(
+        length(max = 50),
+        inner(
+            length(max = 63),
+            regex(pattern = r"^v[0-9]+(-[A-Za-z0-9_]+\.[A-Za-z0-9_]+)?$")
+        )
+    )]
     #[x_kube(validation = Rule::new("self.all(v, !v.contains('-stable.'))").message("write stable versions without a suffix (v1, not v1-stable.1)"))]
     pub versions: Vec<String>,
     /// Follow the newest release of the channel in the source.

@@ -80,7 +80,8 @@ pub struct SecretKeyRef {
     /// Secret name.
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Secret namespace; the ProviderPlugin's own namespace when absent.
+    /// Secret namespace: the ProviderPlugin's own (the default). Any other namespace is refused, so a
+    /// ProviderPlugin cannot read or probe Secrets outside its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Key in the Secret's data, e.g. `cosign.pub`.

@@ -24,7 +24,7 @@ pub struct ReleaseSourceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct OciSourceSpec {
     /// Repository reference without tag: `<registry>/<path>`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 1024))]
     pub repository: String,
     /// Secret in the ClusterStack's namespace with `username`/`password` or `token` keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,10 +39,10 @@ pub struct OciSourceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GitHubSourceSpec {
     /// Organisation or user, e.g. `SovereignCloudStack`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 100))]
     pub owner: String,
     /// Repository, e.g. `cluster-stacks`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 100))]
     pub repository: String,
     /// API base URL; default `https://api.github.com` (set it for GitHub Enterprise).
     #[serde(default, skip_serializing_if = "Option::is_none")]

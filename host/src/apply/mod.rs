@@ -19,6 +19,10 @@ pub const OWNER_LABEL: &str = "clusterstack.x-k8s.io/instance";
 pub const OWNER_LABEL_VALUE: &str = "owned";
 /// Field manager of server-side apply.
 pub const FIELD_MANAGER: &str = "stackhost";
+/// Annotation naming the release that applied an object (`<namespace>/<name>`). Prune and deletion in the
+/// management cluster touch only objects that carry the deleting release's mark, so a forged or stale
+/// `status.resources` cannot delete what the release never applied.
+pub const OWNER_ANNOTATION: &str = "clusterstack.x-k8s.io/owner";
 
 /// Why a render cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +58,133 @@ pub enum ApplyError {
     /// The render contains the same object twice.
     #[error("the render contains {0} twice; object names must be unique per kind and namespace")]
     Duplicate(String),
+    /// The render writes outside the release's namespace without the admin's leave.
+    #[error("{}", refused_message(.home, .refused))]
+    Refused {
+        /// The namespace the release may write into.
+        home: String,
+        /// Each refused object with the reason (`ClusterRole.rbac.authorization.k8s.io x (cluster-scoped)`).
+        refused: Vec<String>,
+    },
+}
+
+/// How many refused objects a message names before it counts the rest.
+const REFUSED_NAMED: usize = 10;
+
+fn refused_message(home: &str, refused: &[String]) -> String {
+    let mut named = refused
+        .iter()
+        .take(REFUSED_NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if refused.len() > REFUSED_NAMED {
+        named.push_str(&format!(" and {} more", refused.len() - REFUSED_NAMED));
+    }
+    format!(
+        "a release of a ClusterStack in namespace {home:?} may apply only namespaced objects in that \
+         namespace; refused {} object(s): {named}. Remove them from the cluster-class chart, or have an \
+         admin allow them (stackhost run --release-allow-kind KIND.GROUP for cluster-scoped kinds, \
+         --release-allow-namespace NAMESPACE for other namespaces)",
+        refused.len()
+    )
+}
+
+/// Where a release may write in the management cluster. A ClusterStack is namespaced and its
+/// `spec.source` is its creator's choice, so by default its releases apply only namespaced objects in
+/// its own namespace; cluster-scoped kinds and other namespaces need the admin's leave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Cluster-scoped kinds a release may apply, as `Kind.group` (`Kind` for the core group), or `*`.
+    pub cluster_kinds: Vec<String>,
+    /// Namespaces besides its own that a release may write into, or `*`.
+    pub namespaces: Vec<String>,
+}
+
+impl Confinement {
+    /// Why `key` may not be applied by a release of namespace `home`, or `None` when it may.
+    pub fn refusal(&self, home: &str, key: &ObjectKey) -> Option<String> {
+        let allows = |list: &[String], item: &str| list.iter().any(|a| a == "*" || a == item);
+        if key.namespace.is_empty() {
+            let kind = if key.group.is_empty() {
+                key.kind.clone()
+            } else {
+                format!("{}.{}", key.kind, key.group)
+            };
+            return (!allows(&self.cluster_kinds, &kind)).then(|| format!("{key} (cluster-scoped)"));
+        }
+        (key.namespace != home && !allows(&self.namespaces, &key.namespace))
+            .then(|| format!("{key} (namespace {})", key.namespace))
+    }
+
+    /// Refuses the whole render when any object falls outside what a release of `home` may write.
+    pub fn check(&self, home: &str, desired: &[DesiredObject]) -> Result<(), ApplyError> {
+        let refused: Vec<String> = desired
+            .iter()
+            .filter_map(|d| self.refusal(home, &d.key))
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Refused {
+                home: home.to_owned(),
+                refused,
+            })
+        }
+    }
+}
+
+/// On whose behalf objects are applied and deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A ClusterStackRelease in the management cluster: every object carries its mark
+    /// ([`OWNER_ANNOTATION`]), deletion requires the mark, and the render is confined.
+    Release {
+        /// `<namespace>/<name>` of the release.
+        mark: String,
+        /// The release's namespace.
+        home: String,
+        /// What the admin allows beyond it.
+        confinement: Confinement,
+    },
+    /// The addons of a workload cluster: that cluster belongs to the Cluster's owner, the render is not
+    /// confined, and a delete stage deletes what it names.
+    Workload,
+}
+
+impl Owner {
+    /// The owner of objects applied by release `name` in `namespace`.
+    pub fn release(namespace: &str, name: &str, confinement: Confinement) -> Self {
+        Owner::Release {
+            mark: format!("{namespace}/{name}"),
+            home: namespace.to_owned(),
+            confinement,
+        }
+    }
+
+    fn mark(&self) -> Option<&str> {
+        match self {
+            Owner::Release { mark, .. } => Some(mark),
+            Owner::Workload => None,
+        }
+    }
+
+    /// Whether this owner may delete `object` (as read from the API server).
+    pub fn may_delete(&self, object: &Value) -> Result<(), String> {
+        let Some(mark) = self.mark() else {
+            return Ok(());
+        };
+        let meta = &object["metadata"];
+        match meta["annotations"][OWNER_ANNOTATION].as_str() {
+            Some(m) if m == mark => Ok(()),
+            Some(other) => Err(format!("owned by release {other}, not {mark}")),
+            // Applied before releases marked their objects: the upstream label is the only mark.
+            None if meta["labels"][OWNER_LABEL].as_str() == Some(OWNER_LABEL_VALUE) => Ok(()),
+            None => Err(format!(
+                "not applied by stackhost (no {OWNER_ANNOTATION} annotation or {OWNER_LABEL} label)"
+            )),
+        }
+    }
 }
 
 /// Whether a kind is namespaced, as discovery says.
@@ -154,6 +285,14 @@ fn set_label(obj: &mut Value, pointer: &str) {
     cur[OWNER_LABEL] = Value::String(OWNER_LABEL_VALUE.to_owned());
 }
 
+fn set_annotation(obj: &mut Value, key: &str, value: &str) {
+    let meta = &mut obj["metadata"];
+    if !meta.get("annotations").is_some_and(Value::is_object) {
+        meta["annotations"] = Value::Object(Default::default());
+    }
+    meta["annotations"][key] = Value::String(value.to_owned());
+}
+
 /// Kinds whose pod template also gets the label (upstream `setLabel`).
 fn has_pod_template(group: &str, kind: &str) -> bool {
     matches!(
@@ -170,6 +309,7 @@ fn has_pod_template(group: &str, kind: &str) -> bool {
 pub fn desired_objects(
     rendered: &[Value],
     default_namespace: &str,
+    owner: &Owner,
     scope: impl Fn(&str, &str) -> Scope,
 ) -> Result<Vec<DesiredObject>, ApplyError> {
     let mut out = Vec::with_capacity(rendered.len());
@@ -213,6 +353,9 @@ pub fn desired_objects(
             }
         };
         set_label(&mut object, "/metadata/labels");
+        if let Some(mark) = owner.mark() {
+            set_annotation(&mut object, OWNER_ANNOTATION, mark);
+        }
         if has_pod_template(group, &kind) {
             set_label(&mut object, "/spec/template/metadata/labels");
         }
@@ -230,6 +373,12 @@ pub fn desired_objects(
             version: version.to_owned(),
             object,
         });
+    }
+    if let Owner::Release {
+        home, confinement, ..
+    } = owner
+    {
+        confinement.check(home, &out)?;
     }
     Ok(out)
 }

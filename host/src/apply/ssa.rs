@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::RwLock;
 
 use super::{
-    desired_objects, objects_to_prune, resources_status, ApplyError, DesiredObject, ObjectKey, Scope,
+    desired_objects, objects_to_prune, resources_status, ApplyError, DesiredObject, ObjectKey, Owner, Scope,
     FIELD_MANAGER,
 };
 use crate::api::Resource;
@@ -126,6 +126,7 @@ impl Applier {
         &self,
         rendered: &[Value],
         default_namespace: &str,
+        owner: &Owner,
     ) -> Result<Vec<DesiredObject>, SsaError> {
         if self.kinds.read().await.is_empty() {
             self.refresh().await?;
@@ -152,7 +153,7 @@ impl Applier {
                 }
             }
         }
-        let mut desired = desired_objects(rendered, default_namespace, |group, kind| {
+        let mut desired = desired_objects(rendered, default_namespace, owner, |group, kind| {
             scopes
                 .get(&(group.to_owned(), kind.to_owned()))
                 .copied()
@@ -229,26 +230,57 @@ impl Applier {
     }
 
     /// Deletes the listed objects (background propagation); an object that is already gone counts as
-    /// deleted, and so does a kind the server no longer serves.
-    pub async fn delete(&self, resources: &[Resource]) -> BTreeMap<ObjectKey, Result<(), String>> {
+    /// deleted, and so does a kind the server no longer serves. A release deletes only objects that carry
+    /// its mark ([`Owner::may_delete`]): others are left in place, logged, and count as gone from its list.
+    pub async fn delete(
+        &self,
+        resources: &[Resource],
+        owner: &Owner,
+    ) -> BTreeMap<ObjectKey, Result<(), String>> {
         let mut out = BTreeMap::new();
         for r in resources {
             let key = ObjectKey::of_resource(r);
             let outcome = match self.resolve(&r.group, &r.version, &r.kind).await {
                 Ok(None) => Ok(()),
                 Err(e) => Err(format!("discovery failed: {e}")),
-                Ok(Some(kind)) => {
-                    let api = self.api(&kind, &r.namespace);
-                    match api.delete(&r.name, &DeleteParams::background()).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                        Err(e) => Err(describe(&e)),
-                    }
-                }
+                Ok(Some(kind)) => self.delete_owned(&kind, r, &key, owner).await,
             };
             out.insert(key, outcome);
         }
         out
+    }
+
+    async fn delete_owned(
+        &self,
+        kind: &Kind,
+        r: &Resource,
+        key: &ObjectKey,
+        owner: &Owner,
+    ) -> Result<(), String> {
+        let api = self.api(kind, &r.namespace);
+        let mut params = DeleteParams::background();
+        if matches!(owner, Owner::Release { .. }) {
+            let object = match api.get_opt(&r.name).await {
+                Ok(Some(o)) => o,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(describe(&e)),
+            };
+            let value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+            if let Err(why) = owner.may_delete(&value) {
+                tracing::warn!(object = %key, reason = %why, "not deleting an object this release does not own");
+                return Ok(());
+            }
+            // The object checked is the object deleted (not a namesake created since).
+            params.preconditions = object.metadata.uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            });
+        }
+        match api.delete(&r.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(describe(&e)),
+        }
     }
 
     /// Applies a render and prunes what the previous `status.resources` listed but the render no
@@ -258,11 +290,12 @@ impl Applier {
         rendered: &[Value],
         default_namespace: &str,
         previous: &[Resource],
+        owner: &Owner,
     ) -> Result<SyncOutcome, SsaError> {
-        let desired = self.desired(rendered, default_namespace).await?;
+        let desired = self.desired(rendered, default_namespace, owner).await?;
         let applied = self.apply(&desired).await;
         let prune = objects_to_prune(previous, &desired);
-        let pruned = self.delete(&prune).await;
+        let pruned = self.delete(&prune, owner).await;
         let resources = resources_status(&desired, &applied, &pruned, previous);
         Ok(SyncOutcome {
             desired,

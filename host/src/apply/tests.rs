@@ -31,7 +31,7 @@ fn render() -> Vec<Value> {
 
 #[test]
 fn objects_keep_their_own_namespace_and_get_the_owner_label() {
-    let desired = desired_objects(&render(), "cluster", scope).expect("valid");
+    let desired = desired_objects(&render(), "cluster", &Owner::Workload, scope).expect("valid");
     let keys: Vec<String> = desired.iter().map(|d| d.key.to_string()).collect();
     assert_eq!(
         keys,
@@ -75,7 +75,7 @@ fn objects_keep_their_own_namespace_and_get_the_owner_label() {
 #[test]
 fn invalid_renders_are_rejected_with_the_object_named() {
     let err = |objs: Vec<Value>| {
-        desired_objects(&objs, "ns", scope)
+        desired_objects(&objs, "ns", &Owner::Workload, scope)
             .expect_err("invalid")
             .to_string()
     };
@@ -102,7 +102,7 @@ fn invalid_renders_are_rejected_with_the_object_named() {
     // Same name, different kind: two objects (upstream keyed on namespace/name only).
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cm"}});
     assert_eq!(
-        desired_objects(&[cm, deploy], "ns", scope).map(|d| d.len()),
+        desired_objects(&[cm, deploy], "ns", &Owner::Workload, scope).map(|d| d.len()),
         Ok(2)
     );
 }
@@ -125,6 +125,7 @@ fn pruning_removes_what_the_new_render_dropped() {
     let desired = desired_objects(
         &[json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}})],
         "ns",
+        &Owner::Workload,
         scope,
     )
     .expect("valid");
@@ -154,7 +155,7 @@ fn pruning_removes_what_the_new_render_dropped() {
 
 #[test]
 fn status_resources_record_each_outcome() {
-    let desired = desired_objects(&render()[1..4], "cluster", scope).expect("valid");
+    let desired = desired_objects(&render()[1..4], "cluster", &Owner::Workload, scope).expect("valid");
     let mut applied = BTreeMap::new();
     applied.insert(desired[0].key.clone(), Ok(()));
     applied.insert(desired[1].key.clone(), Err("admission webhook denied".to_owned()));
@@ -209,4 +210,117 @@ fn api_versions_split_into_group_and_version() {
         split_api_version("cluster.x-k8s.io/v1beta2"),
         ("cluster.x-k8s.io", "v1beta2")
     );
+}
+
+fn release_owner(confinement: Confinement) -> Owner {
+    Owner::release("team-a", "docker-ferrol-1-32-v1", confinement)
+}
+
+fn hostile_render() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass", "metadata": {"name": "cc"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "escalate"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hostile"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "planted", "namespace": "kube-system"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "own", "namespace": "team-a"}}),
+    ]
+}
+
+#[test]
+fn a_release_may_write_only_namespaced_objects_in_its_own_namespace_by_default() {
+    let err = desired_objects(
+        &hostile_render(),
+        "team-a",
+        &release_owner(Confinement::default()),
+        scope,
+    )
+    .expect_err("refused");
+    let ApplyError::Refused { home, refused } = &err else {
+        panic!("wrong error: {err}");
+    };
+    assert_eq!(home, "team-a");
+    assert_eq!(
+        refused,
+        &[
+            "ClusterRole.rbac.authorization.k8s.io escalate (cluster-scoped)",
+            "Namespace hostile (cluster-scoped)",
+            "ConfigMap kube-system/planted (namespace kube-system)",
+        ]
+    );
+    let message = err.to_string();
+    assert!(message.contains("refused 3 object(s)"), "{message}");
+    assert!(message.contains("--release-allow-kind KIND.GROUP"), "{message}");
+    assert!(
+        message.contains("--release-allow-namespace NAMESPACE"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_admin_allows_cluster_scoped_kinds_and_namespaces_one_by_one_or_all() {
+    let some = Confinement {
+        cluster_kinds: vec!["Namespace".into(), "ClusterRole.rbac.authorization.k8s.io".into()],
+        namespaces: vec!["kube-system".into()],
+    };
+    let desired = desired_objects(&hostile_render(), "team-a", &release_owner(some), scope).expect("allowed");
+    assert_eq!(desired.len(), 5);
+    let everything = Confinement {
+        cluster_kinds: vec!["*".into()],
+        namespaces: vec!["*".into()],
+    };
+    assert!(desired_objects(&hostile_render(), "team-a", &release_owner(everything), scope).is_ok());
+    // Allowing the kind in another group does not allow it here.
+    let other_group = Confinement {
+        cluster_kinds: vec!["ClusterRole".into(), "Namespace".into()],
+        namespaces: vec!["kube-system".into()],
+    };
+    let err = desired_objects(&hostile_render(), "team-a", &release_owner(other_group), scope)
+        .expect_err("ClusterRole of rbac is not allowed by `ClusterRole`");
+    assert!(
+        err.to_string().contains("refused 1 object(s): ClusterRole.rbac"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_refusal_names_ten_objects_and_counts_the_rest() {
+    let many: Vec<Value> = (0..13)
+        .map(|i| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns-{i:02}")}}))
+        .collect();
+    let err =
+        desired_objects(&many, "team-a", &release_owner(Confinement::default()), scope).expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("refused 13 object(s)"), "{message}");
+    assert!(message.contains("ns-09 (cluster-scoped) and 3 more"), "{message}");
+    assert!(!message.contains("ns-10"), "{message}");
+}
+
+#[test]
+fn release_objects_carry_the_release_mark_and_deletion_requires_it() {
+    let owner = release_owner(Confinement::default());
+    let desired = desired_objects(&render()[1..2], "team-a", &owner, scope).expect("valid");
+    let applied = &desired[0].object;
+    assert_eq!(
+        applied["metadata"]["annotations"][OWNER_ANNOTATION],
+        "team-a/docker-ferrol-1-32-v1"
+    );
+    assert!(owner.may_delete(applied).is_ok());
+
+    let other = Owner::release("team-b", "docker-ferrol-1-32-v1", Confinement::default());
+    assert_eq!(
+        other.may_delete(applied),
+        Err("owned by release team-a/docker-ferrol-1-32-v1, not team-b/docker-ferrol-1-32-v1".into())
+    );
+    let foreign = json!({"metadata": {"name": "victim-cm", "namespace": "kube-system"}});
+    let why = owner.may_delete(&foreign).expect_err("not stackhost's");
+    assert!(why.contains("not applied by stackhost"), "{why}");
+    // Applied before releases marked their objects: the upstream label still proves it.
+    let legacy = json!({"metadata": {"labels": {OWNER_LABEL: OWNER_LABEL_VALUE}}});
+    assert!(owner.may_delete(&legacy).is_ok());
+    // The addons of a workload cluster are neither marked nor checked.
+    let addon = desired_objects(&render()[2..3], "ns", &Owner::Workload, scope).expect("valid");
+    assert!(addon[0].object["metadata"]["annotations"]
+        .get(OWNER_ANNOTATION)
+        .is_none());
+    assert!(Owner::Workload.may_delete(&foreign).is_ok());
 }

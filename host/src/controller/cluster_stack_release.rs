@@ -26,7 +26,8 @@ use crate::api::condition::{self, false_condition, true_condition, types, READY}
 use crate::api::{
     ClusterStackRelease, ClusterStackReleaseStatus, ConditionSeverity, CLUSTER_STACK_RELEASE_FINALIZER,
 };
-use crate::apply::ssa::Applier;
+use crate::apply::ssa::{Applier, SsaError};
+use crate::apply::{ApplyError, Owner};
 use crate::plugin::types::{Error as GuestErrorKind, ImageState, NodeImage, ReleaseInfo};
 use crate::plugin::PluginError;
 use crate::release::{parse_node_images, ReleaseAssets, ReleaseName};
@@ -282,8 +283,14 @@ async fn steps(r: &mut Release<'_>) -> Step<()> {
 async fn apply(r: &mut Release<'_>, name: &ReleaseName, objects: &[Value]) -> Step<()> {
     let ctx = r.ctx;
     let applier = Applier::new(ctx.client.clone());
-    let outcome = match applier.sync(objects, &r.ns, &r.status.resources).await {
+    let owner = release_owner(ctx, r.csr);
+    let outcome = match applier.sync(objects, &r.ns, &r.status.resources, &owner).await {
         Ok(o) => o,
+        Err(e @ SsaError::Render(ApplyError::Refused { .. })) => {
+            return r
+                .failed(types::HELM_CHART_APPLIED, "ObjectsRefused", format!("{e}"))
+                .await
+        }
         Err(e) => {
             return r
                 .failed(types::HELM_CHART_APPLIED, "ObjectsInvalid", format!("{e}"))
@@ -319,6 +326,15 @@ async fn apply(r: &mut Release<'_>, name: &ReleaseName, objects: &[Value]) -> St
     r.status.ready = true;
     condition::set(&mut r.status.conditions, true_condition(READY), &r.now);
     Step::Next(())
+}
+
+/// The owner mark and confinement of what `csr` applies in the management cluster.
+fn release_owner(ctx: &Context, csr: &ClusterStackRelease) -> Owner {
+    Owner::release(
+        &csr.namespace().unwrap_or_default(),
+        &csr.name_any(),
+        ctx.args.confinement(),
+    )
 }
 
 async fn provider_object(r: &mut Release<'_>, tag: &str) -> Result<bool, String> {
@@ -653,7 +669,9 @@ async fn finalize(csr: &ClusterStackRelease, ctx: &Context) -> Result<Action, ku
     }
     // Remove what the release applied.
     let applier = Applier::new(ctx.client.clone());
-    let deleted = applier.delete(&r.status.resources).await;
+    let deleted = applier
+        .delete(&r.status.resources, &release_owner(ctx, csr))
+        .await;
     let errors: Vec<String> = deleted
         .iter()
         .filter_map(|(k, res)| res.as_ref().err().map(|e| format!("{k}: {e}")))

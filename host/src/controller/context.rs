@@ -68,6 +68,28 @@ pub struct ControllerArgs {
     /// for the comparison benchmark).
     #[arg(long, value_enum, default_value = "plugin", hide = true)]
     pub provider_step: ProviderStep,
+    /// Cluster-scoped kinds a release may apply, as `Kind.group` (`Kind` for the core group) or `*`.
+    /// By default a release applies only namespaced objects in its ClusterStack's namespace: a ClusterStack
+    /// is namespaced and its source is its creator's choice. Repeat or separate with commas.
+    #[arg(
+        long = "release-allow-kind",
+        env = "STACKHOST_RELEASE_ALLOW_KINDS",
+        value_delimiter = ','
+    )]
+    pub release_allow_kinds: Vec<String>,
+    /// Namespaces besides its own that a release may write into, or `*`. Repeat or separate with commas.
+    #[arg(
+        long = "release-allow-namespace",
+        env = "STACKHOST_RELEASE_ALLOW_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub release_allow_namespaces: Vec<String>,
+    /// Most MiB one chart archive of a release may expand to (Helm's own loader limit by default).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub release_max_unpacked_mib: u64,
+    /// Most MiB one file in a chart archive of a release may expand to (Helm's own limit by default).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub release_max_file_mib: u64,
 }
 
 /// See [`ControllerArgs::provider_step`].
@@ -94,6 +116,10 @@ impl Default for ControllerArgs {
             retry_max: Duration::from_secs(300),
             github_api_url: "https://api.github.com".into(),
             provider_step: ProviderStep::Plugin,
+            release_allow_kinds: Vec::new(),
+            release_allow_namespaces: Vec::new(),
+            release_max_unpacked_mib: 100,
+            release_max_file_mib: 5,
         }
     }
 }
@@ -106,6 +132,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 impl ControllerArgs {
+    /// What releases may write beyond their own namespace (`--release-allow-*`).
+    pub fn confinement(&self) -> crate::apply::Confinement {
+        crate::apply::Confinement {
+            cluster_kinds: self.release_allow_kinds.clone(),
+            namespaces: self.release_allow_namespaces.clone(),
+        }
+    }
+
+    /// What a release's chart archives may expand to (`--release-max-*`).
+    pub fn archive_limits(&self) -> crate::release::chart::ArchiveLimits {
+        crate::release::chart::ArchiveLimits {
+            total_bytes: self.release_max_unpacked_mib << 20,
+            entry_bytes: self.release_max_file_mib << 20,
+            ..Default::default()
+        }
+    }
+
     /// `key=value` for list/watch label selectors.
     pub fn label_selector(&self) -> Option<String> {
         self.watch_label.as_ref().map(|(k, v)| format!("{k}={v}"))
@@ -159,7 +202,8 @@ impl Context {
         use anyhow::Context as _;
         let root = args.cache_root();
         let releases = ReleaseCache::open(&root.join("releases"))
-            .with_context(|| format!("cannot open the release cache in {}", root.display()))?;
+            .with_context(|| format!("cannot open the release cache in {}", root.display()))?
+            .with_limits(args.archive_limits());
         let blobs = Arc::new(
             BlobCache::open(root.join("blobs"))
                 .with_context(|| format!("cannot open the blob cache in {}", root.display()))?,

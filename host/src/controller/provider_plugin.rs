@@ -83,11 +83,27 @@ async fn ca_bundle(ctx: &Context, pp: &ProviderPlugin) -> Result<Option<CaBundle
         .map_err(|e| fail("CABundleInvalid")(format!("spec.capabilities.httpCABundle: {e}")))
 }
 
+/// The namespace of a verification key's Secret: the ProviderPlugin's own. Naming another one is refused
+/// before anything is read, so a ProviderPlugin cannot probe which Secrets exist elsewhere.
+fn key_namespace<'a>(own: &'a str, key: &'a crate::api::SecretKeyRef) -> Result<&'a str, String> {
+    match key.namespace.as_deref() {
+        None => Ok(own),
+        Some(ns) if ns == own => Ok(own),
+        Some(other) => Err(format!(
+            "{other:?} is not the ProviderPlugin's namespace {own:?}; a ProviderPlugin reads its keys only \
+             from its own namespace: copy Secret {other}/{} there and drop the namespace",
+            key.name
+        )),
+    }
+}
+
 async fn policy(ctx: &Context, pp: &ProviderPlugin) -> Result<SignaturePolicy, LoadError> {
     let ns = pp.namespace().unwrap_or_default();
     let mut keys = Vec::new();
     for (i, k) in pp.spec.verification.keys.iter().enumerate() {
-        let key_ns = k.namespace.clone().unwrap_or_else(|| ns.clone());
+        let key_ns = key_namespace(&ns, k).map_err(|e| {
+            fail("VerificationKeyInvalid")(format!("spec.verification.keys[{i}].namespace: {e}"))
+        })?;
         let data = ctx
             .secret_data(&key_ns, &k.name)
             .await
@@ -354,4 +370,29 @@ async fn write_status(
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(namespace: Option<&str>) -> crate::api::SecretKeyRef {
+        crate::api::SecretKeyRef {
+            name: "cosign".into(),
+            namespace: namespace.map(str::to_owned),
+            key: "cosign.pub".into(),
+        }
+    }
+
+    #[test]
+    fn verification_keys_come_from_the_plugins_own_namespace_only() {
+        assert_eq!(key_namespace("team-a", &key(None)), Ok("team-a"));
+        assert_eq!(key_namespace("team-a", &key(Some("team-a"))), Ok("team-a"));
+        let err = key_namespace("team-a", &key(Some("kube-system"))).expect_err("foreign namespace");
+        assert!(
+            err.contains("\"kube-system\" is not the ProviderPlugin's namespace \"team-a\""),
+            "{err}"
+        );
+        assert!(err.contains("copy Secret kube-system/cosign there"), "{err}");
+    }
 }

@@ -33,6 +33,17 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// `sha256:<first 16 hex digits>` of the length-prefixed parts.
+pub(crate) fn fingerprint(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    format!("sha256:{}", &hex::encode(h.finalize())[..16])
+}
+
 /// Credentials by registry host (`host[:port]`). Hosts not listed are accessed anonymously.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -106,6 +117,17 @@ impl Credentials {
     /// The credential for `host`, if any.
     pub fn get(&self, host: &str) -> Option<&Credential> {
         self.by_host.get(&normalise_host(host))
+    }
+
+    /// Who these credentials make a requester of `host`: `anonymous`, or a one-way fingerprint of the
+    /// credential (never the secret itself). Caches of what was fetched with credentials are keyed by it,
+    /// so content one tenant's credentials fetched is never served to a requester without them.
+    pub fn identity(&self, host: &str) -> String {
+        match self.get(host) {
+            None => "anonymous".to_owned(),
+            Some(Credential::Basic { username, password }) => fingerprint(&["basic", username, password]),
+            Some(Credential::Bearer(token)) => fingerprint(&["bearer", token]),
+        }
     }
 
     /// What `oci-client` should send to `host`.

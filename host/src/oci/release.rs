@@ -351,6 +351,17 @@ impl ReleaseSource for OciReleaseSource {
         }
     }
 
+    fn id(&self) -> String {
+        match &self.source {
+            Source::Registry(r) => format!(
+                "{} as {}",
+                self.describe(),
+                r.config().credentials.identity(self.repository.registry())
+            ),
+            Source::Layout(_) => self.describe(),
+        }
+    }
+
     fn list_releases(&self) -> BoxFuture<'_, std::result::Result<Vec<String>, ReleaseError>> {
         Box::pin(async move {
             list_tags(&self.source, &self.repository)

@@ -261,6 +261,18 @@ pub async fn sign(
     Ok(sig_ref)
 }
 
+/// Whether this process has not yet warned about the unsigned artifact `digest`: the warning is said once
+/// per digest, not on every load of the same plugin. Bounded: past 4096 digests it starts over.
+fn first_time_unsigned(digest: &str) -> bool {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let set = warned.get_or_insert_with(Default::default);
+    if set.len() >= 4096 {
+        set.clear();
+    }
+    set.insert(digest.to_owned())
+}
+
 /// Apply `policy` to the artifact `reference` whose manifest digest is `digest`.
 pub async fn verify(
     source: &Source,
@@ -274,7 +286,11 @@ pub async fn verify(
     let fetched = match source.fetch_manifest(&sig_ref).await {
         Ok(m) => m,
         Err(OciError::NotFound { .. }) if policy.allow_unsigned => {
-            tracing::warn!(reference = %shown, digest, "using an unsigned artifact: the policy allows unsigned plugins");
+            if first_time_unsigned(digest) {
+                tracing::warn!(reference = %shown, digest, "using an unsigned artifact: the policy allows unsigned plugins");
+            } else {
+                tracing::debug!(reference = %shown, digest, "using an unsigned artifact (warned before)");
+            }
             return Ok(Verdict::UnsignedAllowed);
         }
         Err(OciError::NotFound { .. }) => {
@@ -365,6 +381,16 @@ pub async fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unsigned_warning_is_said_once_per_digest() {
+        let a = "sha256:aaaa-the-unsigned-warning-test";
+        let b = "sha256:bbbb-the-unsigned-warning-test";
+        assert!(first_time_unsigned(a));
+        assert!(!first_time_unsigned(a));
+        assert!(first_time_unsigned(b));
+        assert!(!first_time_unsigned(a));
+    }
 
     #[test]
     fn generated_keys_round_trip_and_wrong_keys_or_passwords_fail() -> Result<()> {

@@ -113,12 +113,24 @@ impl PluginError {
     }
 }
 
+/// Bytes of a plugin's stderr that a trap message carries (its end: where the panic message is).
+const STDERR_IN_MESSAGE: usize = 2 << 10;
+
 fn stderr_suffix(stderr: &str) -> String {
+    let stderr = stderr.trim_end();
     if stderr.trim().is_empty() {
-        String::new()
-    } else {
-        format!("\nplugin stderr:\n{}", stderr.trim_end())
+        return String::new();
     }
+    let mut start = stderr.len().saturating_sub(STDERR_IN_MESSAGE);
+    while !stderr.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = if start > 0 {
+        format!("[{start} earlier bytes cut]\n")
+    } else {
+        String::new()
+    };
+    format!("\nplugin stderr:\n{cut}{}", &stderr[start..])
 }
 
 fn backtrace_suffix(backtrace: &str) -> String {

@@ -528,8 +528,8 @@ impl Plugin {
             .arm(&mut store)
             .and_then(|()| body(&inner.linked, &mut store));
         let remaining = store.get_fuel().unwrap_or(0);
+        let stderr = store.data_mut().flush_output();
         let state = store.data();
-        let stderr = state.flush_output();
         let report = CallReport {
             function: function.to_string(),
             fuel_used: fuel.saturating_sub(remaining),

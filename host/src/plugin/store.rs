@@ -13,6 +13,68 @@ use super::Grants;
 /// Bytes of stdout/stderr kept per call; past it the guest's writes fail.
 pub const OUTPUT_CAPTURE: usize = 1 << 20;
 
+/// Lines a plugin may write into the host log per call: its `log` calls, stdout and stderr together.
+pub const LOG_LINES_PER_CALL: u32 = 100;
+/// Bytes a plugin may write into the host log per call (same budget as [`LOG_LINES_PER_CALL`]).
+pub const LOG_BYTES_PER_CALL: usize = 32 << 10;
+/// Longest single log line; longer ones are cut (and say so).
+pub const LOG_LINE_MAX: usize = 4 << 10;
+
+/// What a call has written into the host log so far, and what it was refused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogBudget {
+    lines: u32,
+    bytes: usize,
+    /// Lines dropped over the budget.
+    pub dropped_lines: u64,
+    /// Bytes dropped over the budget.
+    pub dropped_bytes: u64,
+}
+
+impl LogBudget {
+    /// Whether a line of `len` bytes still fits; counts it as written or as dropped.
+    pub fn admit(&mut self, len: usize) -> bool {
+        if self.lines < LOG_LINES_PER_CALL && self.bytes + len <= LOG_BYTES_PER_CALL {
+            self.lines += 1;
+            self.bytes += len;
+            true
+        } else {
+            self.dropped_lines += 1;
+            self.dropped_bytes += len as u64;
+            false
+        }
+    }
+
+    /// Logs, once, how much the call was refused (nothing when it stayed within the budget).
+    pub fn report(&self, plugin: &str) {
+        if self.dropped_lines > 0 {
+            tracing::warn!(
+                target: "plugin",
+                plugin,
+                dropped_lines = self.dropped_lines,
+                dropped_bytes = self.dropped_bytes,
+                "the plugin's log output of this call was cut at {LOG_LINES_PER_CALL} lines / {} KiB; \
+                 {} more lines ({} bytes) were dropped",
+                LOG_BYTES_PER_CALL >> 10,
+                self.dropped_lines,
+                self.dropped_bytes
+            );
+        }
+    }
+}
+
+/// `line` cut to [`LOG_LINE_MAX`] bytes (on a character boundary), marked when cut.
+pub fn cut_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= LOG_LINE_MAX {
+        return line.into();
+    }
+    let mut end = LOG_LINE_MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes cut]", &line[..end], line.len() - end).into()
+}
+
 /// How clocks and randomness behave inside the guest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Determinism {
@@ -36,6 +98,7 @@ pub struct CallState {
     /// `name@sha256:abcd1234` for logs.
     pub(crate) plugin: Arc<str>,
     pub(crate) host_calls: u32,
+    pub(crate) log: LogBudget,
     determinism: Determinism,
 }
 
@@ -91,6 +154,7 @@ impl CallState {
             grants,
             plugin,
             host_calls: 0,
+            log: LogBudget::default(),
             determinism,
         }
     }
@@ -101,19 +165,27 @@ impl CallState {
         self.wasi.is_some()
     }
 
-    /// Sends what the guest wrote to stdout/stderr into the host log, one event per line.
-    pub(crate) fn flush_output(&self) -> String {
-        let Some(wasi) = &self.wasi else {
-            return String::new();
-        };
-        let plugin = &*self.plugin;
-        for line in String::from_utf8_lossy(&wasi.stdout.contents()).lines() {
-            tracing::info!(target: "plugin", plugin, stream = "stdout", "{line}");
+    /// Sends what the guest wrote to stdout/stderr into the host log, one event per line, within the
+    /// call's log budget, and says once how much was dropped over it. Returns stderr (for trap messages).
+    pub(crate) fn flush_output(&mut self) -> String {
+        let plugin = self.plugin.clone();
+        let mut stderr = String::new();
+        if let Some(wasi) = &self.wasi {
+            for line in String::from_utf8_lossy(&wasi.stdout.contents()).lines() {
+                let line = cut_line(line);
+                if self.log.admit(line.len()) {
+                    tracing::info!(target: "plugin", plugin = &*plugin, stream = "stdout", "{line}");
+                }
+            }
+            stderr = String::from_utf8_lossy(&wasi.stderr.contents()).into_owned();
+            for line in stderr.lines() {
+                let line = cut_line(line);
+                if self.log.admit(line.len()) {
+                    tracing::warn!(target: "plugin", plugin = &*plugin, stream = "stderr", "{line}");
+                }
+            }
         }
-        let stderr = String::from_utf8_lossy(&wasi.stderr.contents()).into_owned();
-        for line in stderr.lines() {
-            tracing::warn!(target: "plugin", plugin, stream = "stderr", "{line}");
-        }
+        self.log.report(&plugin);
         stderr
     }
 }
@@ -258,6 +330,75 @@ mod tests {
             1 << 20,
             determinism,
         )
+    }
+
+    /// Counts the events each target emits, and keeps their messages.
+    #[derive(Default, Clone)]
+    struct Events(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+            }
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            self.0.lock().expect("events").push(m.0);
+        }
+    }
+
+    #[test]
+    fn a_flooding_plugin_writes_at_most_its_log_budget_and_the_host_says_so_once() {
+        use crate::plugin::bindings::clusterstack::provider::log::{Host, Level};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let events = Events::default();
+        let subscriber = tracing_subscriber::registry().with(events.clone());
+        let mut s = state(Determinism::Real);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..10_000 {
+                s.log(Level::Info, format!("line {i} {}", "x".repeat(1000)), vec![]);
+            }
+            // One huge line is cut, not passed on whole.
+            s.log(Level::Error, "y".repeat(1 << 20), vec![]);
+            s.ctx();
+            s.flush_output();
+        });
+        let seen = events.0.lock().expect("events").clone();
+        let lines = seen.iter().filter(|m| m.starts_with("line ")).count();
+        assert_eq!(
+            lines,
+            (LOG_BYTES_PER_CALL / 1007).min(LOG_LINES_PER_CALL as usize)
+        );
+        assert!(
+            seen.iter().all(|m| m.len() <= LOG_LINE_MAX + 64),
+            "a line over the cap was logged"
+        );
+        let notes: Vec<&String> = seen.iter().filter(|m| m.contains("were dropped")).collect();
+        assert_eq!(notes.len(), 1, "said once: {notes:?}");
+        assert!(
+            notes[0].contains(&format!("{} more lines", 10_001 - lines)),
+            "{}",
+            notes[0]
+        );
+        assert_eq!(s.log.dropped_lines, 10_001 - lines as u64);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_on_a_character_boundary_and_says_how_much() {
+        let line = "ä".repeat(LOG_LINE_MAX);
+        let cut = cut_line(&line);
+        assert!(cut.len() <= LOG_LINE_MAX + 32, "{}", cut.len());
+        assert!(
+            cut.ends_with(&format!("... [{} bytes cut]", line.len() - LOG_LINE_MAX)),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        assert_eq!(cut_line("short"), "short");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::chart::{read_chart_archive, unpack_chart_archive, ChartEntry};
+use super::chart::{read_chart_archive, unpack_chart_archive, ArchiveLimits, ChartEntry};
 use super::error::ReleaseError;
 use super::metadata::Metadata;
 use super::name::ReleaseName;
@@ -127,6 +127,24 @@ pub struct ReleaseAssets {
     pub addon_layout: AddonLayout,
     /// `node-images.yaml`, when present (parsed by the provider plugin).
     pub node_images: Option<PathBuf>,
+    /// What its chart archives may expand to (also when the addon archive is unpacked later).
+    pub limits: ArchiveLimits,
+}
+
+/// Most bytes of a release's YAML files (`metadata.yaml`, `clusteraddon.yaml`, `node-images.yaml`).
+pub const YAML_FILE_LIMIT: u64 = 1 << 20;
+
+/// Reads one of the release's YAML files, refusing one over [`YAML_FILE_LIMIT`] before reading it.
+fn read_small(path: &Path) -> Result<String, ReleaseError> {
+    let size = std::fs::metadata(path)
+        .map_err(ReleaseError::io("cannot read", path))?
+        .len();
+    if size > YAML_FILE_LIMIT {
+        return Err(ReleaseError::io("cannot read", path)(std::io::Error::other(
+            format!("{size} bytes is over the limit of {YAML_FILE_LIMIT} bytes for a release's YAML file"),
+        )));
+    }
+    std::fs::read_to_string(path).map_err(ReleaseError::io("cannot read", path))
 }
 
 fn tgz_files(dir: &Path) -> Vec<String> {
@@ -161,8 +179,14 @@ fn require_file(dir: &Path, tag: &str, file: &str, what: &str) -> Result<PathBuf
 }
 
 impl ReleaseAssets {
-    /// Loads and validates the release `tag` from `dir` (a directory holding the release's files).
+    /// Loads and validates the release `tag` from `dir` (a directory holding the release's files), with
+    /// the default [`ArchiveLimits`].
     pub fn load(dir: &Path, tag: &str) -> Result<Self, ReleaseError> {
+        Self::load_within(dir, tag, ArchiveLimits::default())
+    }
+
+    /// [`ReleaseAssets::load`] with the given archive limits.
+    pub fn load_within(dir: &Path, tag: &str, limits: ArchiveLimits) -> Result<Self, ReleaseError> {
         let name = ReleaseName::parse_tag(tag)?;
         let tag = name.tag();
         let meta_path = dir.join(METADATA_FILE);
@@ -173,8 +197,7 @@ impl ReleaseAssets {
                 hint: format!("every release needs one; looked in {}", dir.display()),
             });
         }
-        let text =
-            std::fs::read_to_string(&meta_path).map_err(ReleaseError::io("cannot read", &meta_path))?;
+        let text = read_small(&meta_path)?;
         let metadata = Metadata::parse(&text).map_err(|source| ReleaseError::Metadata {
             tag: tag.clone(),
             source,
@@ -205,7 +228,8 @@ impl ReleaseAssets {
             let (tag, file) = (tag.clone(), file.to_owned());
             move |reason| ReleaseError::Chart { tag, file, reason }
         };
-        let mut class_charts = read_chart_archive(&cluster_class_chart).map_err(chart_err(&class_file))?;
+        let mut class_charts =
+            read_chart_archive(&cluster_class_chart, &limits).map_err(chart_err(&class_file))?;
         if class_charts.len() != 1 {
             return Err(chart_err(&class_file)(format!(
                 "expected one chart, found {}",
@@ -221,12 +245,11 @@ impl ReleaseAssets {
         let addon_file = name.cluster_addon_chart_file(&metadata.cluster_addon);
         let cluster_addon_chart = require_file(dir, &tag, &addon_file, "cluster-addon chart")?;
         let cluster_addon_charts =
-            read_chart_archive(&cluster_addon_chart).map_err(chart_err(&addon_file))?;
+            read_chart_archive(&cluster_addon_chart, &limits).map_err(chart_err(&addon_file))?;
 
         let config_path = dir.join(CLUSTER_ADDON_CONFIG_FILE);
         let addon_layout = if config_path.is_file() {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(ReleaseError::io("cannot read", &config_path))?;
+            let text = read_small(&config_path)?;
             let config: ClusterAddonConfig =
                 serde_yaml::from_str(&text).map_err(|e| ReleaseError::Config {
                     tag: tag.clone(),
@@ -264,8 +287,7 @@ impl ReleaseAssets {
 
         let node_images_path = dir.join(NODE_IMAGES_FILE);
         let node_images = if node_images_path.is_file() {
-            let text = std::fs::read_to_string(&node_images_path)
-                .map_err(ReleaseError::io("cannot read", &node_images_path))?;
+            let text = read_small(&node_images_path)?;
             serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| ReleaseError::Config {
                 tag: tag.clone(),
                 file: NODE_IMAGES_FILE,
@@ -286,6 +308,7 @@ impl ReleaseAssets {
             cluster_addon_charts,
             addon_layout,
             node_images,
+            limits,
         })
     }
 }
@@ -300,10 +323,12 @@ impl ReleaseAssets {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        unpack_chart_archive(&self.cluster_addon_chart, dest).map_err(|reason| ReleaseError::Chart {
-            tag: self.name.tag(),
-            file,
-            reason,
+        unpack_chart_archive(&self.cluster_addon_chart, dest, &self.limits).map_err(|reason| {
+            ReleaseError::Chart {
+                tag: self.name.tag(),
+                file,
+                reason,
+            }
         })?;
         Ok(self
             .cluster_addon_charts

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::assets::ReleaseAssets;
+use super::chart::ArchiveLimits;
 use super::error::ReleaseError;
 use super::name::ReleaseName;
 use super::source::ReleaseSource;
@@ -27,6 +28,7 @@ pub struct ReleaseCache {
     /// One lock per tag, so concurrent reconciles of one release download it once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counter: AtomicU64,
+    limits: ArchiveLimits,
 }
 
 impl ReleaseCache {
@@ -51,7 +53,14 @@ impl ReleaseCache {
             dir,
             locks: Mutex::default(),
             counter: AtomicU64::new(0),
+            limits: ArchiveLimits::default(),
         })
+    }
+
+    /// Validates releases (and later unpacks their addon archives) within `limits`.
+    pub fn with_limits(mut self, limits: ArchiveLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Directory of one source's releases: `cluster-stacks/<first 16 hex digits of sha256(source id)>`.
@@ -76,7 +85,7 @@ impl ReleaseCache {
         if !path.is_dir() {
             return Ok(None);
         }
-        ReleaseAssets::load(&path, &release.tag()).map(Some)
+        ReleaseAssets::load_within(&path, &release.tag(), self.limits).map(Some)
     }
 
     fn lock_for(&self, tag: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -120,7 +129,7 @@ impl ReleaseCache {
         let tag = release.tag();
         source.download(&tag, tmp).await?;
         // Validate before publishing: an invalid release never appears in the cache.
-        ReleaseAssets::load(tmp, &tag)?;
+        ReleaseAssets::load_within(tmp, &tag, self.limits)?;
         let final_path = self.path_of(source, release);
         match std::fs::rename(tmp, &final_path) {
             Ok(()) => {}
@@ -130,7 +139,7 @@ impl ReleaseCache {
             }
             Err(e) => return Err(ReleaseError::io("cannot publish release into", final_path)(e)),
         }
-        ReleaseAssets::load(&final_path, &tag)
+        ReleaseAssets::load_within(&final_path, &tag, self.limits)
     }
 
     /// Removes a cached release (e.g. after its assets turned out to be broken).

@@ -587,7 +587,77 @@ fn multi_stage_addon_unpacks_into_one_chart_per_stage() {
     header.set_cksum();
     builder.append(&header, &data[..]).expect("append");
     builder.into_inner().expect("finish").finish().expect("gzip");
-    let err = chart::unpack_chart_archive(&evil, &tmp.path().join("out")).expect_err("escape");
+    let err =
+        chart::unpack_chart_archive(&evil, &tmp.path().join("out"), &Default::default()).expect_err("escape");
     assert_eq!(err, "entry ../escape leaves the archive directory");
     assert!(!tmp.path().join("escape").exists());
+}
+
+/// A chart archive with one chart whose `Chart.yaml` is followed by `extra` entries of the given sizes.
+fn archive_with(path: &Path, extra: &[(&str, usize)]) {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(path).expect("create"),
+        flate2::Compression::fast(),
+    ));
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).expect("append");
+    };
+    add("c/Chart.yaml", b"name: c\nversion: 1.0.0\n");
+    for (name, size) in extra {
+        add(name, &vec![0u8; *size]);
+    }
+    builder.into_inner().expect("finish").finish().expect("gzip");
+}
+
+#[test]
+fn chart_archives_that_expand_past_the_limits_are_refused_before_they_are_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let limits = chart::ArchiveLimits {
+        total_bytes: 3 << 20,
+        entry_bytes: 2 << 20,
+        entries: 5,
+    };
+    // One entry over the per-file limit (it compresses to a few KiB: a zip bomb in small).
+    let big = tmp.path().join("big.tgz");
+    archive_with(&big, &[("c/templates/bomb.yaml", (2 << 20) + 1)]);
+    assert!(std::fs::metadata(&big).expect("size").len() < 64 << 10);
+    let err = chart::read_chart_archive(&big, &limits).expect_err("entry limit");
+    assert_eq!(
+        err,
+        "c/templates/bomb.yaml expands to 2097153 bytes, over the limit of 2097152 bytes per file"
+    );
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    assert!(chart::unpack_chart_archive(&big, &out, &limits).is_err());
+    assert!(
+        !out.join("c/templates/bomb.yaml").exists(),
+        "nothing of the refused entry is written"
+    );
+
+    // Entries each within the limit, together over the total.
+    let many = tmp.path().join("many.tgz");
+    archive_with(&many, &[("c/a", 2 << 20), ("c/b", 2 << 20)]);
+    let err = chart::read_chart_archive(&many, &limits).expect_err("total limit");
+    assert!(
+        err.starts_with("the archive expands to more than 3145728 bytes"),
+        "{err}"
+    );
+    assert!(err.ends_with("c/b is where it passes it"), "{err}");
+
+    // Too many entries.
+    let names: Vec<String> = (0..5).map(|i| format!("c/f{i}")).collect();
+    let entries: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let crowded = tmp.path().join("crowded.tgz");
+    archive_with(&crowded, &entries);
+    let err = chart::read_chart_archive(&crowded, &limits).expect_err("entry count");
+    assert_eq!(
+        err,
+        "the archive has more than 5 entries (the limit per chart archive)"
+    );
+
+    // The defaults take the real sample releases.
+    assert!(ReleaseAssets::load(&releases().join("docker-ferrol-1-32-v2"), "docker-ferrol-1-32-v2").is_ok());
 }

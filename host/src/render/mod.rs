@@ -64,7 +64,23 @@ pub enum RenderError {
     /// An input cannot be passed to Helm.
     #[error("invalid render input: {0}")]
     InvalidInput(String),
+    /// The chart rendered more than a release may apply.
+    #[error("chart {} rendered {what}, over the limit of {limit} per render; a cluster stack's chart renders far fewer (check its loops and values)", chart.display())]
+    TooLarge {
+        /// The chart.
+        chart: PathBuf,
+        /// What it rendered (`more than 5000 objects`, `73400320 bytes`).
+        what: String,
+        /// The limit.
+        limit: String,
+    },
 }
+
+/// Most objects one render may yield. The real SCS stacks render a few dozen (cilium, the largest addon,
+/// about a hundred); a render past this is a runaway loop, and applying it would flood the API server.
+pub const MAX_RENDERED_OBJECTS: usize = 5_000;
+/// Most bytes of rendered YAML one render may yield.
+pub const MAX_RENDERED_BYTES: usize = 64 << 20;
 
 /// What to render.
 #[derive(Debug, Clone)]
@@ -145,7 +161,20 @@ pub fn manifests_from_rendered(
     rendered: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Value>, RenderError> {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let too_large = |what: String, limit: String| RenderError::TooLarge {
+        chart: chart.to_owned(),
+        what,
+        limit,
+    };
     for (template, text) in rendered {
+        bytes += text.len();
+        if bytes > MAX_RENDERED_BYTES {
+            return Err(too_large(
+                format!("more than {MAX_RENDERED_BYTES} bytes (at {template})"),
+                format!("{MAX_RENDERED_BYTES} bytes"),
+            ));
+        }
         let file = template.rsplit('/').next().unwrap_or(&template);
         if file.starts_with('_') || file.eq_ignore_ascii_case("NOTES.txt") {
             continue;
@@ -170,6 +199,12 @@ pub fn manifests_from_rendered(
                             "a {} has no metadata.name",
                             value["kind"].as_str().unwrap_or("?")
                         )));
+                    }
+                    if out.len() == MAX_RENDERED_OBJECTS {
+                        return Err(too_large(
+                            format!("more than {MAX_RENDERED_OBJECTS} objects (at {template})"),
+                            format!("{MAX_RENDERED_OBJECTS} objects"),
+                        ));
                     }
                     out.push(value);
                 }

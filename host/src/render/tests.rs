@@ -290,3 +290,43 @@ fn default_renderer_prefers_the_library() {
     let r = default_renderer().unwrap_or_else(|e| panic!("{e}"));
     assert!(r.name().starts_with("libhelm_c (Helm v4."), "{}", r.name());
 }
+
+#[test]
+fn a_runaway_render_is_refused_at_the_object_limit_with_its_template() {
+    let one = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n---\n";
+    let rendered = vec![(
+        "c/templates/loop.yaml".to_owned(),
+        one.repeat(MAX_RENDERED_OBJECTS + 1),
+    )];
+    let err = manifests_from_rendered(Path::new("c.tgz"), rendered).expect_err("too many");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "chart c.tgz rendered more than {MAX_RENDERED_OBJECTS} objects (at c/templates/loop.yaml), over the \
+             limit of {MAX_RENDERED_OBJECTS} objects per render; a cluster stack's chart renders far fewer \
+             (check its loops and values)"
+        )
+    );
+    let exactly = vec![(
+        "c/templates/loop.yaml".to_owned(),
+        one.repeat(MAX_RENDERED_OBJECTS),
+    )];
+    assert_eq!(
+        manifests_from_rendered(Path::new("c.tgz"), exactly)
+            .expect("at the limit")
+            .len(),
+        MAX_RENDERED_OBJECTS
+    );
+
+    let huge = vec![(
+        "c/templates/big.yaml".to_owned(),
+        "#".repeat(MAX_RENDERED_BYTES + 1),
+    )];
+    let err = manifests_from_rendered(Path::new("c.tgz"), huge).expect_err("too many bytes");
+    assert!(
+        err.to_string().contains(&format!(
+            "more than {MAX_RENDERED_BYTES} bytes (at c/templates/big.yaml)"
+        )),
+        "{err}"
+    );
+}

@@ -216,6 +216,14 @@ impl ReleaseSource for GitHubSource {
         )
     }
 
+    fn id(&self) -> String {
+        let requester = match &self.config.token {
+            Some(token) => crate::oci::auth::fingerprint(&["token", token]),
+            None => "anonymous".to_owned(),
+        };
+        format!("{} as {requester}", self.describe())
+    }
+
     fn list_releases(&self) -> BoxFuture<'_, Result<Vec<String>, ReleaseError>> {
         let this = self.clone();
         Box::pin(async move {
