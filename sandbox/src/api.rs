@@ -1061,9 +1061,12 @@ pub fn server_side_apply(
             };
             let mut obj = apply::apply(None, &applied, &writer, opts.force)?;
             {
+                // As on create: a cluster-scoped object has no namespace, whatever the applied manifest says.
                 let m = meta_mut(&mut obj);
                 if t.rt.namespaced {
                     m.insert("namespace".into(), json!(t.namespace));
+                } else {
+                    m.remove("namespace");
                 }
             }
             let managed = obj.pointer("/metadata/managedFields").cloned();

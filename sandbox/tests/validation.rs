@@ -700,4 +700,17 @@ async fn api_services_are_validated_like_the_aggregator_does() {
         .await
         .expect("metrics-server's APIService");
     assert_eq!(stored.data["spec"]["service"]["port"], 443);
+    // A namespace in the manifest of a cluster-scoped kind is dropped (Helm output applied as it is).
+    let mut applied = svc("v1.custom.metrics.k8s.io", good.clone());
+    applied["metadata"]["namespace"] = json!("kube-system");
+    applied["spec"]["group"] = json!("custom.metrics.k8s.io");
+    applied["spec"]["version"] = json!("v1");
+    cluster
+        .apply_yaml(&applied.to_string(), "helm")
+        .expect("server-side apply");
+    let got = services
+        .get("v1.custom.metrics.k8s.io")
+        .await
+        .expect("stored cluster-wide");
+    assert_eq!(got.metadata.namespace, None);
 }
