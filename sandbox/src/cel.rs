@@ -258,49 +258,47 @@ fn property<'a>(schema: &'a Value, field: &str) -> Option<(&'a String, &'a Value
         .find(|(k, _)| escape(k).as_deref() == Some(field))
 }
 
-/// The schema Kubernetes gives the root of an object and embedded resources: `apiVersion`, `kind` and the
-/// `metadata` name fields are readable whatever the schema says about them.
-fn with_type_and_object_meta(schema: &Value) -> Value {
-    let mut s = schema.clone();
-    if !s.get("properties").is_some_and(Value::is_object) {
-        s["properties"] = serde_json::json!({});
-    }
-    let string = serde_json::json!({"type": "string"});
-    s["properties"]["apiVersion"] = string.clone();
-    s["properties"]["kind"] = string.clone();
-    s["properties"]["metadata"] =
-        serde_json::json!({"type": "object", "properties": {"name": string, "generateName": string}});
-    s
-}
-
 /// JSON to a CEL value as a rule sees it at a schema node (`root`: the node is the object's root): object
 /// properties under their escaped names, only declared properties visible (an object with
 /// `x-kubernetes-preserve-unknown-fields` and no properties is empty), maps (`additionalProperties`) with their
-/// own keys, `number` fields as doubles. Nodes without a `type` are passed through as they are.
+/// own keys, `number` fields as doubles. The root and embedded resources also show `apiVersion`, `kind` and
+/// `metadata.name`/`generateName`, whatever their schema declares. Nodes without a `type` pass as they are.
 pub fn bind(v: &Value, schema: &Value, root: bool) -> cel::Value {
     let embedded = schema
         .get("x-kubernetes-embedded-resource")
         .and_then(Value::as_bool)
         == Some(true);
-    if (root || embedded) && v.is_object() {
-        let typed = with_type_and_object_meta(schema);
-        return bind_node(v, &typed);
-    }
-    bind_node(v, schema)
+    bind_node(v, schema, root || embedded)
 }
 
-fn bind_node(v: &Value, schema: &Value) -> cel::Value {
-    let ty = schema.get("type").and_then(Value::as_str);
+fn bind_node(v: &Value, schema: &Value, type_meta: bool) -> cel::Value {
+    let ty = if type_meta {
+        Some("object")
+    } else {
+        schema.get("type").and_then(Value::as_str)
+    };
     match (ty, v) {
         (Some("object"), Value::Object(m)) => {
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             let mut map: HashMap<cel::objects::Key, cel::Value> = HashMap::new();
             for (k, child) in m {
-                let entry = match (props, additional) {
-                    (Some(p), _) => p.get(k).and_then(|s| Some((escape(k)?, bind(child, s, false)))),
-                    (None, Some(a)) => Some((k.clone(), bind(child, a, false))),
-                    (None, None) => None,
+                let entry = match (k.as_str(), props, additional) {
+                    ("apiVersion" | "kind", _, _) if type_meta => {
+                        child.is_string().then(|| (k.clone(), to_cel(child)))
+                    }
+                    ("metadata", _, _) if type_meta => {
+                        let mut meta = serde_json::Map::new();
+                        for f in ["name", "generateName"] {
+                            if let Some(s) = child.get(f).filter(|s| s.is_string()) {
+                                meta.insert(f.to_string(), s.clone());
+                            }
+                        }
+                        Some((k.clone(), to_cel(&Value::Object(meta))))
+                    }
+                    (_, Some(p), _) => p.get(k).and_then(|s| Some((escape(k)?, bind(child, s, false)))),
+                    (_, None, Some(a)) => Some((k.clone(), bind(child, a, false))),
+                    (_, None, None) => None,
                 };
                 if let Some((name, value)) = entry {
                     map.insert(cel::objects::Key::String(Arc::new(name)), value);
@@ -556,5 +554,16 @@ mod tests {
         assert_eq!(check("self.size() == 5"), Outcome::Pass);
         let unescaped = compile("has(self.import)").expect("compiles");
         assert_eq!(undefined_fields(&unescaped, &schema, false), ["import"]);
+    }
+
+    #[test]
+    fn the_root_shows_type_meta_and_the_name_only() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"x": {"type": "integer"}}}}});
+        let v = json!({"apiVersion": "a.io/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {"x": 1}});
+        let rule =
+            "self.kind == 'K' && self.metadata.name == 'n' && !has(self.metadata.labels) && self.spec.x == 1";
+        let compiled = compile(rule).expect("compiles");
+        assert!(undefined_fields(&compiled, &schema, true).is_empty());
+        assert_eq!(eval(&compiled, bind(&v, &schema, true), None), Outcome::Pass);
     }
 }
