@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 
 /// The media type kubectl asks for.
 pub const MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The Content-Type of the answer: Go's media type parser refuses the `@` of [`MEDIA_TYPE`], so the real
+/// server (kube-openapi's handler) answers with a dot there.
+pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// A protobuf message being written.
 #[derive(Default)]

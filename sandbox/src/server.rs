@@ -232,11 +232,11 @@ fn dispatch(
         ),
         ["openapi", "v2"] => get_only({
             let doc = openapi::v2(&inner.lock().registry);
-            if accepts(headers, gnostic::MEDIA_TYPE) {
+            if accepts(headers, gnostic::MEDIA_TYPE) || accepts(headers, gnostic::CONTENT_TYPE) {
                 let mut r = Response::new(Body::from(gnostic::encode(&doc)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(gnostic::MEDIA_TYPE),
+                    HeaderValue::from_static(gnostic::CONTENT_TYPE),
                 );
                 Ok(r)
             } else {
