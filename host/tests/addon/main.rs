@@ -8,5 +8,6 @@ mod hooks;
 mod inmemory;
 mod legacy;
 mod multi_stage;
+mod real_charts;
 mod real_stack;
 mod run;
