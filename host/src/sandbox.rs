@@ -56,8 +56,10 @@ pub const CAPI_CRDS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Installs the stackhost CRDs and the Cluster API CRDs into an emulator cluster.
+/// Installs the stackhost CRDs and the Cluster API CRDs into an emulator cluster, with Cluster API's
+/// conversion between v1beta1 and v1beta2 Clusters and ClusterClasses (its webhook on a real cluster).
 pub fn install_crds(cluster: &kube_emulator::Cluster) -> anyhow::Result<()> {
+    cluster.add_converter(Arc::new(kube_emulator::cluster_api::ClusterApiConversion));
     cluster
         .apply_yaml(&crate::api::crds_yaml(), "stackhost")
         .context("installing the stackhost CRDs")?;

@@ -109,6 +109,9 @@ pub struct Written {
 
 fn storage_form(rt: &ResourceType, obj: Value) -> Value {
     let mut obj = obj;
+    if let Some(hook) = &rt.conversion {
+        return hook.convert(obj, &rt.storage_group, &rt.storage_version);
+    }
     if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" {
         obj = meta::event_from_v1(&obj);
     }
@@ -122,7 +125,18 @@ fn storage_form(rt: &ResourceType, obj: Value) -> Value {
 
 /// An object as the requested version shows it.
 pub fn view(rt: &ResourceType, version: &str, obj: &Value) -> Value {
-    let mut out = if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" {
+    let mut out = if let Some(hook) = &rt.conversion {
+        let mut obj = obj.clone();
+        // A request body may leave apiVersion out: it is in the version of the URL.
+        if obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj["apiVersion"] = json!(rt.api_version(version));
+        }
+        hook.convert(obj, &rt.group, version)
+    } else if rt.builtin == Some(Builtin::Event) && rt.group == "events.k8s.io" {
         meta::event_to_v1(obj)
     } else {
         obj.clone()
@@ -388,7 +402,8 @@ pub fn list_shared(inner: &Inner, t: &Target, opts: &ListOptions) -> ApiResult<L
     let mut more = false;
     let mut last_key = None;
     // Selectors see the requested version; only events.k8s.io Events differ from their stored form.
-    let converted = t.rt.builtin == Some(Builtin::Event) && t.rt.group == "events.k8s.io";
+    let converted =
+        t.rt.conversion.is_some() || (t.rt.builtin == Some(Builtin::Event) && t.rt.group == "events.k8s.io");
     store.scan(&t.key(), ns, start.as_ref(), |key, obj| {
         let matches = |o: &Value| opts.labels.matches(o) && opts.fields.matches(o);
         let ok = if converted {

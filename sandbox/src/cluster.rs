@@ -79,6 +79,9 @@ pub struct ClusterOptions {
     pub bookmark_every: Duration,
     /// Serve HTTPS with a CA generated for this cluster (the kubeconfig carries the CA).
     pub tls: bool,
+    /// Converters between custom resource versions (conversion webhooks), e.g.
+    /// [`crate::cluster_api::ClusterApiConversion`].
+    pub converters: Vec<Arc<dyn crate::conversion::Converter>>,
 }
 
 impl Default for ClusterOptions {
@@ -92,6 +95,7 @@ impl Default for ClusterOptions {
             name: "kube-emulator".into(),
             bookmark_every: Duration::from_secs(10),
             tls: false,
+            converters: Vec::new(),
         }
     }
 }
@@ -117,6 +121,9 @@ impl Cluster {
     /// Start a cluster.
     pub async fn start_with(opts: ClusterOptions) -> Result<Cluster, ClusterError> {
         let inner = Arc::new(Inner::new(opts.history.max(1)));
+        for c in &opts.converters {
+            inner.lock().registry.add_converter(c.clone());
+        }
         let loaded = match &opts.state_file {
             Some(path) if path.exists() => {
                 load_state(&inner, path)?;
@@ -205,6 +212,12 @@ impl Cluster {
             stop: Some(stop),
             tasks,
         })
+    }
+
+    /// Convert the kinds `converter` handles with it from now on, like a conversion webhook installed with
+    /// a provider. Objects already stored stay as they are.
+    pub fn add_converter(&self, converter: Arc<dyn crate::conversion::Converter>) {
+        self.inner.lock().registry.add_converter(converter);
     }
 
     /// The listening address.

@@ -114,14 +114,135 @@ pub fn v3_group_version(reg: &Registry, group: &str, version: &str) -> Value {
     })
 }
 
-/// `/openapi/v2`: a minimal Swagger 2.0 document with one definition per kind.
-pub fn v2(reg: &Registry) -> Value {
-    let mut defs = Map::new();
-    // Built-in kinds are left out on purpose: kubectl then uses its compiled-in types for strategic merge.
-    for t in reg.all().filter(|t| t.builtin.is_none()) {
-        for v in &t.versions {
-            defs.insert(definition_name(t, &v.name), object_schema(t, &v.name));
+/// A CRD's OpenAPI v3 schema as the real server publishes it in v2 (apiextensions' `ToStructuralOpenAPIV2`):
+/// v2 has no `anyOf`/`oneOf`/`not` and no `nullable`, and kubectl's v2 model rejects an array without
+/// `items` or an object that lists properties it may not check. So junctors go, a nullable value loses its
+/// type, a value that keeps unknown fields loses its properties and items, and a nullable property is no
+/// longer required.
+pub fn to_v2(schema: &Value) -> Value {
+    let Some(obj) = schema.as_object() else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in obj {
+        let v = match k.as_str() {
+            "allOf" | "anyOf" | "oneOf" | "not" | "nullable" => continue,
+            "properties" => match v.as_object() {
+                Some(props) => {
+                    Value::Object(props.iter().map(|(name, p)| (name.clone(), to_v2(p))).collect())
+                }
+                None => continue,
+            },
+            "items" | "additionalProperties" if v.is_object() => to_v2(v),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    let flag = |key: &str| obj.get(key).and_then(Value::as_bool) == Some(true);
+    if flag("nullable") {
+        for k in ["type", "items", "properties"] {
+            out.remove(k);
         }
     }
-    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": {}, "definitions": defs})
+    if flag("x-kubernetes-preserve-unknown-fields") {
+        out.remove("items");
+        out.remove("properties");
+    }
+    if out.get("type").and_then(Value::as_str) == Some("array") && !out.contains_key("items") {
+        out.remove("type");
+    }
+    let nullable = |s: &Value| s.get("nullable").and_then(Value::as_bool) == Some(true);
+    if obj.get("additionalProperties").is_some_and(nullable) {
+        out.remove("required");
+    } else if let (Some(Value::Array(required)), Some(props)) = (
+        out.get("required").cloned(),
+        obj.get("properties").and_then(Value::as_object),
+    ) {
+        let kept: Vec<Value> = required
+            .into_iter()
+            .filter(|r| !r.as_str().and_then(|n| props.get(n)).is_some_and(nullable))
+            .collect();
+        out.insert("required".into(), Value::Array(kept));
+    }
+    Value::Object(out)
+}
+
+/// `/openapi/v2`: a Swagger 2.0 document with a PATCH path per kind (so kubectl sees `fieldValidation` there
+/// too) and one definition per custom resource version. Built-in kinds get no definition on purpose: kubectl
+/// then computes strategic merge patches from its compiled-in types, as it must for them.
+pub fn v2(reg: &Registry) -> Value {
+    let mut defs = Map::new();
+    let mut paths = Map::new();
+    for t in reg.all() {
+        for v in &t.versions {
+            let def = definition_name(t, &v.name);
+            let gvk = json!({"group": t.group, "version": v.name, "kind": t.kind});
+            let mut params =
+                vec![json!({"name": "body", "in": "body", "required": true, "schema": {"type": "object"}})];
+            for (name, ty) in [
+                ("dryRun", "string"),
+                ("fieldManager", "string"),
+                ("fieldValidation", "string"),
+                ("force", "boolean"),
+            ] {
+                params.push(json!({"name": name, "in": "query", "type": ty, "uniqueItems": true}));
+            }
+            let prefix = if t.group.is_empty() {
+                format!("/api/{}", v.name)
+            } else {
+                format!("/apis/{}/{}", t.group, v.name)
+            };
+            let path = if t.namespaced {
+                format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+            } else {
+                format!("{prefix}/{}/{{name}}", t.plural)
+            };
+            let mut response = json!({"description": "OK"});
+            if t.builtin.is_none() {
+                response["schema"] = json!({"$ref": format!("#/definitions/{def}")});
+                defs.insert(def, to_v2(&object_schema(t, &v.name)));
+            }
+            paths.insert(
+                path,
+                json!({
+                    "patch": {
+                        "operationId": format!("patch{}", t.kind),
+                        "consumes": ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"],
+                        "produces": ["application/json"],
+                        "parameters": params,
+                        "responses": {"200": response},
+                        "x-kubernetes-action": "patch",
+                        "x-kubernetes-group-version-kind": gvk,
+                    },
+                    "parameters": [{"name": "name", "in": "path", "required": true, "type": "string", "uniqueItems": true}],
+                }),
+            );
+        }
+    }
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "definitions": defs})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_schemas_drop_what_kubectl_cannot_model() {
+        let v3 = json!({"type": "object", "required": ["a", "n"], "properties": {
+            "a": {"type": "array", "x-kubernetes-preserve-unknown-fields": true, "items": {"type": "string"}},
+            "n": {"type": "object", "nullable": true, "properties": {"x": {"type": "string"}}},
+            "u": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true},
+            "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"y": {"type": "string"}}},
+        }});
+        let v2 = to_v2(&v3);
+        assert_eq!(
+            v2,
+            json!({"type": "object", "required": ["a"], "properties": {
+                "a": {"x-kubernetes-preserve-unknown-fields": true},
+                "n": {},
+                "u": {"x-kubernetes-int-or-string": true},
+                "k": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            }})
+        );
+    }
 }

@@ -454,6 +454,8 @@ pub struct ResourceType {
     pub builtin: Option<Builtin>,
     /// The storage key's group: events.k8s.io events are stored with core events.
     pub storage_group: String,
+    /// The in-process converter between versions, if one is registered for the kind.
+    pub conversion: Option<crate::conversion::Hook>,
 }
 
 impl ResourceType {
@@ -528,6 +530,7 @@ fn builtin(
         categories: vec![],
         builtin: Some(builtin),
         storage_group: group.into(),
+        conversion: None,
     }
 }
 
@@ -535,6 +538,8 @@ fn builtin(
 #[derive(Debug, Clone)]
 pub struct Registry {
     types: BTreeMap<(String, String), Arc<ResourceType>>,
+    /// Converters between versions; shared by the clones of one cluster's registry.
+    conversions: Arc<crate::conversion::Conversions>,
 }
 
 impl Default for Registry {
@@ -624,7 +629,10 @@ impl Registry {
             .into_iter()
             .map(|t| ((t.group.clone(), t.plural.clone()), Arc::new(t)))
             .collect();
-        Registry { types }
+        Registry {
+            types,
+            conversions: Default::default(),
+        }
     }
 
     /// The type served at `group/version/plural`, if that version is served.
@@ -676,15 +684,31 @@ impl Registry {
     }
 
     /// Serve (or re-serve) the kind a CRD defines.
-    pub fn insert_crd(&mut self, t: ResourceType) {
+    pub fn insert_crd(&mut self, mut t: ResourceType) {
+        let conversions = &self.conversions;
+        conversions.versions.set(&t.group, &t.kind, &t.storage_version);
+        t.conversion = conversions.hook(&t.group, &t.kind);
         self.types
             .insert((t.group.clone(), t.plural.clone()), Arc::new(t));
+    }
+
+    /// Convert the kinds `c` handles with it from now on (also the kinds already served).
+    pub fn add_converter(&mut self, c: Arc<dyn crate::conversion::Converter>) {
+        self.conversions.add(c);
+        for t in self.types.values_mut() {
+            if t.builtin.is_none() {
+                let mut changed = (**t).clone();
+                changed.conversion = self.conversions.hook(&changed.group, &changed.kind);
+                *t = Arc::new(changed);
+            }
+        }
     }
 
     /// Stop serving a CRD's kind.
     pub fn remove(&mut self, group: &str, plural: &str) {
         if let Some(t) = self.types.get(&(group.to_string(), plural.to_string())) {
             if t.builtin.is_none() {
+                self.conversions.versions.remove(group, &t.kind);
                 self.types.remove(&(group.to_string(), plural.to_string()));
             }
         }
@@ -892,6 +916,7 @@ pub fn crd_to_type(crd: &Value) -> ApiResult<ResourceType> {
         categories: strings("/names/categories"),
         builtin: None,
         storage_group: group,
+        conversion: None,
     })
 }
 

@@ -15,6 +15,7 @@ use crate::api::{self, Inner, ListOptions, Target, WriteOptions};
 use crate::delete::{self, DeleteOptions};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
+use crate::gnostic;
 use crate::openapi;
 use crate::select::{FieldSelector, LabelSelector};
 use crate::table;
@@ -127,6 +128,16 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
             })
 }
 
+/// Whether `media_type` is among the types of the Accept header.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|a| a.split(','))
+        .any(|p| p.split(';').next().is_some_and(|t| t.trim() == media_type))
+}
+
 /// Whether the client asked for `PartialObjectMetadata` (kube-rs `metadata_watcher`, `Api::get_metadata`).
 fn wants_metadata(headers: &HeaderMap) -> bool {
     headers
@@ -219,7 +230,19 @@ fn dispatch(
             discovery::resource_list(&inner.lock().registry, g, v)
                 .map_or_else(|| Err(ApiError::no_route(path)), ok),
         ),
-        ["openapi", "v2"] => get_only(ok(openapi::v2(&inner.lock().registry))),
+        ["openapi", "v2"] => get_only({
+            let doc = openapi::v2(&inner.lock().registry);
+            if accepts(headers, gnostic::MEDIA_TYPE) {
+                let mut r = Response::new(Body::from(gnostic::encode(&doc)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(gnostic::MEDIA_TYPE),
+                );
+                Ok(r)
+            } else {
+                ok(doc)
+            }
+        }),
         ["openapi", "v3"] => get_only(ok(openapi::v3_root(&inner.lock().registry))),
         ["openapi", "v3", "api", v] => get_only(ok(openapi::v3_group_version(&inner.lock().registry, "", v))),
         ["openapi", "v3", "apis", g, v] => {

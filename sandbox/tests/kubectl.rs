@@ -690,3 +690,265 @@ fn binary_serves_and_keeps_state_across_restarts() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Real CRDs of the repository (never of the machine): Cluster API core, its Docker provider (CAPD) and the
+/// OpenStack provider (CAPO), all unmodified.
+const REPO_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+
+fn install_real_crds(cluster: &Cluster) {
+    for dir in ["capi-crds", "real-crds/capd", "real-crds/capo"] {
+        let path = Path::new(REPO_FIXTURES).join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read CRD");
+            cluster
+                .apply_yaml(&text, "test")
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+    }
+}
+
+const SCS_CLUSTER: &str = "apiVersion: cluster.x-k8s.io/v1beta1
+kind: Cluster
+metadata:
+  name: c1
+spec:
+  clusterNetwork:
+    pods:
+      cidrBlocks: [192.168.0.0/16]
+    services:
+      cidrBlocks: [10.96.0.0/12]
+  topology:
+    class: docker-scs-1-32-v1
+    version: v1.32.2
+    controlPlane:
+      replicas: 1
+    variables:
+    - name: apiserver_loadbalancer
+      value: none
+    workers:
+      machineDeployments:
+      - class: default-worker
+        name: md-0
+        replicas: 2
+";
+
+const DOCKER_MACHINE_TEMPLATE: &str = "apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+kind: DockerMachineTemplate
+metadata:
+  name: workers
+spec:
+  template:
+    spec:
+      extraMounts:
+      - containerPath: /var/run/docker.sock
+        hostPath: /var/run/docker.sock
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_validates_with_the_real_provider_crds_installed() {
+    let cluster = Cluster::start().await.expect("cluster");
+    install_real_crds(&cluster);
+    let k = Kubectl::new(&cluster);
+    // Client-side validation is on (no --validate=false): kubectl downloads the OpenAPI documents.
+    let cm = k.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  a: b\n",
+    );
+    assert_eq!(k.ok(&["apply", "-f", &cm]).trim(), "configmap/cm created");
+    let d = k.write("deploy.yaml", DEPLOYMENT);
+    assert_eq!(k.ok(&["apply", "-f", &d]).trim(), "deployment.apps/web created");
+    let c = k.write("cluster.yaml", SCS_CLUSTER);
+    assert_eq!(
+        k.ok(&["apply", "-f", &c]).trim(),
+        "cluster.cluster.x-k8s.io/c1 created"
+    );
+    let dmt = k.write("dmt.yaml", DOCKER_MACHINE_TEMPLATE);
+    assert_eq!(
+        k.ok(&["apply", "-f", &dmt]).trim(),
+        "dockermachinetemplate.infrastructure.cluster.x-k8s.io/workers created"
+    );
+    // An unknown field is refused with the field named, and nothing is created.
+    let bad = k.write(
+        "bad.yaml",
+        &DOCKER_MACHINE_TEMPLATE
+            .replace("name: workers", "name: bad")
+            .replace("      extraMounts:", "      extraMountz: []\n      extraMounts:"),
+    );
+    let err = k.fails(&["apply", "-f", &bad]);
+    assert!(
+        err.contains("unknown field \"spec.template.spec.extraMountz\""),
+        "{err}"
+    );
+    k.fails(&["get", "dockermachinetemplate", "bad"]);
+    // Both OpenAPI documents describe the CAPO kinds: explain reads v3 by default and v2 on request.
+    let out = k.ok(&["explain", "openstackmachinetemplates.spec.template.spec.flavor"]);
+    assert!(
+        out.contains("FIELD: flavor") && out.contains("The flavor reference for the flavor"),
+        "{out}"
+    );
+    let v2 = k.ok(&[
+        "explain",
+        "openstackclusters.spec.managedSecurityGroups",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(v2.contains("allowAllInClusterTraffic"), "{v2}");
+}
+
+/// Lines of a `kubectl get -w` running in the background.
+fn watch_lines(k: &Kubectl, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = k
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line that is not `skip` (a watch repeats the current state when it resumes).
+fn next_line(rx: &mpsc::Receiver<String>, skip: &str) -> Option<String> {
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).ok()?;
+        if line != skip {
+            return Some(line);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_api_clusters_convert_between_v1beta1_and_v1beta2() {
+    let cluster = Cluster::start().await.expect("cluster");
+    cluster.add_converter(std::sync::Arc::new(
+        kube_emulator::cluster_api::ClusterApiConversion,
+    ));
+    install_real_crds(&cluster);
+    let k = Kubectl::new(&cluster);
+    let c = k.write("cluster.yaml", SCS_CLUSTER);
+    k.ok(&["apply", "-f", &c]);
+    const V1B1: &str = "clusters.v1beta1.cluster.x-k8s.io";
+    const V1B2: &str = "clusters.v1beta2.cluster.x-k8s.io";
+    let jp =
+        "jsonpath={.spec.topology.version} {.spec.topology.workers.machineDeployments[0].replicas}{\"\\n\"}";
+    let (mut w1, rx1) = watch_lines(&k, &["get", V1B1, "c1", "-w", "-o", jp]);
+    let (mut w2, rx2) = watch_lines(&k, &["get", V1B2, "c1", "-w", "-o", jp]);
+    assert_eq!(next_line(&rx1, "").as_deref(), Some("v1.32.2 2"));
+    assert_eq!(next_line(&rx2, "").as_deref(), Some("v1.32.2 2"));
+    // `cluster` resolves to the preferred version, v1beta2: the v1beta1 object is shown converted.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cluster",
+            "c1",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.topology.classRef.name}"
+        ]),
+        "cluster.x-k8s.io/v1beta2 docker-scs-1-32-v1"
+    );
+    assert_eq!(
+        k.ok(&[
+            "patch",
+            "cluster",
+            "c1",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"topology":{"version":"v1.32.3"}}}"#
+        ])
+        .trim(),
+        "cluster.cluster.x-k8s.io/c1 patched"
+    );
+    assert_eq!(next_line(&rx1, "v1.32.2 2").as_deref(), Some("v1.32.3 2"));
+    assert_eq!(next_line(&rx2, "v1.32.2 2").as_deref(), Some("v1.32.3 2"));
+    k.ok(&[
+        "patch",
+        "cluster",
+        "c1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/topology/workers/machineDeployments/0/replicas","value":4}]"#,
+    ]);
+    assert_eq!(next_line(&rx1, "v1.32.3 2").as_deref(), Some("v1.32.3 4"));
+    assert_eq!(next_line(&rx2, "v1.32.3 2").as_deref(), Some("v1.32.3 4"));
+    // Patches in v1beta1 use the v1beta1 field names, and fields only v1beta2 has survive them.
+    k.ok(&["patch", "cluster", "c1", "--type", "merge", "-p", r#"{"spec":{"topology":{"workers":{"machineDeployments":[{"class":"default-worker","name":"md-0","replicas":4,"deletion":{"nodeDeletionTimeoutSeconds":30,"order":"Oldest"}}]}}}}"#]);
+    k.ok(&[
+        "patch",
+        V1B1,
+        "c1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"topology":{"class":"docker-scs-1-32-v2","controlPlane":{"replicas":3}}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        V1B1,
+        "c1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/topology/variables/-","value":{"name":"workers","value":3}}]"#,
+    ]);
+    let v1b2: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", V1B2, "c1", "-o", "json"])).expect("json");
+    let t = &v1b2["spec"]["topology"];
+    assert_eq!(t["classRef"]["name"], "docker-scs-1-32-v2");
+    assert_eq!(t["controlPlane"]["replicas"], 3);
+    assert_eq!(
+        t["variables"][1],
+        serde_json::json!({"name": "workers", "value": 3})
+    );
+    assert_eq!(
+        t["workers"]["machineDeployments"][0]["deletion"],
+        serde_json::json!({"nodeDeletionTimeoutSeconds": 30, "order": "Oldest"})
+    );
+    assert_eq!(t.get("class"), None);
+    assert_eq!(
+        v1b2["metadata"]["annotations"].get("cluster.x-k8s.io/conversion-data"),
+        None
+    );
+    let v1b1: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", V1B1, "c1", "-o", "json"])).expect("json");
+    let t = &v1b1["spec"]["topology"];
+    assert_eq!(t["class"], "docker-scs-1-32-v2");
+    assert_eq!(t["version"], "v1.32.3");
+    let md = &t["workers"]["machineDeployments"][0];
+    assert_eq!(md["nodeDeletionTimeout"], "30s");
+    assert_eq!(md["strategy"]["rollingUpdate"]["deletePolicy"], "Oldest");
+    assert!(
+        v1b1["metadata"]["annotations"]["cluster.x-k8s.io/conversion-data"]
+            .as_str()
+            .is_some_and(|d| d.contains("classRef"))
+    );
+    // A v1beta1 object with an unknown field is still refused by the v1beta1 schema.
+    let err = k.fails(&[
+        "patch",
+        V1B1,
+        "c1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"topology":{"classRef":{"name":"x"}}}}"#,
+    ]);
+    assert!(err.contains("classRef"), "{err}");
+    for w in [&mut w1, &mut w2] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
