@@ -594,13 +594,13 @@ mod tests {
     use super::*;
 
     fn fixture() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-stacks/docker-scs")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-stacks/stacks/docker-scs")
     }
 
     #[test]
     fn the_stack_hash_is_go_dirhash_cleaned_as_csctl_does() {
         // The same summary with coreutils, independent of this code:
-        //   cd tests/fixtures/real-stacks/docker-scs && find . -type f | sed 's|^\./||' | LC_ALL=C sort |
+        //   cd tests/fixtures/real-stacks/stacks/docker-scs && find . -type f | sed 's|^\./||' | LC_ALL=C sort |
         //   while read f; do sha256sum "$f"; done | sha256sum | cut -d' ' -f1 | xxd -r -p | base64 |
         //   tr -d '/=+' | tr A-Z a-z
         let hashes = release_hashes(&fixture()).expect("hashes");

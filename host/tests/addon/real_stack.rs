@@ -1,4 +1,4 @@
-//! The real SCS docker stack (tests/fixtures/real-stacks/docker-scs, unchanged upstream sources) from
+//! The real SCS docker stack (tests/fixtures/real-stacks/stacks/docker-scs, unchanged upstream sources) from
 //! source to a Cluster with its addons, as a stack author and a cluster admin would run it: the release is
 //! built as `csctl create --mode hash` builds it, read by the sandbox from a folder of releases
 //! (`--release-source dir:`), with the Cluster API Docker CRDs preloaded (`--crds`). The ClusterStack and
@@ -21,7 +21,11 @@ const NS: &str = "cluster";
 const CLUSTER: &str = "docker-testcluster";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-stacks")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn stack_dir() -> PathBuf {
+    fixtures().join("real-stacks/stacks/docker-scs")
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -107,7 +111,7 @@ async fn the_real_docker_stack_builds_gets_ready_applies_its_addons_and_upgrades
     let dir = tempfile::tempdir().expect("tempdir");
     let releases = dir.path().join("releases");
     let started = std::time::Instant::now();
-    let v1 = build_release(&fixtures().join("docker-scs"), &releases);
+    let v1 = build_release(&stack_dir(), &releases);
     println!(
         "measured: release {} built in {:.2}s",
         v1.tag,
@@ -127,7 +131,7 @@ async fn the_real_docker_stack_builds_gets_ready_applies_its_addons_and_upgrades
         ]
     );
 
-    let crds = read_crd_files(&[fixtures().join("crds/capd")]).expect("CAPD CRDs");
+    let crds = read_crd_files(&[fixtures().join("real-crds/capd")]).expect("CAPD CRDs");
     let sandbox = Sandbox::start_with_crds(
         ControllerArgs {
             release_source: Some(format!("dir:{}", releases.display())),
@@ -271,7 +275,7 @@ async fn the_real_docker_stack_builds_gets_ready_applies_its_addons_and_upgrades
 
     // A second hash release of the same stack with one value changed, in a copy (never the fixture).
     let copy = dir.path().join("docker-scs");
-    copy_tree(&fixtures().join("docker-scs"), &copy);
+    copy_tree(&stack_dir(), &copy);
     let values = copy.join("cluster-addon/metrics-server/values.yaml");
     let text = std::fs::read_to_string(&values).expect("values");
     std::fs::write(
