@@ -198,20 +198,29 @@ fn a_real_stack_goes_from_source_to_ready_in_three_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let releases = dir.path().join("releases");
     let out = stackhost()
-        .args(["release", "build", "tests/fixtures/real-stacks/stacks/docker-scs", "--out"])
+        .args([
+            "release",
+            "build",
+            "tests/fixtures/real-stacks/stacks/docker-scs",
+            "--out",
+        ])
         .arg(&releases)
         .current_dir(&repo)
         .output()
         .expect("run stackhost release build");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        stdout.contains(
-            "Clusters use class docker-scs-1-30-v0-sha.d2lgujm with topology.version v1.30.10"
-        ),
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Clusters use class docker-scs-1-30-v0-sha.d2lgujm with topology.version v1.30.10"),
         "{stdout}"
     );
-    assert!(releases.join("docker-scs-1-30-v0-sha-d2lgujm/metadata.yaml").is_file());
+    assert!(releases
+        .join("docker-scs-1-30-v0-sha-d2lgujm/metadata.yaml")
+        .is_file());
 
     let kubeconfig = dir.path().join("sandbox.kubeconfig");
     let sandbox = stackhost()
