@@ -1,8 +1,10 @@
 //! `stackhost sandbox`: the whole product on one machine. An in-process Kubernetes API emulator with the
-//! stackhost and Cluster API CRDs, the controllers running against it, and (for the embedded default) a
-//! sample release and plugin read from an OCI image layout shipped in the repository. The embedded default
-//! also runs the in-memory infrastructure, the runtime hook server and the ClusterAddon controller, and
-//! creates a sample Cluster of the sample ClusterClass: stack -> class -> cluster -> addons.
+//! stackhost and Cluster API CRDs (and any more CRDs given with `--crds`), the controllers running against
+//! it, the in-memory infrastructure, the runtime hook server and the ClusterAddon controller. The embedded
+//! default reads a sample release and plugin from an OCI image layout shipped in the repository and creates
+//! a sample Cluster of the sample ClusterClass: stack -> class -> cluster -> addons. With `--no-sample` and
+//! `--release-source dir:PATH` it runs a stack author's own releases instead and reports each release and
+//! each Cluster's addons as they get ready.
 //!
 //! The integration tests use the same [`Sandbox`] with a real registry instead of the layout.
 
@@ -69,6 +71,37 @@ pub fn install_crds(cluster: &kube_emulator::Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads CRD files for [`Sandbox::start_with_crds`]: each path is a YAML file or a folder whose `*.yaml` and
+/// `*.yml` files are read (sorted by name, not recursively). Returns `(file, text)` pairs.
+pub fn read_crd_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("--crds {}: cannot list the folder", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            anyhow::ensure!(
+                !found.is_empty(),
+                "--crds {}: the folder has no .yaml or .yml files",
+                path.display()
+            );
+            for file in found {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("--crds: cannot read {}", file.display()))?;
+                files.push((file.display().to_string(), text));
+            }
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--crds {}: cannot read it", path.display()))?;
+            files.push((path.display().to_string(), text));
+        }
+    }
+    Ok(files)
+}
+
 /// An API emulator with the CRDs installed and the controllers running against it.
 pub struct Sandbox {
     pub cluster: kube_emulator::Cluster,
@@ -93,10 +126,24 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Starts the emulator, installs the CRDs and starts the controllers with `args`.
     pub async fn start(args: ControllerArgs) -> anyhow::Result<Self> {
+        Self::start_with_crds(args, &[]).await
+    }
+
+    /// [`Sandbox::start`], with more CRDs (`(file, YAML text)`, e.g. from [`read_crd_files`]) installed
+    /// before the controllers start.
+    pub async fn start_with_crds(
+        args: ControllerArgs,
+        extra_crds: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let cluster = kube_emulator::Cluster::start()
             .await
             .context("starting the API emulator")?;
         install_crds(&cluster)?;
+        for (file, text) in extra_crds {
+            cluster
+                .apply_yaml(text, "stackhost")
+                .with_context(|| format!("installing the CRDs of {file}"))?;
+        }
         let client = cluster.client()?;
         let mut sandbox = Sandbox {
             cluster,
@@ -371,6 +418,21 @@ pub struct SandboxArgs {
     /// Cache directory [default: a temporary directory].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Where ClusterStacks without `spec.source` get their releases: `dir:PATH` (a folder of csctl-style
+    /// releases, one folder per release tag, e.g. from `stackhost release build`), `oci://REGISTRY/REPO`,
+    /// `oci+http://...` or `github://OWNER/REPO` [default: the sample releases of the layout].
+    #[arg(long, value_name = "SOURCE")]
+    pub release_source: Option<String>,
+    /// More CRDs to install before the controllers start (the infrastructure provider's templates your
+    /// cluster-class chart renders, e.g. Cluster API Docker or OpenStack, ORC): a YAML file or a folder
+    /// of them; repeatable.
+    #[arg(long = "crds", value_name = "DIR|FILE")]
+    pub crds: Vec<PathBuf>,
+    /// Create no sample ProviderPlugin, ClusterStack and Cluster: apply your own with kubectl. The sandbox
+    /// reports each ClusterStackRelease and each Cluster's addons as they get ready; with --once it exits
+    /// when every release is Ready and every Cluster has the addons of its class.
+    #[arg(long)]
+    pub no_sample: bool,
     /// Instead of running: write the sample layout into this directory from plugins/dist/docker.wasm and
     /// tests/fixtures/releases/docker-ferrol-1-32-v1 (what scripts/build-sample-layout.sh does), then exit.
     #[arg(long, value_name = "DIR")]
@@ -417,16 +479,39 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
         write_sample_layout(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), dest)?;
         return Ok(0);
     }
-    let layout = args.layout.clone().unwrap_or_else(default_layout);
-    anyhow::ensure!(
-        layout.join("index.json").is_file(),
-        "{} is not an OCI image layout (no index.json): pass --layout, or rebuild it with scripts/build-sample-layout.sh",
-        layout.display()
-    );
+    let sample = !args.no_sample;
+    let layout = match (&args.layout, sample) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(default_layout()),
+        (None, false) => None,
+    };
+    if let Some(layout) = &layout {
+        anyhow::ensure!(
+            layout.join("index.json").is_file(),
+            "{} is not an OCI image layout (no index.json): pass --layout, or rebuild it with scripts/build-sample-layout.sh",
+            layout.display()
+        );
+    }
+    if let Some(path) = args
+        .release_source
+        .as_deref()
+        .and_then(|s| s.strip_prefix("dir:"))
+    {
+        anyhow::ensure!(
+            Path::new(path).is_dir(),
+            "--release-source dir:{path}: no such folder (build releases into it with `stackhost release build STACK --out {path}`)"
+        );
+    }
+    let extra_crds = read_crd_files(&args.crds)?;
+    let release_source = match (&args.release_source, sample) {
+        (Some(source), _) => Some(source.clone()),
+        (None, true) => Some(format!("oci://{SAMPLE_RELEASES}")),
+        (None, false) => None,
+    };
     let temp = tempfile::Builder::new().prefix("stackhost-sandbox").tempdir()?;
     let controller_args = ControllerArgs {
-        oci_layout: Some(layout.clone()),
-        release_source: Some(format!("oci://{SAMPLE_RELEASES}")),
+        oci_layout: layout.clone(),
+        release_source: release_source.clone(),
         cache_dir: Some(
             args.cache_dir
                 .clone()
@@ -439,15 +524,25 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
     };
     let started = Instant::now();
     eprintln!(
-        "sandbox: starting the API emulator and the controllers (plugins and releases from {})",
-        layout.display()
+        "sandbox: starting the API emulator and the controllers (releases from {}{})",
+        release_source
+            .as_deref()
+            .unwrap_or("each ClusterStack's spec.source"),
+        layout
+            .as_ref()
+            .map(|l| format!(", OCI layout {}", l.display()))
+            .unwrap_or_default()
     );
-    let sandbox = Sandbox::start(controller_args).await?;
+    let sandbox = Sandbox::start_with_crds(controller_args, &extra_crds).await?;
     sandbox.cluster.write_kubeconfig(&args.kubeconfig)?;
     eprintln!(
-        "sandbox: API at {} (kubeconfig {}); CRDs installed: stackhost and Cluster API",
+        "sandbox: API at {} (kubeconfig {}); CRDs installed: stackhost, Cluster API{}",
         sandbox.cluster.url(),
-        args.kubeconfig.display()
+        args.kubeconfig.display(),
+        extra_crds
+            .iter()
+            .map(|(file, _)| format!(", {file}"))
+            .collect::<String>()
     );
     let ctx = sandbox
         .context()
@@ -464,7 +559,35 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
         "sandbox: in-memory infrastructure, ClusterAddon controller and runtime hook server at {} running",
         addons.hooks.url()
     );
-    let (pp, cs) = sample_objects("default", SAMPLE_PLUGIN);
+    if !sample {
+        let outcome = follow_all(&sandbox.client, &addons, &args).await;
+        if let Err(e) = &outcome {
+            eprintln!("sandbox: {e:#}");
+        }
+        let _ = stop_addons.send(true);
+        if tokio::time::timeout(Duration::from_secs(20), addons.stopped())
+            .await
+            .is_err()
+        {
+            eprintln!("sandbox: the in-memory infrastructure did not stop within 20s; leaving it");
+        }
+        sandbox.shutdown().await?;
+        if args.once {
+            let _ = std::fs::remove_file(&args.kubeconfig);
+        }
+        return Ok(if outcome.is_ok() { 0 } else { 1 });
+    }
+    let (pp, mut cs) = sample_objects("default", SAMPLE_PLUGIN);
+    if args.release_source.is_some() {
+        // The process default source is the user's; the sample keeps reading the layout.
+        cs.spec.source = Some(crate::api::ReleaseSourceSpec {
+            oci: Some(crate::api::OciSourceSpec {
+                repository: SAMPLE_RELEASES.into(),
+                ..Default::default()
+            }),
+            github: None,
+        });
+    }
     create(&sandbox.client, "default", &pp).await?;
     create(&sandbox.client, "default", &cs).await?;
     eprintln!("sandbox: applied ProviderPlugin default/docker ({SAMPLE_PLUGIN}) and ClusterStack default/docker-ferrol-1-32");
@@ -668,4 +791,165 @@ async fn report(client: &kube::Client, release: &ClusterStackRelease, took: Dura
         );
     }
     Ok(())
+}
+
+/// What `--no-sample` has reported so far, per object.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Last printed state per release (`ns/name`) and when it was first seen.
+    releases: std::collections::BTreeMap<String, (String, Instant, bool)>,
+    /// Per Cluster (`ns/name`): last printed ClusterAddon state, the class whose addons are awaited and
+    /// since when, whether they arrived, and whether the workload kubeconfig was written.
+    clusters: std::collections::BTreeMap<String, ClusterFollow>,
+}
+
+#[derive(Debug)]
+struct ClusterFollow {
+    last: String,
+    class: String,
+    since: Instant,
+    applied: bool,
+    kubeconfig: bool,
+}
+
+/// The kubeconfig file of the workload cluster of Cluster `namespace/name` next to the sandbox's own.
+pub fn workload_kubeconfig_path(kubeconfig: &Path, namespace: &str, name: &str) -> PathBuf {
+    kubeconfig.with_extension(format!("{namespace}-{name}.kubeconfig"))
+}
+
+/// `--no-sample`: reports every ClusterStackRelease and every Cluster's addons until Ctrl-C, or with
+/// `--once` until all are done (an error with the last state when `--timeout` passes first).
+async fn follow_all(client: &kube::Client, addons: &SandboxAddons, args: &SandboxArgs) -> anyhow::Result<()> {
+    println!(
+        "sandbox: waiting for your objects. Apply a ClusterStack (and a Cluster of its class) with\n  kubectl --kubeconfig {} apply -f ...",
+        args.kubeconfig.display()
+    );
+    let releases: Api<ClusterStackRelease> = Api::all(client.clone());
+    let clusters: Api<kube::core::DynamicObject> =
+        Api::all_with(client.clone(), &crate::addon::cluster::cluster_resource());
+    let mut seen = Followed::default();
+    let deadline = Instant::now() + args.timeout;
+    let (stop_tx, mut stop) = watch::channel(false);
+    if !args.once {
+        tokio::spawn(async move {
+            tokio::signal::ctrl_c().await.ok();
+            let _ = stop_tx.send(true);
+        });
+    }
+    loop {
+        let mut pending = Vec::new();
+        let listed = releases.list(&Default::default()).await?.items;
+        for r in &listed {
+            let key = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
+            let line = describe_release(r);
+            let ready = r.status.as_ref().is_some_and(|s| s.ready);
+            let entry = seen
+                .releases
+                .entry(key.clone())
+                .or_insert_with(|| (String::new(), Instant::now(), false));
+            if entry.0 != line {
+                eprintln!("sandbox: {line}");
+                entry.0 = line;
+            }
+            if ready && !entry.2 {
+                entry.2 = true;
+                println!(
+                    "release {key} Ready {:.1}s after it appeared (Kubernetes {})",
+                    entry.1.elapsed().as_secs_f64(),
+                    r.status
+                        .as_ref()
+                        .and_then(|s| s.kubernetes_version.clone())
+                        .unwrap_or_default()
+                );
+            }
+            if !ready {
+                pending.push(format!("release {key} is not Ready"));
+            }
+        }
+        if listed.is_empty() {
+            pending.push("no ClusterStackRelease yet (apply a ClusterStack)".into());
+        }
+        for cluster in clusters.list(&Default::default()).await?.items {
+            let (ns, name) = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+            let value = serde_json::to_value(&cluster).unwrap_or_default();
+            let Some(class) = crate::addon::cluster::topology_class(&value).map(str::to_owned) else {
+                continue;
+            };
+            let key = format!("{ns}/{name}");
+            let follow = seen.clusters.entry(key.clone()).or_insert_with(|| ClusterFollow {
+                last: String::new(),
+                class: class.clone(),
+                since: Instant::now(),
+                applied: false,
+                kubeconfig: false,
+            });
+            if follow.class != class {
+                follow.class = class.clone();
+                follow.since = Instant::now();
+                follow.applied = false;
+            }
+            if !follow.kubeconfig {
+                if let Some(text) = addons.provider.workload_kubeconfig(&ns, &name).await {
+                    let path = workload_kubeconfig_path(&args.kubeconfig, &ns, &name);
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "sandbox: workload API of Cluster {key} started (kubeconfig {})",
+                        path.display()
+                    );
+                    follow.kubeconfig = true;
+                }
+            }
+            let addon_name = crate::addon::cluster_addon_name(&name);
+            let addon = Api::<ClusterAddon>::namespaced(client.clone(), &ns)
+                .get_opt(&addon_name)
+                .await
+                .ok()
+                .flatten();
+            let state = match &addon {
+                Some(a) => describe_addon(a),
+                None => format!("ClusterAddon {ns}/{addon_name}: not created yet"),
+            };
+            if state != follow.last {
+                eprintln!("sandbox: {state}");
+                follow.last = state;
+            }
+            if follow.applied {
+                continue;
+            }
+            let of_class = addon.as_ref().is_some_and(|a| a.spec.cluster_stack == class);
+            match addons.check(client, &ns, &name).await {
+                Ok(found) if of_class => {
+                    follow.applied = true;
+                    println!(
+                        "addons of Cluster {key} (class {class}) applied in its workload cluster {:.1}s after the class was set; checked there ({} objects):",
+                        follow.since.elapsed().as_secs_f64(),
+                        found.len()
+                    );
+                    for object in &found {
+                        println!("  {object}");
+                    }
+                }
+                Ok(_) => pending.push(format!(
+                    "Cluster {key}: the addons of class {class} are not applied yet"
+                )),
+                Err(e) => pending.push(format!("Cluster {key}: {e}")),
+            }
+        }
+        if args.once && pending.is_empty() {
+            for error in addons.provider.hook_errors() {
+                println!("hook failure: {error}");
+            }
+            return Ok(());
+        }
+        if args.once && Instant::now() >= deadline {
+            anyhow::bail!("not done within {:?}: {}", args.timeout, pending.join("; "));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => {
+                eprintln!("sandbox: stopping");
+                return Ok(());
+            }
+        }
+    }
 }

@@ -188,3 +188,101 @@ async fn kubectl_sees_printer_columns_and_invalid_cluster_stacks_are_refused() -
     );
     sb.shutdown().await
 }
+
+/// The README's "Running a real cluster stack", as a user types it: build the real docker stack, start
+/// `stackhost sandbox --no-sample` on it with the CAPD CRDs, apply the stack README's ClusterStack and
+/// Cluster with kubectl; `--once` exits 0 after reporting the release Ready and the addons applied.
+#[test]
+fn a_real_stack_goes_from_source_to_ready_in_three_commands() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let releases = dir.path().join("releases");
+    let out = stackhost()
+        .args([
+            "release",
+            "build",
+            "tests/fixtures/real-stacks/stacks/docker-scs",
+            "--out",
+        ])
+        .arg(&releases)
+        .current_dir(&repo)
+        .output()
+        .expect("run stackhost release build");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Clusters use class docker-scs-1-30-v0-sha.d2lgujm with topology.version v1.30.10"),
+        "{stdout}"
+    );
+    assert!(releases
+        .join("docker-scs-1-30-v0-sha-d2lgujm/metadata.yaml")
+        .is_file());
+
+    let kubeconfig = dir.path().join("sandbox.kubeconfig");
+    let sandbox = stackhost()
+        .args(["sandbox", "--no-sample", "--once", "--timeout", "300s", "--crds"])
+        .arg("tests/fixtures/real-crds/capd")
+        .arg("--release-source")
+        .arg(format!("dir:{}", releases.display()))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .current_dir(&repo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stackhost sandbox");
+    for _ in 0..600 {
+        if kubeconfig.is_file() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let manifest = dir.path().join("my-stack.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: cluster}
+---
+apiVersion: clusterstack.x-k8s.io/v1alpha1
+kind: ClusterStack
+metadata: {name: docker, namespace: cluster}
+spec: {provider: docker, name: scs, kubernetesVersion: "1.30", channel: custom, autoSubscribe: false,
+       noProvider: true, versions: [v0-sha.d2lgujm]}
+---
+apiVersion: cluster.x-k8s.io/v1beta1
+kind: Cluster
+metadata: {name: docker-testcluster, namespace: cluster}
+spec:
+  topology:
+    class: docker-scs-1-30-v0-sha.d2lgujm
+    version: v1.30.10
+    controlPlane: {replicas: 1}
+    workers: {machineDeployments: [{class: default-worker, name: md-0, replicas: 1}]}
+"#,
+    )
+    .expect("write my-stack.yaml");
+    let (ok, applied, stderr) = kubectl(&kubeconfig, &["apply", "-f", &manifest.display().to_string()]);
+    assert!(ok, "kubectl apply: {applied}\n{stderr}");
+
+    let out = sandbox.wait_with_output().expect("sandbox exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    for line in [
+        "release cluster/docker-scs-1-30-v0-sha-d2lgujm Ready ",
+        "addons of Cluster cluster/docker-testcluster (class docker-scs-1-30-v0-sha.d2lgujm) applied in its workload cluster ",
+        "  DaemonSet kube-system/cilium (image quay.io/cilium/cilium:v1.16.6",
+        "  Deployment kube-system/metrics-server (image registry.k8s.io/metrics-server/metrics-server:v0.7.2)",
+        "  APIService v1beta1.metrics.k8s.io\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}\n{stderr}");
+    }
+    println!("{stdout}");
+    assert!(!stdout.contains("hook failure"), "{stdout}");
+}

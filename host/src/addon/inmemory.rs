@@ -105,6 +105,14 @@ impl InMemoryProvider {
             .and_then(|w| w.emulator.client().ok())
     }
 
+    /// The URL of the workload API of Cluster `namespace/name`, once it is provisioned.
+    pub async fn workload_url(&self, namespace: &str, name: &str) -> Option<String> {
+        let workloads = self.workloads.lock().await;
+        workloads
+            .get(&format!("{namespace}/{name}"))
+            .map(|w| w.emulator.url())
+    }
+
     /// The kubeconfig of the workload cluster of Cluster `namespace/name`, once it is provisioned.
     pub async fn workload_kubeconfig(&self, namespace: &str, name: &str) -> Option<String> {
         let workloads = self.workloads.lock().await;
@@ -210,6 +218,10 @@ impl InMemoryProvider {
             })
             .await
             .map_err(|e| format!("cannot start the workload API: {e}"))?;
+            let cluster = match endpoint_patch(cluster, &emulator.url()) {
+                Some(patch) => self.patch_spec(ns, name, &patch).await?,
+                None => cluster.clone(),
+            };
             self.write_kubeconfig(ns, name, &uid, &emulator.kubeconfig())
                 .await?;
             self.mark_provisioned(ns, name, &version).await?;
@@ -224,7 +236,7 @@ impl InMemoryProvider {
                 },
             );
             drop(workloads);
-            self.call_hook(HOOK_AFTER_CONTROL_PLANE_INITIALIZED, cluster, json!({}))
+            self.call_hook(HOOK_AFTER_CONTROL_PLANE_INITIALIZED, &cluster, json!({}))
                 .await;
             return Ok(());
         }
@@ -324,6 +336,16 @@ impl InMemoryProvider {
         Ok(())
     }
 
+    /// Merge-patches the Cluster's spec and returns the Cluster as it is now.
+    async fn patch_spec(&self, ns: &str, name: &str, patch: &Value) -> Result<Value, String> {
+        let clusters: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &cluster_resource());
+        let patched = clusters
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| format!("cannot set spec.controlPlaneEndpoint of Cluster {ns}/{name}: {e}"))?;
+        serde_json::to_value(patched).map_err(|e| e.to_string())
+    }
+
     /// Cluster status as Cluster API reports a provisioned Cluster (v1beta1 fields).
     async fn mark_provisioned(&self, ns: &str, name: &str, version: &str) -> Result<(), String> {
         let clusters: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &cluster_resource());
@@ -341,6 +363,24 @@ impl InMemoryProvider {
             })?;
         Ok(())
     }
+}
+
+/// The merge patch that sets `spec.controlPlaneEndpoint` of `cluster` to the host and port of the workload
+/// API at `url`, or `None` when the Cluster already has an endpoint (Cluster API keeps a user's endpoint
+/// and copies the infrastructure's only into an empty one) or the URL has no host.
+pub fn endpoint_patch(cluster: &Value, url: &str) -> Option<Value> {
+    let current = &cluster["spec"]["controlPlaneEndpoint"];
+    if current["host"].as_str().is_some_and(|h| !h.is_empty()) {
+        return None;
+    }
+    let url = url::Url::parse(url).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_or_known_default()?;
+    Some(json!({"spec": {"controlPlaneEndpoint": {"host": host, "port": port}}}))
 }
 
 /// What `stackhost sandbox` runs for addons: the hook server (generated certificate on 127.0.0.1), the
@@ -471,5 +511,27 @@ impl SandboxAddons {
             let _ = task.await;
         }
         self.hooks.stopped().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workload_api_becomes_the_control_plane_endpoint_unless_one_is_set() {
+        let empty = json!({"spec": {"topology": {"class": "c"}}});
+        assert_eq!(
+            endpoint_patch(&empty, "https://127.0.0.1:38211"),
+            Some(json!({"spec": {"controlPlaneEndpoint": {"host": "127.0.0.1", "port": 38211}}}))
+        );
+        let blank = json!({"spec": {"controlPlaneEndpoint": {"host": "", "port": 0}}});
+        assert_eq!(
+            endpoint_patch(&blank, "https://[::1]:6443")
+                .map(|p| p["spec"]["controlPlaneEndpoint"]["host"].clone()),
+            Some(json!("::1"))
+        );
+        let set = json!({"spec": {"controlPlaneEndpoint": {"host": "api.example.test", "port": 6443}}});
+        assert_eq!(endpoint_patch(&set, "https://127.0.0.1:38211"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! `stackhost plugin push|pull|verify|sign|inspect`, `key generate`, `release push|pull|tags`
+//! `stackhost plugin push|pull|verify|sign|inspect`, `key generate`, `release build|push|pull|tags`
 //! and `oci export|import`: clap definitions and handlers. Each command has an
 //! `async fn run(self) -> anyhow::Result<i32>` returning the process exit code; the top-level
 //! CLI only dispatches.
@@ -506,6 +506,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// `stackhost release ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCommand {
+    /// Build a release from cluster stack sources as `csctl create` does (metadata.yaml, hashes.json,
+    /// the charts packaged with Helm, the addon archive), into OUT/<tag>/.
+    Build(ReleaseBuildArgs),
     /// Push a release directory (metadata.yaml, chart tarballs, ...) as a csctl-compatible artifact.
     Push(ReleasePushArgs),
     /// Download a release artifact into a directory (atomically).
@@ -518,6 +521,7 @@ impl ReleaseCommand {
     /// Run the command.
     pub async fn run(self) -> anyhow::Result<i32> {
         match self {
+            ReleaseCommand::Build(a) => a.run(),
             ReleaseCommand::Push(a) => {
                 let registry = a.registry.registry(&[&a.reference])?;
                 let r = registry.parse(&a.reference)?;
@@ -566,6 +570,42 @@ pub struct ReleasePushArgs {
     pub reference: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// `release build STACK_DIR --out DIR`.
+#[derive(Debug, Args)]
+pub struct ReleaseBuildArgs {
+    /// The cluster stack folder (csctl.yaml, cluster-class/, cluster-addon/, ...).
+    pub stack: PathBuf,
+    /// Where the release folder `<tag>/` goes (a folder of releases, as `--release-source dir:` reads).
+    #[arg(long, short, default_value = ".release")]
+    pub out: PathBuf,
+    /// How the version is chosen: `hash` gives `v0-sha.<hash of the stack's content>`.
+    #[arg(long, short, value_enum, default_value = "hash")]
+    pub mode: crate::release::build::BuildMode,
+}
+
+impl ReleaseBuildArgs {
+    fn run(self) -> anyhow::Result<i32> {
+        let helm = crate::render::default_renderer().context("Helm is needed to package the charts")?;
+        let built = crate::release::build::build(&self.stack, &self.out, self.mode, helm.as_ref())?;
+        println!("{}", built.dir.display());
+        for file in &built.files {
+            println!("  {file}");
+        }
+        println!(
+            "ClusterStack version {} (Kubernetes {}); Clusters use class {} with topology.version {}",
+            built.version,
+            built
+                .kubernetes
+                .rsplit_once('.')
+                .map_or(built.kubernetes.as_str(), |(minor, _)| minor)
+                .trim_start_matches('v'),
+            built.class,
+            built.kubernetes
+        );
+        Ok(0)
+    }
 }
 
 /// `release pull REF DIR`.

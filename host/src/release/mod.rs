@@ -1,7 +1,8 @@
 //! Cluster stack releases: names and versions, `metadata.yaml`, the asset set of a release,
-//! release sources and the on-disk cache.
+//! release sources, the on-disk cache, and building a release from stack sources as csctl does.
 
 pub mod assets;
+pub mod build;
 pub mod cache;
 pub mod chart;
 pub mod error;

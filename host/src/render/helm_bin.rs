@@ -96,4 +96,28 @@ impl Renderer for HelmBinRenderer {
         let stdout = String::from_utf8(output.stdout).map_err(|e| RenderError::Output(e.to_string()))?;
         manifests_from_rendered(req.chart, [("helm template".to_owned(), stdout)])
     }
+
+    fn package(&self, chart_dir: &Path, destination: &Path) -> Result<PathBuf, RenderError> {
+        let args = [
+            "package".to_owned(),
+            chart_dir.to_string_lossy().into_owned(),
+            "--destination".to_owned(),
+            destination.to_string_lossy().into_owned(),
+        ];
+        let output = run(&self.helm, &args, "")
+            .map_err(|e| RenderError::HelmBinary(format!("cannot run {}: {e}", self.helm.display())))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(RenderError::Helm {
+                op: "package",
+                chart: chart_dir.to_owned(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        // "Successfully packaged chart and saved it to: <path>"
+        stdout
+            .rsplit_once(": ")
+            .map(|(_, path)| PathBuf::from(path.trim()))
+            .ok_or_else(|| RenderError::Output(format!("helm package printed {stdout:?}")))
+    }
 }

@@ -21,6 +21,8 @@ type Render =
     unsafe extern "C" fn(u64, *const c_char, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32;
 type ChartCrds = unsafe extern "C" fn(u64, *mut *mut c_char, *mut *mut c_char) -> i32;
 type Version = unsafe extern "C" fn() -> *mut c_char;
+type PackageRun =
+    unsafe extern "C" fn(*const c_char, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32;
 
 /// Error codes of `helm_c.h` (`helm_error_code`) that deserve their own message.
 const PANIC: i32 = -5;
@@ -34,6 +36,7 @@ struct HelmLib {
     chart_free: ChartFree,
     render: Render,
     chart_crds: ChartCrds,
+    package_run: PackageRun,
     sdk_version: String,
     // Keeps the library mapped; never dropped because it lives in a static.
     _lib: libloading::Library,
@@ -90,6 +93,9 @@ fn load_uncached(path: &Path) -> Result<HelmLib, String> {
         let chart_crds = *lib
             .get::<ChartCrds>(b"helm_chart_crds\0")
             .map_err(|_| sym("helm_chart_crds"))?;
+        let package_run = *lib
+            .get::<PackageRun>(b"helm_package_run\0")
+            .map_err(|_| sym("helm_package_run"))?;
         let version = *lib
             .get::<Version>(b"helm_sdk_version\0")
             .map_err(|_| sym("helm_sdk_version"))?;
@@ -101,6 +107,7 @@ fn load_uncached(path: &Path) -> Result<HelmLib, String> {
             chart_free,
             render,
             chart_crds,
+            package_run,
             sdk_version,
             _lib: lib,
         })
@@ -193,6 +200,23 @@ impl HelmLib {
         Ok(out.unwrap_or_default())
     }
 
+    fn package(&self, chart_dir: &Path, destination: &Path) -> Result<PathBuf, RenderError> {
+        let c_path = cstring("chart path", &chart_dir.to_string_lossy())?;
+        let opts = serde_json::json!({"destination": destination.to_string_lossy()});
+        let opts = cstring("package options", &opts.to_string())?;
+        let mut out: *mut c_char = std::ptr::null_mut();
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: as in load_chart; both output strings are taken exactly once.
+        let code = unsafe { (self.package_run)(c_path.as_ptr(), opts.as_ptr(), &mut out, &mut err) };
+        let (out, err) = unsafe { (take(self.free_string, out), take(self.free_string, err)) };
+        if code != 0 {
+            return Err(self.error("package", chart_dir, code, err));
+        }
+        out.filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| RenderError::Output("helm_package_run returned no archive path".into()))
+    }
+
     fn crds(&self, chart: &Chart<'_>, path: &Path) -> Result<Vec<String>, RenderError> {
         let mut out: *mut c_char = std::ptr::null_mut();
         let mut err: *mut c_char = std::ptr::null_mut();
@@ -254,6 +278,10 @@ impl Renderer for HelmLibRenderer {
         }
         sources.extend(map);
         manifests_from_rendered(req.chart, sources)
+    }
+
+    fn package(&self, chart_dir: &Path, destination: &Path) -> Result<PathBuf, RenderError> {
+        self.lib.package(chart_dir, destination)
     }
 }
 

@@ -137,6 +137,10 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
 
     /// Renders a chart into manifests, sorted by [`sort_manifests`].
     fn render(&self, req: &RenderRequest<'_>) -> Result<Vec<Value>, RenderError>;
+
+    /// Packages the chart directory `chart_dir` into `destination` as `helm package` does (honouring
+    /// `.helmignore`, `<name>-<version>.tgz`); returns the archive's path.
+    fn package(&self, chart_dir: &Path, destination: &Path) -> Result<PathBuf, RenderError>;
 }
 
 /// The renderer to use: `libhelm_c.so` when it can be found (`$STACKHOST_HELM_LIB` or a `.venv`),

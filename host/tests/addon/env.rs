@@ -249,6 +249,21 @@ impl Env {
             .expect("create Cluster");
     }
 
+    /// Creates Cluster `name` (v1beta1) of class `docker-ferrol-1-32-v<n>` as users write it: topology
+    /// only, no `spec.controlPlaneEndpoint` (the infrastructure provider sets that).
+    pub async fn create_user_cluster(&self, name: &str, n: u32) {
+        let cluster: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"topology": {"class": format!("docker-ferrol-1-32-v{n}"), "version": "v1.32.2"}},
+        }))
+        .expect("cluster");
+        self.clusters()
+            .create(&PostParams::default(), &cluster)
+            .await
+            .expect("create Cluster");
+    }
+
     /// Moves Cluster `name` to class v<n> (and optionally a new Kubernetes version).
     pub async fn set_class(&self, name: &str, n: u32, version: Option<&str>) {
         let mut topology = json!({"class": format!("docker-ferrol-1-32-v{n}")});

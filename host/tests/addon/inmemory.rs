@@ -1,5 +1,5 @@
 //! The sandbox's in-memory infrastructure with the hook server and the controller: a Cluster gets a
-//! workload API, a kubeconfig Secret and its addons; a version upgrade with a new class goes through
+//! workload API, its control plane endpoint, a kubeconfig Secret and its addons; a version upgrade with a new class goes through
 //! `BeforeClusterUpgrade` (held until the new addons are applied) and the deleted Cluster's API stops.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
         .await
         .expect("sandbox");
     let provider = sandbox.provider.clone();
-    env.create_cluster("c1", 1).await;
+    env.create_user_cluster("c1", 1).await;
 
     let addon = env
         .wait_addon("c1", "addons in the in-memory workload cluster", ready)
@@ -49,6 +49,22 @@ async fn clusters_get_a_workload_api_addons_and_upgrade_hooks() {
         ]
     );
     assert_eq!(info["data"]["clusterName"], "c1");
+    // The Cluster's endpoint is the workload API, as a real infrastructure provider reports its load
+    // balancer; cluster-addon-values.yaml reads it.
+    let url = provider
+        .workload_url("default", "c1")
+        .await
+        .expect("workload URL");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in URL");
+    assert_eq!(
+        cluster.data["spec"]["controlPlaneEndpoint"],
+        serde_json::json!({"host": "127.0.0.1", "port": port})
+    );
+    assert_eq!(info["data"]["endpoint"], "127.0.0.1");
 
     // Upgrade Kubernetes and class; the release is published later, so BeforeClusterUpgrade holds the
     // control plane at the old version meanwhile.

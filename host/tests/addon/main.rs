@@ -1,6 +1,7 @@
 //! The ClusterAddon controller and the runtime hooks against two API emulators (management and
 //! workload), with the real Cluster API CRDs, real Helm (libhelm_c.so) and releases packed from
-//! tests/fixtures/addon; and `stackhost run` as a process with the sample plugin and release.
+//! tests/fixtures/addon; `stackhost run` as a process with the sample plugin and release; and the real
+//! SCS docker stack built from source, from ClusterStack to addons and an upgrade.
 
 mod env;
 mod hooks;
@@ -8,4 +9,5 @@ mod inmemory;
 mod legacy;
 mod multi_stage;
 mod real_charts;
+mod real_stack;
 mod run;
