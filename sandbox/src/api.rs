@@ -450,7 +450,9 @@ fn ensure_namespace(store: &Store, t: &Target, creating: bool) -> ApiResult<()> 
 fn admit(t: &Target, obj: &mut Value, old: Option<&Value>, strict: bool) -> ApiResult<Vec<String>> {
     let mut causes: Vec<Cause> = Vec::new();
     let name = meta_str(obj, "name").to_string();
-    validation::check_metadata(obj, t.rt.builtin == Some(Builtin::Namespace), &mut causes);
+    crate::kinds::default(&t.rt, obj);
+    validation::check_metadata(obj, &crate::kinds::name_rule(&t.rt, obj), &mut causes);
+    crate::kinds::validate(&t.rt, obj, &mut causes);
     let mut warnings = Vec::new();
     if let Some(schema) = t.schema() {
         let report = validation::validate(schema, obj, old);
@@ -1059,9 +1061,12 @@ pub fn server_side_apply(
             };
             let mut obj = apply::apply(None, &applied, &writer, opts.force)?;
             {
+                // As on create: a cluster-scoped object has no namespace, whatever the applied manifest says.
                 let m = meta_mut(&mut obj);
                 if t.rt.namespaced {
                     m.insert("namespace".into(), json!(t.namespace));
+                } else {
+                    m.remove("namespace");
                 }
             }
             let managed = obj.pointer("/metadata/managedFields").cloned();

@@ -93,11 +93,15 @@ pub fn undefined_fields(rule: &Rule, schema: &Value, root: bool) -> Vec<String> 
         }
     }
     fn resolve<'a>(schema: &'a Value, field: &str, root: bool) -> Result<Option<&'a Value>, ()> {
-        if root && matches!(field, "apiVersion" | "kind" | "metadata") {
+        let embedded = schema
+            .get("x-kubernetes-embedded-resource")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if (root || embedded) && matches!(field, "apiVersion" | "kind" | "metadata") {
             return Ok(None);
         }
         let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(child) = props.and_then(|p| p.get(field)) {
+        if let Some((_, child)) = property(schema, field) {
             return Ok(Some(child));
         }
         if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
@@ -188,6 +192,133 @@ pub fn to_cel(v: &Value) -> cel::Value {
     }
 }
 
+/// Words the CEL grammar reserves; a property with one of these names is reached as `__{word}__`.
+const RESERVED: [&str; 21] = [
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+/// The CEL field name of a schema property, escaped as Kubernetes does (`__` -> `__underscores__`, `.` ->
+/// `__dot__`, `-` -> `__dash__`, `/` -> `__slash__`, a reserved word `w` -> `__w__`). `None` when rules cannot
+/// reach the property at all: an empty name, one starting with a digit, or one with any character other than
+/// ASCII letters, digits, `_`, `.`, `-` and `/`.
+pub fn escape(name: &str) -> Option<String> {
+    let first = name.chars().next()?;
+    if first.is_ascii_digit() {
+        return None;
+    }
+    if RESERVED.contains(&name) {
+        return Some(format!("__{name}__"));
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("__") {
+            out.push_str("__underscores__");
+            rest = &rest[2..];
+            continue;
+        }
+        match c {
+            '.' => out.push_str("__dot__"),
+            '-' => out.push_str("__dash__"),
+            '/' => out.push_str("__slash__"),
+            c if c.is_ascii_alphanumeric() || c == '_' => out.push(c),
+            _ => return None,
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    Some(out)
+}
+
+/// The schema property that the CEL field `field` names (the inverse of [`escape`]).
+fn property<'a>(schema: &'a Value, field: &str) -> Option<(&'a String, &'a Value)> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)?
+        .iter()
+        .find(|(k, _)| escape(k).as_deref() == Some(field))
+}
+
+/// The schema Kubernetes gives the root of an object and embedded resources: `apiVersion`, `kind` and the
+/// `metadata` name fields are readable whatever the schema says about them.
+fn with_type_and_object_meta(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if !s.get("properties").is_some_and(Value::is_object) {
+        s["properties"] = serde_json::json!({});
+    }
+    let string = serde_json::json!({"type": "string"});
+    s["properties"]["apiVersion"] = string.clone();
+    s["properties"]["kind"] = string.clone();
+    s["properties"]["metadata"] =
+        serde_json::json!({"type": "object", "properties": {"name": string, "generateName": string}});
+    s
+}
+
+/// JSON to a CEL value as a rule sees it at a schema node (`root`: the node is the object's root): object
+/// properties under their escaped names, only declared properties visible (an object with
+/// `x-kubernetes-preserve-unknown-fields` and no properties is empty), maps (`additionalProperties`) with their
+/// own keys, `number` fields as doubles. Nodes without a `type` are passed through as they are.
+pub fn bind(v: &Value, schema: &Value, root: bool) -> cel::Value {
+    let embedded = schema
+        .get("x-kubernetes-embedded-resource")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if (root || embedded) && v.is_object() {
+        let typed = with_type_and_object_meta(schema);
+        return bind_node(v, &typed);
+    }
+    bind_node(v, schema)
+}
+
+fn bind_node(v: &Value, schema: &Value) -> cel::Value {
+    let ty = schema.get("type").and_then(Value::as_str);
+    match (ty, v) {
+        (Some("object"), Value::Object(m)) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let mut map: HashMap<cel::objects::Key, cel::Value> = HashMap::new();
+            for (k, child) in m {
+                let entry = match (props, additional) {
+                    (Some(p), _) => p.get(k).and_then(|s| Some((escape(k)?, bind(child, s, false)))),
+                    (None, Some(a)) => Some((k.clone(), bind(child, a, false))),
+                    (None, None) => None,
+                };
+                if let Some((name, value)) = entry {
+                    map.insert(cel::objects::Key::String(Arc::new(name)), value);
+                }
+            }
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+        (Some("array"), Value::Array(items)) => match schema.get("items") {
+            Some(item_schema) => cel::Value::List(Arc::new(
+                items.iter().map(|i| bind(i, item_schema, false)).collect(),
+            )),
+            None => to_cel(v),
+        },
+        (Some("number"), Value::Number(n)) => cel::Value::Float(n.as_f64().unwrap_or_default()),
+        _ => to_cel(v),
+    }
+}
+
 /// The result of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -199,17 +330,15 @@ pub enum Outcome {
     Error(String),
 }
 
-/// Evaluate a rule.
-pub fn eval(rule: &Rule, self_value: &Value, old_self: Option<&Value>) -> Outcome {
+/// Evaluate a rule with `self` (and `oldSelf`) bound to values from [`bind`].
+pub fn eval(rule: &Rule, self_value: cel::Value, old_self: Option<cel::Value>) -> Outcome {
     let env = env();
     let program = rule.program.clone();
-    let self_value = to_cel(self_value);
-    let old = old_self.map(to_cel);
     let run = move || {
         let mut ctx = Context::with_env(env);
         kubernetes_library(&mut ctx);
         ctx.add_variable_from_value("self", self_value);
-        if let Some(old) = old {
+        if let Some(old) = old_self {
             ctx.add_variable_from_value("oldSelf", old);
         }
         program.execute(&ctx).map_err(|e| e.to_string())
@@ -258,15 +387,15 @@ fn is_quantity(s: &str) -> bool {
     })
 }
 
-/// Evaluate an expression to a string (for `messageExpression`).
-pub fn eval_string(text: &str, self_value: &Value, old_self: Option<&Value>) -> Option<String> {
+/// Evaluate an expression to a string (for `messageExpression`), with values from [`bind`].
+pub fn eval_string(text: &str, self_value: cel::Value, old_self: Option<cel::Value>) -> Option<String> {
     let rule = compile(text).ok()?;
     let env = env();
     let mut ctx = Context::with_env(env);
     kubernetes_library(&mut ctx);
-    ctx.add_variable_from_value("self", to_cel(self_value));
+    ctx.add_variable_from_value("self", self_value);
     if let Some(old) = old_self {
-        ctx.add_variable_from_value("oldSelf", to_cel(old));
+        ctx.add_variable_from_value("oldSelf", old);
     }
     let program = rule.program.clone();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || program.execute(&ctx))) {
@@ -282,7 +411,7 @@ mod tests {
 
     fn run(rule: &str, v: Value, old: Option<Value>) -> Outcome {
         match compile(rule) {
-            Ok(r) => eval(&r, &v, old.as_ref()),
+            Ok(r) => eval(&r, to_cel(&v), old.as_ref().map(to_cel)),
             Err(e) => Outcome::Error(e),
         }
     }
@@ -324,7 +453,10 @@ mod tests {
     fn transition_rules_see_old_self() {
         let rule = compile("self == oldSelf").expect("compiles");
         assert!(rule.uses_old_self);
-        assert_eq!(eval(&rule, &json!(1), Some(&json!(2))), Outcome::Fail);
+        assert_eq!(
+            eval(&rule, to_cel(&json!(1)), Some(to_cel(&json!(2)))),
+            Outcome::Fail
+        );
         assert_eq!(
             run("self.replicas >= 0", json!({"replicas": 3}), None),
             Outcome::Pass
@@ -370,5 +502,59 @@ mod tests {
     #[test]
     fn syntax_errors_are_reported() {
         assert!(matches!(compile("self.("), Err(e) if e.starts_with("compilation failed")));
+    }
+
+    #[test]
+    fn property_names_escape_as_in_kubernetes() {
+        let cases = [
+            ("import", Some("__import__")),
+            ("namespace", Some("__namespace__")),
+            ("while", Some("__while__")),
+            ("imports", Some("imports")),
+            ("a.b", Some("a__dot__b")),
+            ("x-prop", Some("x__dash__prop")),
+            ("redact__d", Some("redact__underscores__d")),
+            ("a___b", Some("a__underscores___b")),
+            ("k8s.io/name", Some("k8s__dot__io__slash__name")),
+            ("_under", Some("_under")),
+            ("-lead", Some("__dash__lead")),
+            ("1st", None),
+            ("", None),
+            ("has space", None),
+            ("dollar$", None),
+            ("ünicode", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(escape(name).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn rules_see_escaped_declared_properties_only() {
+        let schema = json!({"type": "object", "properties": {
+            "import": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "x-prop": {"type": "integer"},
+            "1st": {"type": "string"},
+            "ratio": {"type": "number"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        let value = json!({"import": {"id": "x"}, "x-prop": 3, "1st": "a", "ratio": 2, "labels": {"a.b/c": "v"},
+            "free": {"hidden": true}, "undeclared": 1});
+        let check = |rule: &str| {
+            let compiled = compile(rule).expect("compiles");
+            assert!(undefined_fields(&compiled, &schema, false).is_empty(), "{rule}");
+            eval(&compiled, bind(&value, &schema, false), None)
+        };
+        assert_eq!(
+            check("has(self.__import__) && self.__import__.id == 'x'"),
+            Outcome::Pass
+        );
+        assert_eq!(check("self.x__dash__prop == 3"), Outcome::Pass);
+        assert_eq!(check("self.ratio > 1.5"), Outcome::Pass);
+        assert_eq!(check("self.labels['a.b/c'] == 'v'"), Outcome::Pass);
+        assert_eq!(check("!has(self.free.hidden)"), Outcome::Pass);
+        assert_eq!(check("self.size() == 5"), Outcome::Pass);
+        let unescaped = compile("has(self.import)").expect("compiles");
+        assert_eq!(undefined_fields(&unescaped, &schema, false), ["import"]);
     }
 }

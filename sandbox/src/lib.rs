@@ -28,6 +28,7 @@ pub mod delete;
 pub mod discovery;
 pub mod error;
 pub mod gc;
+pub mod kinds;
 pub mod meta;
 pub mod openapi;
 pub mod patch;

@@ -139,7 +139,25 @@ fn columns(rt: &ResourceType, version: &str) -> Vec<Column> {
             cols.push(col("Type", "string", Some(".type")));
             cols.push(col("Data", "integer", None));
         }
-        Some(Builtin::Generic) => {}
+        Some(Builtin::Generic) => match (rt.group.as_str(), rt.kind.as_str()) {
+            ("apiregistration.k8s.io", "APIService") => {
+                cols.push(col("Service", "string", None));
+                cols.push(col("Available", "string", None));
+            }
+            ("storage.k8s.io", "CSIDriver") => {
+                cols.push(col("AttachRequired", "boolean", Some(".spec.attachRequired")));
+                cols.push(col("PodInfoOnMount", "boolean", Some(".spec.podInfoOnMount")));
+                cols.push(col("StorageCapacity", "boolean", Some(".spec.storageCapacity")));
+                cols.push(col("TokenRequests", "string", None));
+                cols.push(col(
+                    "RequiresRepublish",
+                    "boolean",
+                    Some(".spec.requiresRepublish"),
+                ));
+                cols.push(col("Modes", "string", None));
+            }
+            _ => {}
+        },
         Some(Builtin::Lease) => cols.push(col("Holder", "string", Some(".spec.holderIdentity"))),
         Some(Builtin::Event) => {
             return vec![
@@ -205,6 +223,57 @@ fn cell(c: &Column, obj: &Value, rt: &ResourceType) -> Value {
                         .to_lowercase(),
                     io.get("name").and_then(Value::as_str).unwrap_or_default()
                 ))
+            }
+            "Service" => match obj.pointer("/spec/service") {
+                Some(svc) if svc.is_object() => json!(format!(
+                    "{}/{}",
+                    svc.get("namespace").and_then(Value::as_str).unwrap_or_default(),
+                    svc.get("name").and_then(Value::as_str).unwrap_or_default()
+                )),
+                _ => json!("Local"),
+            },
+            "Available" => {
+                let available = obj
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| {
+                        cs.iter()
+                            .find(|c| c.get("type").and_then(Value::as_str) == Some("Available"))
+                    });
+                let s = |c: &Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+                json!(match available {
+                    None => "Unknown".to_string(),
+                    Some(c) if s(c, "status") == "True" => "True".to_string(),
+                    Some(c) => format!("{} ({})", s(c, "status"), s(c, "reason")),
+                })
+            }
+            "TokenRequests" => {
+                let audiences: Vec<&str> = obj
+                    .pointer("/spec/tokenRequests")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.get("audience").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if audiences.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    audiences.join(",")
+                })
+            }
+            "Modes" => {
+                let modes: Vec<&str> = obj
+                    .pointer("/spec/volumeLifecycleModes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                json!(if modes.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    modes.join(",")
+                })
             }
             _ => Value::Null,
         };

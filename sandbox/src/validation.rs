@@ -621,15 +621,16 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
             if compiled.uses_old_self && old.is_none() && !optional_old {
                 continue;
             }
-            let self_value = if root { strip_root(v) } else { v.clone() };
-            let old_value = old.map(|o| if root { strip_root(o) } else { o.clone() });
-            match cel::eval(&compiled, &self_value, old_value.as_ref()) {
+            let self_value = cel::bind(&if root { strip_root(v) } else { v.clone() }, schema, root);
+            let old_value =
+                old.map(|o| cel::bind(&if root { strip_root(o) } else { o.clone() }, schema, root));
+            match cel::eval(&compiled, self_value.clone(), old_value.clone()) {
                 Outcome::Pass => {}
                 Outcome::Fail => {
                     let msg = r
                         .get("messageExpression")
                         .and_then(Value::as_str)
-                        .and_then(|e| cel::eval_string(e, &self_value, old_value.as_ref()))
+                        .and_then(|e| cel::eval_string(e, self_value.clone(), old_value.clone()))
                         .or_else(|| r.get("message").and_then(Value::as_str).map(str::to_string))
                         .unwrap_or_else(|| format!("failed rule: {text}"));
                     let field = match r.get("fieldPath").and_then(Value::as_str) {
@@ -659,12 +660,23 @@ fn rules(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut V
                     out.push(cause(reason, &field, text));
                 }
                 Outcome::Error(e) => {
-                    // A rule that reads an absent field without has() errors in the real server too.
+                    // A rule that reads an absent field without has() errors in the real server too; it names
+                    // the rule by its message when it has one.
+                    let named = r
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or(text.trim());
+                    let e = match e.strip_prefix("No such key: ") {
+                        Some(key) => format!("no such key: {key}"),
+                        None => e,
+                    };
                     out.push(cause(
                         "FieldValueInvalid",
                         path,
                         format!(
-                            "Invalid value: {}: {e} evaluating rule: {text}",
+                            "Invalid value: {}: {e} evaluating rule: {named}",
                             show_cel(schema, v)
                         ),
                     ));
@@ -809,22 +821,8 @@ pub fn check_structural(schema: &Value, path: &str, out: &mut Vec<Cause>) {
     walk(schema, path, out);
 }
 
-/// Whether a name is an RFC 1123 subdomain (the rule for most object names).
-pub fn dns_subdomain(name: &str) -> bool {
-    static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").ok()
-    });
-    name.len() <= 253 && re.as_ref().is_some_and(|r| r.is_match(name))
-}
-
-/// Whether a name is an RFC 1123 label (namespaces).
-pub fn dns_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && dns_subdomain(name)
-}
-
-/// Check metadata.name, labels and annotations the way the real server does.
-pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
+/// Check metadata.name (by the kind's rule), labels and annotations the way the real server does.
+pub fn check_metadata(obj: &Value, rule: &crate::kinds::NameRule, out: &mut Vec<Cause>) {
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -835,10 +833,14 @@ pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
             "metadata.name",
             "Required value: name or generateName is required".into(),
         ));
-    } else if label_name && !dns_label(name) {
-        out.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")));
-    } else if !label_name && !dns_subdomain(name) {
-        out.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")));
+    } else {
+        for msg in crate::kinds::name_errors(rule, name) {
+            out.push(cause(
+                "FieldValueInvalid",
+                "metadata.name",
+                format!("Invalid value: {name:?}: {msg}"),
+            ));
+        }
     }
     static VALUE: OnceLock<Option<Regex>> = OnceLock::new();
     let value_re = VALUE.get_or_init(|| Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").ok());

@@ -477,6 +477,118 @@ async fn rendered_workload_kinds_apply_like_on_a_real_cluster() {
         .contains("clusterrole.rbac.authorization.k8s.io/reader serverside-applied"));
 }
 
+const ADDON_KINDS: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:metrics-server
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: metrics-server:system:auth-delegator
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+- kind: ServiceAccount
+  name: metrics-server
+  namespace: kube-system
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  groupPriorityMinimum: 100
+  insecureSkipTLSVerify: true
+  service:
+    name: metrics-server
+    namespace: kube-system
+  version: v1beta1
+  versionPriority: 100
+---
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata:
+  name: cinder.csi.openstack.org
+spec:
+  attachRequired: true
+  podInfoOnMount: true
+  volumeLifecycleModes: [Persistent, Ephemeral]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_kinds_apply_server_side_and_print_their_columns() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let k = Kubectl::new(&cluster);
+    let f = k.write("addon-kinds.yaml", ADDON_KINDS);
+    let out = k.ok(&["apply", "--server-side", "-f", &f]);
+    for line in [
+        "clusterrole.rbac.authorization.k8s.io/system:metrics-server serverside-applied",
+        "clusterrolebinding.rbac.authorization.k8s.io/metrics-server:system:auth-delegator serverside-applied",
+        "apiservice.apiregistration.k8s.io/v1beta1.metrics.k8s.io serverside-applied",
+        "csidriver.storage.k8s.io/cinder.csi.openstack.org serverside-applied",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    let table = k.ok(&["get", "apiservices"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{table}");
+    assert!(
+        table.contains("v1beta1.metrics.k8s.io   kube-system/metrics-server   Unknown"),
+        "{table}"
+    );
+    let table = k.ok(&["get", "csidrivers"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "cinder.csi.openstack.org",
+            "true",
+            "true",
+            "false",
+            "<unset>",
+            "false",
+            "Persistent,Ephemeral"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "clusterrole",
+            "system:metrics-server",
+            "-o",
+            "jsonpath={.rules[0].resources[0]}"
+        ]),
+        "nodes/metrics"
+    );
+    let names = k.ok(&["api-resources", "--api-group=storage.k8s.io", "-o", "name"]);
+    for r in [
+        "csidrivers.storage.k8s.io",
+        "csinodes.storage.k8s.io",
+        "volumeattachments.storage.k8s.io",
+    ] {
+        assert!(names.contains(r), "{names}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_over_https_with_the_generated_ca() {
     let cluster = Cluster::start_with(kube_emulator::ClusterOptions {

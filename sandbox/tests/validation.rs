@@ -468,3 +468,249 @@ async fn tightened_schemas_ratchet_unchanged_values() {
         other => panic!("expected 422, got {other:?}"),
     }
 }
+
+/// An API for a cluster-scoped kind.
+fn cluster_api(client: &Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
+    )
+}
+
+/// The repository's shared fixtures (real upstream CRDs, unmodified).
+const REPO_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+
+#[tokio::test]
+async fn every_real_provider_crd_is_accepted_and_orc_image_rules_run() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let mut files = Vec::new();
+    for set in ["real-crds/capd", "real-crds/capo", "real-crds/orc", "capi-crds"] {
+        let dir = format!("{REPO_FIXTURES}/{set}");
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert_eq!(files.len(), 6 + 7 + 26 + 12, "{files:?}");
+    let mut refused = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        if let Err(e) = cluster.apply_yaml(&text, "test") {
+            refused.push(format!("{}: {e}", f.display()));
+        }
+    }
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+
+    let images = api(&client, "openstack.k-orc.cloud", "v1alpha1", "Image", "images");
+    let image = |name: &str, spec: Value| json!({"apiVersion": "openstack.k-orc.cloud/v1alpha1", "kind": "Image", "metadata": {"name": name}, "spec": spec});
+    let creds = json!({"cloudName": "openstack", "secretName": "clouds"});
+    let content = json!({"diskFormat": "qcow2", "download": {"url": "https://images.example/ubuntu.qcow2",
+        "hash": {"algorithm": "sha256", "value": "ab".repeat(32)}}});
+    let managed = images
+        .create(
+            &PostParams::default(),
+            &obj(image(
+                "ubuntu",
+                json!({"cloudCredentialsRef": creds, "managementPolicy": "managed",
+                "resource": {"content": content, "properties": {"minDiskGB": 20}}}),
+            )),
+        )
+        .await
+        .expect("a managed Image with content is valid");
+    assert_eq!(managed.data["spec"]["resource"]["properties"]["minDiskGB"], 20);
+    // `self.__import__` reads the `import` property: an unmanaged import passes every rule.
+    images
+        .create(
+            &PostParams::default(),
+            &obj(image(
+                "imported",
+                json!({"cloudCredentialsRef": creds, "managementPolicy": "unmanaged",
+                "import": {"filter": {"name": "ubuntu-24.04"}}}),
+            )),
+        )
+        .await
+        .expect("an unmanaged Image importing by filter is valid");
+    let cases = [
+        (
+            json!({"cloudCredentialsRef": creds, "managementPolicy": "managed", "resource": {"content": content},
+                "import": {"filter": {"name": "ubuntu-24.04"}}}),
+            r#"Image.openstack.k-orc.cloud "bad" is invalid: spec: Invalid value: "object": import may not be specified when policy is managed"#,
+        ),
+        (
+            json!({"cloudCredentialsRef": creds, "managementPolicy": "unmanaged", "resource": {"content": content}}),
+            r#"Image.openstack.k-orc.cloud "bad" is invalid: [spec: Invalid value: "object": resource may not be specified when policy is unmanaged, spec: Invalid value: "object": import must be specified when policy is unmanaged]"#,
+        ),
+        (
+            // `has(self.resource.content)` without a resource is an evaluation error, reported with the rule's message.
+            json!({"cloudCredentialsRef": creds, "managementPolicy": "unmanaged"}),
+            r#"Image.openstack.k-orc.cloud "bad" is invalid: [spec: Invalid value: "object": import must be specified when policy is unmanaged, spec: Invalid value: "object": no such key: resource evaluating rule: resource content must be specified when not importing]"#,
+        ),
+        (
+            json!({"cloudCredentialsRef": creds, "managementPolicy": "managed", "resource": {"name": "x"}}),
+            r#"Image.openstack.k-orc.cloud "bad" is invalid: spec: Invalid value: "object": resource content must be specified when not importing"#,
+        ),
+    ];
+    for (spec, want) in cases {
+        let (code, message) = create_err(&images, image("bad", spec)).await;
+        assert_eq!((code, message.as_str()), (422, want));
+    }
+}
+
+#[tokio::test]
+async fn names_follow_the_rule_of_each_built_in_kind() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let rbac = |kind: &str, plural: &str| {
+        let group = "rbac.authorization.k8s.io";
+        if kind.starts_with("Cluster") {
+            cluster_api(&client, group, "v1", kind, plural)
+        } else {
+            api(&client, group, "v1", kind, plural)
+        }
+    };
+    let named = |api_version: &str, kind: &str, name: &str| json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+    let rbac_v1 = "rbac.authorization.k8s.io/v1";
+    for (kind, plural) in [
+        ("ClusterRole", "clusterroles"),
+        ("ClusterRoleBinding", "clusterrolebindings"),
+        ("Role", "roles"),
+        ("RoleBinding", "rolebindings"),
+    ] {
+        let mut v = named(rbac_v1, kind, "system:metrics-server");
+        if kind.ends_with("Binding") {
+            v["roleRef"] = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:metrics-server"});
+        }
+        rbac(kind, plural)
+            .create(&PostParams::default(), &obj(v))
+            .await
+            .unwrap_or_else(|e| panic!("{kind} system:metrics-server: {e}"));
+    }
+    let core = |kind: &str, plural: &str| api(&client, "", "v1", kind, plural);
+    let long = "c".repeat(53);
+    let cases: Vec<(Api<DynamicObject>, Value, String)> = vec![
+        (
+            rbac("ClusterRole", "clusterroles"),
+            named(rbac_v1, "ClusterRole", ".."),
+            r#"ClusterRole.rbac.authorization.k8s.io ".." is invalid: metadata.name: Invalid value: "..": may not be '..'"#.into(),
+        ),
+        (
+            rbac("Role", "roles"),
+            named(rbac_v1, "Role", "a%b"),
+            r#"Role.rbac.authorization.k8s.io "a%b" is invalid: metadata.name: Invalid value: "a%b": may not contain '%'"#.into(),
+        ),
+        (
+            core("ConfigMap", "configmaps"),
+            named("v1", "ConfigMap", "system:x"),
+            r#"ConfigMap "system:x" is invalid: metadata.name: Invalid value: "system:x": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#.into(),
+        ),
+        (
+            core("Service", "services"),
+            named("v1", "Service", "1st"),
+            r#"Service "1st" is invalid: metadata.name: Invalid value: "1st": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"#.into(),
+        ),
+        (
+            api(&client, "apps", "v1", "StatefulSet", "statefulsets"),
+            named("apps/v1", "StatefulSet", "db.main"),
+            r#"StatefulSet.apps "db.main" is invalid: metadata.name: Invalid value: "db.main": must not contain dots"#.into(),
+        ),
+        (
+            api(&client, "batch", "v1", "CronJob", "cronjobs"),
+            named("batch/v1", "CronJob", &long),
+            format!(r#"CronJob.batch "{long}" is invalid: metadata.name: Invalid value: "{long}": must be no more than 52 characters"#),
+        ),
+    ];
+    for (api, v, want) in cases {
+        let (code, message) = create_err(&api, v).await;
+        assert_eq!((code, message.as_str()), (422, want.as_str()));
+    }
+    // A name valid as a subdomain is fine for the kinds that take one (a dotted Node name, a CSIDriver).
+    cluster_api(&client, "", "v1", "Node", "nodes")
+        .create(
+            &PostParams::default(),
+            &obj(named("v1", "Node", "worker-1.example")),
+        )
+        .await
+        .expect("node");
+    let csi = cluster_api(&client, "storage.k8s.io", "v1", "CSIDriver", "csidrivers")
+        .create(
+            &PostParams::default(),
+            &obj(named(
+                "storage.k8s.io/v1",
+                "CSIDriver",
+                "cinder.csi.openstack.org",
+            )),
+        )
+        .await
+        .expect("CSIDriver");
+    assert_eq!(
+        csi.data["spec"]["attachRequired"], true,
+        "defaulted like the real server"
+    );
+    assert_eq!(csi.data["spec"]["volumeLifecycleModes"], json!(["Persistent"]));
+}
+
+#[tokio::test]
+async fn api_services_are_validated_like_the_aggregator_does() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let services = cluster_api(
+        &client,
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+    );
+    let svc = |name: &str, spec: Value| json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": name}, "spec": spec});
+    let good = json!({"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+        "insecureSkipTLSVerify": true, "service": {"name": "metrics-server", "namespace": "kube-system"}});
+    let mut no_priority = good.clone();
+    no_priority
+        .as_object_mut()
+        .expect("map")
+        .remove("groupPriorityMinimum");
+    let mut no_service_name = good.clone();
+    no_service_name["service"] = json!({"namespace": "kube-system"});
+    let cases = [
+        (
+            svc("metrics", good.clone()),
+            r#"APIService.apiregistration.k8s.io "metrics" is invalid: metadata.name: Invalid value: "metrics": must be `spec.version+"."+spec.group`: "v1beta1.metrics.k8s.io""#,
+        ),
+        (
+            svc("v1beta1.metrics.k8s.io", no_priority),
+            r#"APIService.apiregistration.k8s.io "v1beta1.metrics.k8s.io" is invalid: spec.groupPriorityMinimum: Invalid value: 0: must be positive and less than 20000"#,
+        ),
+        (
+            svc("v1beta1.metrics.k8s.io", no_service_name),
+            r#"APIService.apiregistration.k8s.io "v1beta1.metrics.k8s.io" is invalid: spec.service.name: Required value"#,
+        ),
+    ];
+    for (v, want) in cases {
+        let (code, message) = create_err(&services, v).await;
+        assert_eq!((code, message.as_str()), (422, want));
+    }
+    let stored = services
+        .create(
+            &PostParams::default(),
+            &obj(svc("v1beta1.metrics.k8s.io", good.clone())),
+        )
+        .await
+        .expect("metrics-server's APIService");
+    assert_eq!(stored.data["spec"]["service"]["port"], 443);
+    // A namespace in the manifest of a cluster-scoped kind is dropped (Helm output applied as it is).
+    let mut applied = svc("v1.custom.metrics.k8s.io", good.clone());
+    applied["metadata"]["namespace"] = json!("kube-system");
+    applied["spec"]["group"] = json!("custom.metrics.k8s.io");
+    applied["spec"]["version"] = json!("v1");
+    cluster
+        .apply_yaml(&applied.to_string(), "helm")
+        .expect("server-side apply");
+    let got = services
+        .get("v1.custom.metrics.k8s.io")
+        .await
+        .expect("stored cluster-wide");
+    assert_eq!(got.metadata.namespace, None);
+}

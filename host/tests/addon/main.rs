@@ -7,4 +7,5 @@ mod hooks;
 mod inmemory;
 mod legacy;
 mod multi_stage;
+mod real_charts;
 mod run;
