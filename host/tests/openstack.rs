@@ -905,3 +905,195 @@ fn config_and_secret_problems_name_what_to_fix() {
         ImageState::Pending(_)
     ));
 }
+
+#[test]
+fn a_release_without_node_images_passes_straight_through() {
+    // Issue 14 item 5: the plugin returned early for an empty list without recording the release,
+    // so `patch-cluster-class` waited forever for node images the release does not have.
+    let os = OpenStack::shared();
+    let setup = Setup::new(os, Auth::Password, json!({}));
+    let rel = release(&unique("no-images"));
+    let statuses = setup.reconcile(&rel, &[]).expect("reconcile-node-images");
+    assert!(statuses.is_empty());
+    let objects = cluster_class_objects("ubuntu-capi-image-v1.30.9");
+    let patched = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("a release without node images is patched at once");
+    assert_eq!(patched, objects, "nothing to patch");
+    assert_eq!(setup.http.count(""), 0, "no OpenStack call is needed");
+}
+
+/// An ORC `Image` as the current SCS cluster-class chart renders it, for the file `file` of the
+/// shared image server; `resource.name` differs from the object's name to tell the two apart.
+fn orc_image(object: &str, glance_name: &str, file: &str, sha256: &str) -> Value {
+    json!({
+        "apiVersion": "openstack.k-orc.cloud/v1alpha1", "kind": "Image",
+        "metadata": {"name": object, "namespace": "cluster"},
+        "spec": {
+            "cloudCredentialsRef": {"cloudName": "openstack", "secretName": "openstack"},
+            "managementPolicy": "managed",
+            "resource": {
+                "name": glance_name,
+                "content": {"diskFormat": "qcow2",
+                            "download": {"url": ImageServer::shared().url(file),
+                                         "hash": {"algorithm": "sha256", "value": sha256}}},
+                "properties": {"architecture": "x86_64",
+                               "hardware": {"diskBus": "scsi", "qemuGuestAgent": true, "rngModel": "virtio",
+                                            "scsiModel": "virtio-scsi", "vifModel": "virtio"},
+                               "minDiskGB": 2, "minMemoryMB": 512,
+                               "operatingSystem": {"distro": "ubuntu", "version": "22.04"}}
+            }
+        }
+    })
+}
+
+fn sha256_of(file: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        std::fs::read(ImageServer::shared().path(file)).expect("image file"),
+    ))
+}
+
+/// The cluster-class objects of a current stack: the ORC Image, a control-plane template that
+/// references it with `imageRef`, a worker template that names its Glance image with `filter`.
+fn orc_cluster_class_objects(image: &Value, glance_name: &str) -> Vec<String> {
+    let object = image["metadata"]["name"].as_str().expect("name");
+    vec![
+        image.to_string(),
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+               "metadata": {"name": "control-plane", "namespace": "cluster"},
+               "spec": {"template": {"spec": {"flavor": "SCS-4V-8", "image": {"imageRef": {"name": object}}}}}})
+        .to_string(),
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+               "metadata": {"name": "worker", "namespace": "cluster"},
+               "spec": {"template": {"spec": {"flavor": "SCS-2V-4", "image": {"filter": {"name": glance_name}}}}}})
+        .to_string(),
+    ]
+}
+
+#[test]
+fn orc_images_are_imported_with_their_properties_and_checksum() {
+    let os = OpenStack::shared();
+    let server = ImageServer::shared();
+    server.qcow2("orc.qcow2", "64M");
+    let sha256 = sha256_of("orc.qcow2");
+    let (object, glance_name) = (unique("node-image"), unique("ubuntu-capi-image"));
+    let image = orc_image(&object, &glance_name, "orc.qcow2", &sha256);
+    // The host turns the rendered ORC Image into a node image (stackhost::release::orc_node_images).
+    let images = stackhost::release::orc_node_images(std::slice::from_ref(&image));
+    assert_eq!(images[0].name, glance_name);
+    let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 1}}));
+    let rel = release(&unique("orc"));
+
+    let statuses = setup.reconcile_until_settled(&rel, &images);
+    let id = ready_id(&statuses[0]);
+    let glance = only_image(os, &glance_name);
+    assert_eq!(glance["id"], id.as_str());
+    assert_eq!(glance["status"], "active");
+    assert_eq!(glance["owner"], os.project_id.as_str());
+    for (key, value) in [
+        ("disk_format", json!("qcow2")),
+        ("container_format", json!("bare")),
+        ("min_disk", json!(2)),
+        ("min_ram", json!(512)),
+        ("architecture", json!("x86_64")),
+        ("os_distro", json!("ubuntu")),
+        ("os_version", json!("22.04")),
+        ("hw_disk_bus", json!("scsi")),
+        ("hw_scsi_model", json!("virtio-scsi")),
+        ("hw_vif_model", json!("virtio")),
+        ("hw_rng_model", json!("virtio")),
+        ("hw_qemu_guest_agent", json!("yes")),
+    ] {
+        assert_eq!(glance[key], value, "{key} of {glance}");
+    }
+    // Glance hashes with sha512 here, so the plugin read the image back once to check the sha256.
+    assert_eq!(glance["os_hash_algo"], "sha512");
+    assert_eq!(setup.http.count(&format!("/v2/images/{id}/file")), 1);
+    let again = setup.reconcile(&rel, &images).expect("repeated call");
+    assert_eq!(ready_id(&again[0]), id);
+    assert_eq!(
+        setup.http.count(&format!("/v2/images/{id}/file")),
+        1,
+        "verified once"
+    );
+    assert_eq!(os.images_named(&glance_name).len(), 1, "nothing created twice");
+
+    // The templates point at the image by id; the ORC Image is not applied (no ORC manages it).
+    let objects = orc_cluster_class_objects(&image, &glance_name);
+    let patched = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("patch");
+    assert_eq!(patched.len(), 2, "the ORC Image is left out: {patched:?}");
+    for text in &patched {
+        let template: Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(
+            template["spec"]["template"]["spec"]["image"],
+            json!({"id": id}),
+            "{text}"
+        );
+    }
+
+    // With the state lost (a new controller), the image is found by name, not created again.
+    let fresh = Setup::new(os, Auth::Password, json!({}));
+    assert_eq!(ready_id(&fresh.reconcile(&rel, &images).expect("found")[0]), id);
+    assert_eq!(os.images_named(&glance_name).len(), 1);
+}
+
+#[test]
+fn an_orc_image_with_a_wrong_hash_fails() {
+    let os = OpenStack::shared();
+    let glance_name = unique("orc-wrong-hash");
+    let image = orc_image(&unique("node-image"), &glance_name, "tiny.qcow2", &"0".repeat(64));
+    let images = stackhost::release::orc_node_images(&[image]);
+    let setup = Setup::new(os, Auth::Password, json!({"import": {"pollSeconds": 1}}));
+    let statuses = setup.reconcile_until_settled(&release(&unique("orc")), &images);
+    let why = failed_reason(&statuses[0]);
+    assert!(
+        why.contains(&glance_name)
+            && why.contains(&sha256_of("tiny.qcow2"))
+            && why.contains("the ORC Image says")
+            && why.contains("delete the image in Glance"),
+        "{why}"
+    );
+}
+
+#[test]
+fn with_orc_installed_images_and_templates_are_left_to_orc() {
+    let os = OpenStack::shared();
+    let glance_name = unique("orc-external");
+    let image = orc_image(
+        &unique("node-image"),
+        &glance_name,
+        "tiny.qcow2",
+        &sha256_of("tiny.qcow2"),
+    );
+    let images = stackhost::release::orc_node_images(std::slice::from_ref(&image));
+    let setup = Setup::new(os, Auth::Password, json!({"orc": "external"}));
+    let rel = release(&unique("orc"));
+    let statuses = setup.reconcile(&rel, &images).expect("reconcile-node-images");
+    assert!(matches!(statuses[0].state, ImageState::Ready(_)), "{statuses:?}");
+    let objects = orc_cluster_class_objects(&image, &glance_name);
+    let patched = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("patch");
+    assert_eq!(patched, objects, "the Image and the templates stay as rendered");
+    assert_eq!(setup.http.count(""), 0, "ORC imports the image, not the plugin");
+    assert!(os.images_named(&glance_name).is_empty());
+}
+
+/// The one Glance image named `name`.
+fn only_image(os: &OpenStack, name: &str) -> Value {
+    let found = os.images_named(name);
+    assert_eq!(found.len(), 1, "exactly one image {name} in Glance: {found:?}");
+    found[0].clone()
+}

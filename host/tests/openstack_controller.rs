@@ -22,8 +22,9 @@ use stackhost::api::{ClusterStack, ClusterStackRelease, ProviderPlugin};
 use stackhost::sandbox::{describe_release, wait_for, wait_release_ready, Sandbox};
 use support::openstack::{http, unique, Auth, ImageServer, OpenStack};
 use support::openstack_stack::{
-    apply, cluster_classes, force_reconcile, machine_templates, metric, put_secret, start, tag, write_layout,
-    write_release, Image, NS,
+    apply, cluster_classes, dynamic_api, force_reconcile, machine_templates, metric, put_secret, start,
+    start_with_real_crds, tag, write_layout, write_orc_release, write_release, write_release_with, Image,
+    OrcImage, NS,
 };
 
 type TestResult = anyhow::Result<()>;
@@ -80,6 +81,27 @@ impl Case {
         }
         write_layout(layout.path(), &written)?;
         let sandbox = start(layout.path(), cache.path()).await?;
+        Ok(Case {
+            sandbox,
+            _dirs: [releases, layout, cache],
+        })
+    }
+
+    /// A sandbox serving the releases `write` puts into a directory; `real_crds`: the real CAPO and
+    /// ORC CRDs (tests/fixtures/real-crds) instead of the hand-made template CRDs.
+    async fn with_releases(
+        write: impl FnOnce(&std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>>,
+        real_crds: bool,
+    ) -> anyhow::Result<Case> {
+        logs();
+        let (releases, layout, cache) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+        let written = write(releases.path())?;
+        write_layout(layout.path(), &written)?;
+        let sandbox = if real_crds {
+            start_with_real_crds(layout.path(), cache.path()).await?
+        } else {
+            start(layout.path(), cache.path()).await?
+        };
         Ok(Case {
             sandbox,
             _dirs: [releases, layout, cache],
@@ -704,4 +726,254 @@ async fn an_import_over_the_timeout_fails_the_release_naming_the_image() -> Test
         "Glance fetched the URL once: the failed import was not restarted"
     );
     case.sandbox.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_without_node_images_becomes_ready_at_once() -> TestResult {
+    // Issue 14 item 5: without node-images.yaml the release waited forever at patch-cluster-class
+    // ("the node images of release ... have not been reconciled yet").
+    let os = OpenStack::shared();
+    let _shared = GLANCE.read().await;
+    let images = two_images("none");
+    let case = Case::with_releases(
+        |dir| Ok(vec![write_release_with(dir, 1, &images[0], &images[1], false)?]),
+        false,
+    )
+    .await?;
+    let client = case.client();
+    case.apply(os, Auth::Password, fast_config()).await?;
+    let tag = tag(1);
+    let ready = wait_release_ready(&client, NS, &tag, WAIT).await?;
+    let status = ready.status.clone().unwrap_or_default();
+    for type_ in [PROVIDER_READY, "ClusterClassPatched", "HelmChartApplied", "Ready"] {
+        assert!(is_true(&status.conditions, type_), "{}", describe_release(&ready));
+    }
+    // Nothing to import, nothing patched: the templates name their images as rendered.
+    let control_plane = machine_spec(&client, &tag, false).await?;
+    assert_eq!(
+        control_plane["image"],
+        json!({"filter": {"name": images[0].name}})
+    );
+    for image in &images {
+        assert!(os.images_named(&image.name).is_empty());
+    }
+    Ok(())
+}
+
+fn sha256_hex(path: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    Ok(hex::encode(sha2::Sha256::digest(std::fs::read(path)?)))
+}
+
+/// The ORC Image objects in the emulator.
+async fn orc_images(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let api = dynamic_api(client, "openstack.k-orc.cloud", "v1alpha1", "Image");
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|o| o.metadata.name.unwrap_or_default())
+        .collect())
+}
+
+/// A Secret's key as text (`data`, base64-decoded by kube).
+fn secret_text(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_with_an_orc_image_becomes_ready_and_its_cluster_gets_ccm_and_csi() -> TestResult {
+    // Issue 14 item 6: the current SCS OpenStack stacks render an ORC Image instead of shipping
+    // node-images.yaml; with no ORC controller the plugin imports it and points the templates at it.
+    let os = OpenStack::shared();
+    let _shared = GLANCE.read().await;
+    let server = ImageServer::shared();
+    server.qcow2("orc-e2e.qcow2", "32M");
+    let file = server.path("orc-e2e.qcow2");
+    let image = OrcImage {
+        object: unique("node-image"),
+        name: unique("ubuntu-capi-image"),
+        url: server.url("orc-e2e.qcow2"),
+        sha256: sha256_hex(&file)?,
+    };
+    let case = Case::with_releases(|dir| Ok(vec![write_orc_release(dir, 1, &image)?]), true).await?;
+    let client = case.client();
+    case.apply(os, Auth::Password, fast_config()).await?;
+    let tag = tag(1);
+    let ready = wait_release_ready(&client, NS, &tag, WAIT).await?;
+    let status = ready.status.clone().unwrap_or_default();
+    for type_ in [PROVIDER_READY, "ClusterClassPatched", "HelmChartApplied", "Ready"] {
+        assert!(is_true(&status.conditions, type_), "{}", describe_release(&ready));
+    }
+
+    // The image is active in Glance, in the user's project, with the ORC Image's properties, and it
+    // is the file the ORC Image names (Glance's own sha512 of it).
+    let glance = only_image(os, &image.name);
+    let id = id_of(&glance);
+    assert_eq!(glance["status"], "active", "{glance}");
+    assert_eq!(glance["owner"], os.project_id.as_str());
+    for (key, value) in [
+        ("disk_format", json!("qcow2")),
+        ("container_format", json!("bare")),
+        ("min_disk", json!(1)),
+        ("min_ram", json!(512)),
+        ("architecture", json!("x86_64")),
+        ("os_distro", json!("ubuntu")),
+        ("os_version", json!("22.04")),
+        ("hw_disk_bus", json!("scsi")),
+        ("hw_qemu_guest_agent", json!("yes")),
+    ] {
+        assert_eq!(glance[key], value, "{key} of {glance}");
+    }
+    let sha512 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha512::digest(std::fs::read(&file)?))
+    };
+    assert_eq!(glance["os_hash_value"], sha512.as_str());
+
+    // Both templates point at it by id (imageRef and filter.name alike); the ORC Image itself is
+    // not applied, so no ORC installed later manages (or deletes) the plugin's image.
+    for worker in [false, true] {
+        let spec = machine_spec(&client, &tag, worker).await?;
+        assert_eq!(spec["image"], json!({"id": id}), "worker: {worker}");
+    }
+    assert_eq!(orc_images(&client).await?, Vec::<String>::new());
+    let state = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("stackhost-plugin-state-openstack")
+        .await?;
+    assert!(
+        format!("{:?}", state.data).contains(&id),
+        "the plugin's state records the image"
+    );
+
+    // A Cluster of the class gets the CCM and Cinder CSI stages with the plugin's cloud config.
+    let ctx = case.sandbox.context().cloned().expect("controllers running");
+    let mut config = stackhost::controller::addons::addon_config(&ctx);
+    config.wait = Duration::from_secs(1);
+    config.retry = Duration::from_secs(1);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let addons = stackhost::addon::inmemory::start_sandbox(client.clone(), config, stopped)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    stackhost::addon::cluster::clusters(client.clone(), NS)
+        .create(
+            &Default::default(),
+            &stackhost::sandbox::sample_cluster(NS, &tag, "v1.30.9"),
+        )
+        .await?;
+    let name = stackhost::sandbox::SAMPLE_CLUSTER;
+    let workload = wait_for("the workload cluster", WAIT, || async {
+        addons
+            .provider
+            .workload_client(NS, name)
+            .await
+            .ok_or("not provisioned yet".to_string())
+    })
+    .await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(workload.clone(), "kube-system");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(workload.clone(), "kube-system");
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(workload.clone(), "kube-system");
+    let (ccm_conf, csi_conf) = wait_for(
+        "the CCM and CSI objects in the workload cluster",
+        WAIT,
+        || async {
+            let ccm = secrets.get_opt("cloud-config").await.map_err(|e| e.to_string())?;
+            let csi = secrets
+                .get_opt("cinder-csi-cloud-config")
+                .await
+                .map_err(|e| e.to_string())?;
+            let ds = daemonsets
+                .get_opt("openstack-cloud-controller-manager")
+                .await
+                .map_err(|e| e.to_string())?;
+            let deploy = deployments
+                .get_opt("openstack-cinder-csi-controllerplugin")
+                .await
+                .map_err(|e| e.to_string())?;
+            match (ccm, csi, ds, deploy) {
+                (Some(ccm), Some(csi), Some(_), Some(_)) => {
+                    Ok((secret_text(&ccm, "cloud.conf"), secret_text(&csi, "cloud.conf")))
+                }
+                other => Err(format!("not all there yet: {other:?}")),
+            }
+        },
+    )
+    .await?;
+    for conf in [&ccm_conf, &csi_conf] {
+        assert!(conf.starts_with("[Global]"), "{conf}");
+        assert!(
+            conf.contains(&format!("auth-url = \"{}\"", os.keystone)),
+            "{conf}"
+        );
+        assert!(conf.contains(&format!("username = \"{}\"", os.user)), "{conf}");
+        assert!(
+            conf.contains(&format!("password = \"{}\"", os.password)),
+            "{conf}"
+        );
+        assert!(conf.contains(&format!("region = \"{}\"", os.region)), "{conf}");
+    }
+    let ds = daemonsets.get("openstack-cloud-controller-manager").await?;
+    let args = serde_json::to_value(&ds)?["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.contains(&json!(format!("--cluster-name={name}")))),
+        "{args}"
+    );
+    stop.send(true).ok();
+    addons.stopped().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_orc_installed_the_image_objects_are_applied_for_orc() -> TestResult {
+    let os = OpenStack::shared();
+    let _shared = GLANCE.read().await;
+    let server = ImageServer::shared();
+    let image = OrcImage {
+        object: unique("node-image"),
+        name: unique("orc-external"),
+        url: server.url("tiny.qcow2"),
+        sha256: sha256_hex(&server.path("tiny.qcow2"))?,
+    };
+    let case = Case::with_releases(|dir| Ok(vec![write_orc_release(dir, 1, &image)?]), true).await?;
+    let client = case.client();
+    case.apply(
+        os,
+        Auth::Password,
+        json!({"import": {"pollSeconds": 1}, "orc": "external"}),
+    )
+    .await?;
+    let tag = tag(1);
+    let ready = wait_release_ready(&client, NS, &tag, WAIT).await?;
+    assert!(
+        is_true(
+            &ready.status.clone().unwrap_or_default().conditions,
+            "ClusterClassPatched"
+        ),
+        "{}",
+        describe_release(&ready)
+    );
+    // The Image object is applied as rendered for ORC to import; the templates still select it.
+    assert_eq!(orc_images(&client).await?, vec![image.object.clone()]);
+    assert_eq!(
+        machine_spec(&client, &tag, false).await?["image"],
+        json!({"imageRef": {"name": image.object}})
+    );
+    assert_eq!(
+        machine_spec(&client, &tag, true).await?["image"],
+        json!({"filter": {"name": image.name}})
+    );
+    assert!(
+        os.images_named(&image.name).is_empty(),
+        "ORC imports it, not the plugin"
+    );
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! ClusterStackRelease controller (upstream `clusterstackrelease_controller.go`, cso-behaviour.md §2.2),
 //! with the provider operator's work done in-process by the ProviderPlugin:
 //!
-//! fetch assets -> plugin `reconcile-node-images` until every image is ready (requeue on its hint) ->
-//! render the cluster-class chart -> plugin `patch-cluster-class` -> server-side apply (prune what the
-//! new render no longer has) -> Ready. Every step has its own condition with a reason a user can act on.
+//! fetch assets -> render the cluster-class chart -> plugin `reconcile-node-images` (the images of
+//! `node-images.yaml` and the chart's ORC `Image` objects) until every image is ready (requeue on its
+//! hint) -> plugin `patch-cluster-class` -> server-side apply (prune what the new render no longer
+//! has) -> Ready. Every step has its own condition with a reason a user can act on.
 //!
 //! Fixed upstream quirks: objects go to their own namespaces (§9), deleting a release removes what it
 //! applied (upstream leaves it) after `cleanup-node-images`, `status.ready` is cleared again when a later
@@ -30,7 +31,7 @@ use crate::apply::ssa::{Applier, SsaError};
 use crate::apply::{ApplyError, Owner};
 use crate::plugin::types::{Error as GuestErrorKind, ImageState, NodeImage, ReleaseInfo};
 use crate::plugin::PluginError;
-use crate::release::{parse_node_images, ReleaseAssets, ReleaseName};
+use crate::release::{orc_node_images, parse_node_images, ReleaseAssets, ReleaseName};
 use crate::render::RenderRequest;
 
 pub(crate) const CONTROLLER: &str = "clusterstackrelease";
@@ -246,21 +247,33 @@ async fn steps(r: &mut Release<'_>) -> Step<()> {
             }
         },
     };
+    // 3. Render (before the node images: ORC `Image` objects in the chart are node images too).
+    let objects = match render(r, &name, &assets).await {
+        Step::Next(o) => o,
+        Step::Wait(d) => return Step::Wait(d),
+    };
+
     let info = release_info(&name, &assets);
     if let Some(plugin) = &plugin {
-        match node_images(r, plugin, &assets, &info).await {
+        let images = match release_node_images(&info.tag, &assets, &objects) {
+            Ok(images) => images,
+            Err(e) => {
+                return r
+                    .failed(
+                        types::PROVIDER_CLUSTER_STACK_RELEASE_READY,
+                        "NodeImagesInvalid",
+                        e,
+                    )
+                    .await
+            }
+        };
+        match node_images(r, plugin, images, &info).await {
             Step::Next(()) => {}
             Step::Wait(d) => return Step::Wait(d),
         }
         r.status.plugin_digest = Some(plugin.plugin.digest().to_string());
     }
     r.ok(types::PROVIDER_CLUSTER_STACK_RELEASE_READY);
-
-    // 3. Render.
-    let objects = match render(r, &name, &assets).await {
-        Step::Next(o) => o,
-        Step::Wait(d) => return Step::Wait(d),
-    };
 
     // 4. Patch.
     let objects = match &plugin {
@@ -404,29 +417,42 @@ async fn fetch(r: &mut Release<'_>, name: &ReleaseName) -> Step<ReleaseAssets> {
     }
 }
 
+/// The node images of a release: its `node-images.yaml`, and the ORC `Image` objects its
+/// cluster-class chart renders.
+fn release_node_images(
+    tag: &str,
+    assets: &ReleaseAssets,
+    objects: &[Value],
+) -> Result<Vec<NodeImage>, String> {
+    let mut images: Vec<NodeImage> = match &assets.node_images {
+        None => Vec::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| parse_node_images(tag, &text).map_err(|e| e.to_string()))?,
+    };
+    for image in orc_node_images(objects) {
+        if images.iter().any(|i| i.name == image.name) {
+            return Err(format!(
+                "node image {:?} of release {tag} is both in node-images.yaml and an ORC Image of the \
+                 cluster-class chart; keep one of them",
+                image.name
+            ));
+        }
+        images.push(image);
+    }
+    Ok(images)
+}
+
+/// The plugin's `reconcile-node-images`, also for a release without node images (the plugin learns
+/// that it has none).
 async fn node_images(
     r: &mut Release<'_>,
     plugin: &Arc<LoadedPlugin>,
-    assets: &ReleaseAssets,
+    images: Vec<NodeImage>,
     info: &ReleaseInfo,
 ) -> Step<()> {
     let ctx = r.ctx;
     const T: &str = types::PROVIDER_CLUSTER_STACK_RELEASE_READY;
-    let images: Vec<NodeImage> = match &assets.node_images {
-        None => Vec::new(),
-        Some(path) => {
-            let parsed = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|text| parse_node_images(&info.tag, &text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(images) => images,
-                Err(e) => return r.failed(T, "NodeImagesInvalid", e).await,
-            }
-        }
-    };
-    if images.is_empty() {
-        return Step::Next(());
-    }
     let (info_, images_) = (info.clone(), images.clone());
     let one_at_a_time = plugin.node_images.lock().await;
     let result = call(
@@ -723,16 +749,18 @@ async fn cleanup(ctx: &Context, csr: &ClusterStackRelease, plugin: &Arc<LoadedPl
     let Ok(Some(assets)) = ctx.releases.get(source.as_ref(), name) else {
         return;
     };
-    let images = match &assets.node_images {
-        Some(path) => std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| parse_node_images(&name.tag(), &t).ok())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    if images.is_empty() {
-        return;
-    }
+    // The chart is rendered again for its ORC `Image` objects; a render that fails leaves them out.
+    let renderer = ctx.renderer.clone();
+    let (assets_, release_name) = (assets.clone(), name.helm_release_name());
+    let ns = csr.namespace().unwrap_or_default();
+    let objects = tokio::task::spawn_blocking(move || {
+        renderer.render(&RenderRequest::cluster_class(&assets_, &release_name, &ns))
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    let images = release_node_images(&name.tag(), &assets, &objects).unwrap_or_default();
     let info = release_info(name, &assets);
     let one_at_a_time = plugin.node_images.lock().await;
     let result = call(

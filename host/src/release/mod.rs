@@ -19,7 +19,7 @@ pub use cache::ReleaseCache;
 pub use error::ReleaseError;
 pub use metadata::{Metadata, MetadataError};
 pub use name::{tag_from_class, NameError, ReleaseName};
-pub use node_images::parse_node_images;
+pub use node_images::{orc_node_images, parse_node_images, ORC_IMAGE_PROPERTY};
 pub use plan::{plan_releases, ExistingRelease, ReleasePlan};
 pub use select::{latest_release, Latest, StackKey};
 pub use source::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseSource};

@@ -9,12 +9,60 @@
 //! - `dockerImages: [name | {name}]` (the docker provider): name only.
 //! - `nodeImages: [{name, url, checksum, diskFormat, containerFormat, properties}]`: the contract's own
 //!   shape, for new providers.
+//!
+//! Current OpenStack stacks ship no `node-images.yaml`: their cluster-class chart renders ORC
+//! (`openstack.k-orc.cloud`) `Image` objects. [`orc_node_images`] turns each into a node image too
+//! (Glance name, download URL, hash, formats) and passes the whole object in the property
+//! [`ORC_IMAGE_PROPERTY`], so the plugin can import it where no ORC controller runs.
 
 use serde_json::Value;
 
 use super::assets::NODE_IMAGES_FILE;
 use super::error::ReleaseError;
 use crate::plugin::types::NodeImage;
+
+/// The node-image property that carries an ORC `Image` object (JSON) the node image was made from.
+pub const ORC_IMAGE_PROPERTY: &str = "openstack.k-orc.cloud/Image";
+
+/// The node images of the ORC `Image` objects among the rendered cluster-class objects. The Glance
+/// name is `spec.resource.name`, else `spec.import.filter.name`, else `metadata.name` (as ORC names
+/// it); the checksum is `spec.resource.content.download.hash` as `<algorithm>:<value>`.
+pub fn orc_node_images(objects: &[Value]) -> Vec<NodeImage> {
+    objects
+        .iter()
+        .filter(|o| {
+            o.get("kind").and_then(Value::as_str) == Some("Image")
+                && o.get("apiVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.starts_with("openstack.k-orc.cloud/"))
+        })
+        .map(|object| {
+            let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+            let name = text("/spec/resource/name")
+                .or_else(|| text("/spec/import/filter/name"))
+                .or_else(|| text("/metadata/name"))
+                .unwrap_or_default();
+            let content = object.pointer("/spec/resource/content");
+            let checksum = match (
+                text("/spec/resource/content/download/hash/algorithm"),
+                text("/spec/resource/content/download/hash/value"),
+            ) {
+                (Some(algorithm), Some(value)) => Some(format!("{algorithm}:{value}")),
+                _ => None,
+            };
+            NodeImage {
+                name,
+                url: text("/spec/resource/content/download/url").unwrap_or_default(),
+                checksum,
+                disk_format: text("/spec/resource/content/diskFormat").unwrap_or_default(),
+                container_format: text("/spec/resource/content/containerFormat")
+                    .or_else(|| content.map(|_| "bare".to_owned()))
+                    .unwrap_or_default(),
+                properties: vec![(ORC_IMAGE_PROPERTY.to_owned(), object.to_string())],
+            }
+        })
+        .collect()
+}
 
 /// The node images of release `tag` from the text of its `node-images.yaml`.
 pub fn parse_node_images(tag: &str, text: &str) -> Result<Vec<NodeImage>, ReleaseError> {
@@ -215,6 +263,42 @@ openStackNodeImages:
                 ("tags".to_string(), r#"["capi"]"#.to_string()),
                 ("visibility".to_string(), r#""shared""#.to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn orc_images_become_node_images_carrying_the_object() {
+        let image = serde_json::json!({
+            "apiVersion": "openstack.k-orc.cloud/v1alpha1", "kind": "Image",
+            "metadata": {"name": "ubuntu-capi-image-v1.32.5"},
+            "spec": {"managementPolicy": "managed",
+                     "resource": {"content": {"diskFormat": "qcow2",
+                                              "download": {"url": "https://example/u.qcow2",
+                                                           "hash": {"algorithm": "sha256", "value": "8bfa"}}}}}});
+        let other =
+            serde_json::json!({"apiVersion": "image.example/v1", "kind": "Image", "metadata": {"name": "x"}});
+        let images = orc_node_images(&[other, image.clone()]);
+        assert_eq!(images.len(), 1);
+        let i = &images[0];
+        assert_eq!(
+            (
+                i.name.as_str(),
+                i.url.as_str(),
+                i.checksum.as_deref(),
+                i.disk_format.as_str(),
+                i.container_format.as_str()
+            ),
+            (
+                "ubuntu-capi-image-v1.32.5",
+                "https://example/u.qcow2",
+                Some("sha256:8bfa"),
+                "qcow2",
+                "bare"
+            )
+        );
+        assert_eq!(
+            i.properties,
+            vec![(ORC_IMAGE_PROPERTY.to_string(), image.to_string())]
         );
     }
 

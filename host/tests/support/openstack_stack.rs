@@ -82,6 +82,17 @@ pub fn write_release(
     control_plane: &Image,
     worker: &Image,
 ) -> anyhow::Result<PathBuf> {
+    write_release_with(dir, version, control_plane, worker, true)
+}
+
+/// [`write_release`], with or without `node-images.yaml`.
+pub fn write_release_with(
+    dir: &Path,
+    version: u32,
+    control_plane: &Image,
+    worker: &Image,
+    node_images_file: bool,
+) -> anyhow::Result<PathBuf> {
     let src = fixture();
     let tag = tag(version);
     let out = dir.join(&tag);
@@ -114,7 +125,9 @@ pub fn write_release(
         "apiVersion": "openstack.infrastructure.clusterstack.x-k8s.io/v1alpha1",
         "openStackNodeImages": entries,
     });
-    std::fs::write(out.join("node-images.yaml"), serde_yaml::to_string(&node_images)?)?;
+    if node_images_file {
+        std::fs::write(out.join("node-images.yaml"), serde_yaml::to_string(&node_images)?)?;
+    }
 
     let stage = tempfile::tempdir()?;
     let class = stage.path().join("cluster-class");
@@ -140,6 +153,82 @@ pub fn write_release(
         &out.join("openstack-scs-1-30-cluster-addon-v1.tgz"),
     )?;
     Ok(out)
+}
+
+/// The node image of a release of the current shape (tests/fixtures/openstack-orc-stack): the ORC
+/// `Image` object's name, the Glance name, the download URL and its sha256.
+#[derive(Debug, Clone)]
+pub struct OrcImage {
+    pub object: String,
+    pub name: String,
+    pub url: String,
+    pub sha256: String,
+}
+
+fn orc_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openstack-orc-stack")
+}
+
+/// Writes release `openstack-scs-1-30-v<version>` of the current shape into `dir/<tag>/`: no
+/// `node-images.yaml`, a cluster-class chart rendering the ORC `Image` and machine templates that
+/// select it (`imageRef`, `filter.name`), `clusteraddon.yaml` and the addon archive with one folder per
+/// stage (CCM, Cinder CSI).
+pub fn write_orc_release(dir: &Path, version: u32, image: &OrcImage) -> anyhow::Result<PathBuf> {
+    let src = orc_fixture();
+    let tag = tag(version);
+    let out = dir.join(&tag);
+    std::fs::create_dir_all(&out)?;
+    let v = format!("v{version}");
+    let metadata = std::fs::read_to_string(src.join("metadata.yaml"))?
+        .replace("clusterStack: v1", &format!("clusterStack: {v}"));
+    std::fs::write(out.join("metadata.yaml"), metadata)?;
+    std::fs::copy(src.join("clusteraddon.yaml"), out.join("clusteraddon.yaml"))?;
+
+    let stage = tempfile::tempdir()?;
+    let class = stage.path().join("cluster-class");
+    copy_dir(&src.join("cluster-class"), &class)?;
+    let chart =
+        std::fs::read_to_string(class.join("Chart.yaml"))?.replace("version: v1", &format!("version: {v}"));
+    std::fs::write(class.join("Chart.yaml"), chart)?;
+    std::fs::write(
+        class.join("values.yaml"),
+        serde_yaml::to_string(&json!({
+            "image": {"object": image.object, "name": image.name, "url": image.url, "sha256": image.sha256},
+            "identityRef": {"name": SECRET, "cloudName": "openstack"},
+            "flavors": {"controlPlane": "SCS-4V-8", "worker": "SCS-2V-4"},
+        }))?,
+    )?;
+    pack_chart(
+        &class,
+        "openstack-scs-1-30-cluster-class",
+        &out.join(format!("openstack-scs-1-30-cluster-class-{v}.tgz")),
+    )?;
+    // The addon archive: one top-level folder per stage.
+    let file = std::fs::File::create(out.join(format!("openstack-scs-1-30-cluster-addon-{v}.tgz")))?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.mode(tar::HeaderMode::Deterministic);
+    for stage in ["openstack-cinder-csi", "openstack-cloud-controller-manager"] {
+        tar.append_dir_all(stage, src.join("cluster-addon").join(stage))?;
+    }
+    tar.into_inner()?.finish()?;
+    Ok(out)
+}
+
+/// The real CAPO and ORC CRDs this stack needs (tests/fixtures/real-crds, unchanged upstream files).
+pub fn install_real_crds(sandbox: &Sandbox) -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-crds");
+    for file in [
+        "capo/infrastructure.cluster.x-k8s.io_openstackclustertemplates.yaml",
+        "capo/infrastructure.cluster.x-k8s.io_openstackmachinetemplates.yaml",
+        "orc/openstack.k-orc.cloud_images.yaml",
+    ] {
+        let path = dir.join(file);
+        sandbox
+            .cluster
+            .apply_yaml(&std::fs::read_to_string(&path)?, "stackhost-tests")
+            .with_context(|| format!("installing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// An OCI image layout in `dir` with plugins/dist/openstack.wasm and the given release directories.
@@ -191,6 +280,13 @@ pub async fn start(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
             "stackhost-tests",
         )
         .context("installing the OpenStack template CRDs")?;
+    Ok(sandbox)
+}
+
+/// The sandbox with the real CAPO and ORC CRDs instead of the hand-made template CRDs.
+pub async fn start_with_real_crds(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::start(controller_args(layout, cache)).await?;
+    install_real_crds(&sandbox)?;
     Ok(sandbox)
 }
 

@@ -385,6 +385,13 @@ impl Session {
         )
     }
 
+    /// Raw download (an image's data, to verify its hash).
+    pub fn glance_download(&mut self, path: &str) -> Result<net::Reply, Error> {
+        let url = net::join(&self.glance, path);
+        let label = self.glance_label();
+        net::send(&label, "GET", &url, &[("X-Auth-Token", &self.token)], None)
+    }
+
     fn reauthenticate(&mut self) -> Result<(), Error> {
         let key = format!("token/{}", self.cloud.fingerprint());
         store::delete(&key);

@@ -9,7 +9,8 @@
 //!   "import": {"method": "auto", "timeoutSeconds": 0, "pollSeconds": 30},
 //!   "patch": {"mode": "machine-templates", "field": "id", "variables": {"workerImage": "ubuntu-capi-image-v1.30.9"}},
 //!   "cleanup": {"enabled": false},
-//!   "addons": {"ccm": "openstack-cloud-controller-manager", "csi": "openstack-cinder-csi"}
+//!   "addons": {"ccm": "openstack-cloud-controller-manager", "csi": "openstack-cinder-csi"},
+//!   "orc": "none"
 //! }
 //! ```
 //! Every field is optional; unknown fields are refused so a typo is not silently ignored.
@@ -34,6 +35,19 @@ pub struct Config {
     pub patch: Patch,
     pub cleanup: Cleanup,
     pub addons: Addons,
+    /// Who imports the images of ORC `Image` objects the cluster-class chart renders.
+    pub orc: OrcMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrcMode {
+    /// No ORC controller runs: the plugin imports the image, points the machine templates at it
+    /// and leaves the `Image` objects out of what is applied.
+    #[default]
+    None,
+    /// ORC is installed: `Image` objects are applied as rendered and ORC imports them.
+    External,
 }
 
 impl Default for Config {
@@ -47,6 +61,7 @@ impl Default for Config {
             patch: Patch::default(),
             cleanup: Cleanup::default(),
             addons: Addons::default(),
+            orc: OrcMode::default(),
         }
     }
 }

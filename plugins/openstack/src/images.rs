@@ -15,8 +15,9 @@ use serde_json::{json, Map, Value};
 use crate::cloud::Session;
 use crate::clusterstack::provider::log::Level;
 use crate::clusterstack::provider::types::{Error, ImageState, ImageStatus, NodeImage, ReleaseInfo, Retry};
-use crate::config::{Config, ImportMethod};
-use crate::{glance, log, net, store, time};
+use crate::config::{Config, ImportMethod, OrcMode};
+use crate::orc::OrcImage;
+use crate::{glance, log, net, orc, store, time};
 
 /// What the plugin keeps per node image (`image/<name>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +33,9 @@ pub struct ImageRecord {
     /// Tags of the releases that use the image.
     #[serde(default)]
     pub releases: BTreeSet<String>,
+    /// The checksum of an ORC image was verified (by Glance's hash or by reading the image back).
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// The node images of one release (`release/<tag>`): name -> Glance id, for patching.
@@ -43,6 +47,21 @@ pub fn image_key(name: &str) -> String {
 
 pub fn release_key(tag: &str) -> String {
     format!("release/{tag}")
+}
+
+/// The ORC `Image` objects of one release whose images this plugin made (`orc/<tag>`): object
+/// name -> the Glance image, for `imageRef` in the machine templates.
+pub type ReleaseOrcImages = BTreeMap<String, OrcRecord>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrcRecord {
+    pub id: String,
+    /// The image's name in Glance.
+    pub name: String,
+}
+
+pub fn orc_key(tag: &str) -> String {
+    format!("orc/{tag}")
 }
 
 /// Keys of the Glance image-create body that upstream's `createOpts` accepts besides name and formats.
@@ -61,6 +80,8 @@ pub struct CreateOptions {
     pub body: Map<String, Value>,
     pub id: Option<String>,
     pub tags: Vec<String>,
+    /// The ORC `Image` the node image was made from.
+    pub orc: Option<OrcImage>,
 }
 
 /// Builds the create body from the node image: `name`, `disk_format`, `container_format`, the
@@ -70,6 +91,14 @@ pub fn create_options(image: &NodeImage) -> Result<CreateOptions, Error> {
     let bad = |why: String| Error::InvalidInput(format!("node image {:?}: {why}", image.name));
     if image.name.trim().is_empty() {
         return Err(Error::InvalidInput("a node image has an empty name".to_string()));
+    }
+    if let Some(orc) = orc::from_node_image(image)? {
+        return Ok(CreateOptions {
+            body: orc.body.clone(),
+            id: orc.import_id.clone(),
+            tags: orc.tags.clone(),
+            orc: Some(orc),
+        });
     }
     let mut body = Map::new();
     body.insert("name".into(), json!(image.name));
@@ -124,7 +153,12 @@ pub fn create_options(image: &NodeImage) -> Result<CreateOptions, Error> {
         Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
         Some(other) => return Err(bad(format!("id must be a non-empty string, not {other}"))),
     };
-    Ok(CreateOptions { body, id, tags })
+    Ok(CreateOptions {
+        body,
+        id,
+        tags,
+        orc: None,
+    })
 }
 
 /// A JSON value as the plain string Glance stores for a property.
@@ -151,20 +185,39 @@ pub fn reconcile(
         }
         prepared.push((image, create_options(image)?));
     }
-    if images.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut session = Session::open(config)?;
     let mut statuses = Vec::new();
     let mut ids = ReleaseImages::new();
+    let mut orc_ids = ReleaseOrcImages::new();
+    let mut session = None;
     for (image, options) in prepared {
-        let state = match reconcile_one(config, &mut session, release, image, &options) {
+        if let (Some(orc), OrcMode::External) = (&options.orc, config.orc) {
+            // ORC is installed and imports the image itself; its Image object is applied as rendered.
+            statuses.push(ImageStatus {
+                name: image.name.clone(),
+                state: ImageState::Ready(orc.object.clone()),
+            });
+            continue;
+        }
+        if session.is_none() {
+            session = Some(Session::open(config)?);
+        }
+        let session = session.as_mut().expect("opened above");
+        let state = match reconcile_one(config, session, release, image, &options) {
             Ok(state) => state,
             // The service is unreachable or a grant is missing: the whole call is not possible.
             Err(e @ (Error::NotReady(_) | Error::Denied(_))) => return Err(e),
             Err(Error::InvalidInput(why) | Error::Failed(why)) => ImageState::Failed(why),
         };
         if let Some(record) = store::get::<ImageRecord>(&image_key(&image.name)) {
+            if let Some(orc) = &options.orc {
+                orc_ids.insert(
+                    orc.object.clone(),
+                    OrcRecord {
+                        id: record.id.clone(),
+                        name: image.name.clone(),
+                    },
+                );
+            }
             ids.insert(image.name.clone(), record.id);
         }
         statuses.push(ImageStatus {
@@ -172,7 +225,13 @@ pub fn reconcile(
             state,
         });
     }
+    // Recorded also for a release without node images, so `patch-cluster-class` knows it has none.
     store::set(&release_key(&release.tag), &ids)?;
+    if orc_ids.is_empty() {
+        store::delete(&orc_key(&release.tag));
+    } else {
+        store::set(&orc_key(&release.tag), &orc_ids)?;
+    }
     Ok(statuses)
 }
 
@@ -232,6 +291,7 @@ fn reconcile_one(
                 import_method: None,
                 import_started_at: None,
                 releases: BTreeSet::new(),
+                verified: false,
             });
         }
     }
@@ -239,6 +299,20 @@ fn reconcile_one(
     //    restarted controller) finds this image instead of creating another.
     let (image_json, mut record) = match (current, record) {
         (Some(found), Some(record)) => (found, record),
+        _ if options.orc.as_ref().is_some_and(|o| o.lookup_only) => {
+            let orc = options.orc.as_ref().expect("checked");
+            let what = match &options.id {
+                Some(id) => format!("id {id}"),
+                None => format!("name {:?} and tags {:?}", image.name, options.tags),
+            };
+            return Ok(ImageState::Pending(Retry {
+                retry_after_seconds: config.import.poll_seconds,
+                message: format!(
+                    "ORC Image {:?} uses an existing image ({what}), which {label} does not have yet",
+                    orc.object
+                ),
+            }));
+        }
         _ => {
             let created = glance::create(session, &Value::Object(options.body.clone()))?;
             let id = str_field(&created, "id");
@@ -253,6 +327,7 @@ fn reconcile_one(
                 import_method: None,
                 import_started_at: None,
                 releases: BTreeSet::new(),
+                verified: false,
             };
             store::set(&key, &record)?;
             (created, record)
@@ -279,11 +354,26 @@ fn reconcile_one(
                     image.name
                 )));
             }
+            if options.orc.is_some() && !record.verified {
+                if let Some(why) = verify_orc_hash(session, image, &image_json)? {
+                    return Ok(ImageState::Failed(format!(
+                        "image {:?} ({id}) in {label}: {why}; delete the image in Glance to have it \
+                         imported again",
+                        image.name
+                    )));
+                }
+                record.verified = true;
+                store::set(&key, &record)?;
+            }
             Ok(ImageState::Ready(id))
         }
         "killed" | "deactivated" => Ok(ImageState::Failed(format!(
             "image {:?} ({id}) in {label}: image status {status} is unexpected; delete the image in \
              Glance to have it created again",
+            image.name
+        ))),
+        "queued" if options.orc.as_ref().is_some_and(|o| o.lookup_only) => Ok(pending(format!(
+            "waiting for the existing image {:?} ({id}) to become active: status queued",
             image.name
         ))),
         "queued" => {
@@ -493,6 +583,56 @@ fn checksum_mismatch(image: &NodeImage, glance: &Value) -> Option<String> {
         .then(|| format!("Glance computed {algo} {got}, the release says {want}"))
 }
 
+/// The hash of an ORC image, checked once it is active: with Glance's own hash when Glance uses the
+/// same algorithm (or md5, which Glance always computes), else by reading the image back through
+/// `http` (bounded by the host's body limit). `Some(why)` when it does not match.
+fn verify_orc_hash(
+    session: &mut Session,
+    image: &NodeImage,
+    glance: &Value,
+) -> Result<Option<String>, Error> {
+    let Some(checksum) = &image.checksum else {
+        return Ok(None);
+    };
+    let Some((algo, want)) = checksum.split_once(':') else {
+        return Ok(None);
+    };
+    let from_glance = if algo.eq_ignore_ascii_case("md5") {
+        Some(str_field(glance, "checksum"))
+    } else if str_field(glance, "os_hash_algo").eq_ignore_ascii_case(algo) {
+        Some(str_field(glance, "os_hash_value"))
+    } else {
+        None
+    };
+    let got = match from_glance.filter(|v| !v.is_empty()) {
+        Some(got) => got,
+        None => {
+            let id = str_field(glance, "id");
+            let label = session.glance_label();
+            let reply = session
+                .glance_download(&format!("/v2/images/{}/file", net::encode(&id)))
+                .map_err(|e| match e {
+                    Error::Failed(why) => Error::Failed(format!(
+                        "cannot verify the {algo} hash of the ORC image: Glance hashes with {} and \
+                         reading the image back failed: {why}; raise the plugin's HTTP body limit or set \
+                         Glance's hashing_algorithm to {algo}",
+                        str_field(glance, "os_hash_algo")
+                    )),
+                    other => other,
+                })?;
+            if reply.status != 200 {
+                return Err(net::unexpected(&label, &format!("read image {id}"), &reply));
+            }
+            match digest(algo, &reply.body) {
+                Some(got) => got,
+                None => return Ok(Some(format!("hash algorithm {algo:?} is not supported"))),
+            }
+        }
+    };
+    Ok((!got.eq_ignore_ascii_case(want))
+        .then(|| format!("the image has {algo} {got}, the ORC Image says {want}")))
+}
+
 pub fn cleanup(config: &Config, release: &ReleaseInfo, images: &[NodeImage]) -> Result<(), Error> {
     let mut session = None;
     for image in images {
@@ -524,6 +664,7 @@ pub fn cleanup(config: &Config, release: &ReleaseInfo, images: &[NodeImage]) -> 
         }
     }
     store::delete(&release_key(&release.tag));
+    store::delete(&orc_key(&release.tag));
     Ok(())
 }
 

@@ -18,6 +18,7 @@ mod config;
 mod glance;
 mod images;
 mod net;
+mod orc;
 mod patch;
 mod store;
 mod time;

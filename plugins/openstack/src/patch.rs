@@ -1,15 +1,19 @@
 //! `patch-cluster-class`: writes the Glance image ids (or names) of the release's node images into
 //! the rendered objects. Objects that are not changed are returned exactly as they came in; changed
-//! ones keep their key order.
+//! ones keep their key order. ORC `Image` objects whose image this plugin imported are left out (the
+//! plugin owns that Glance image; an ORC installed later must not manage, or delete, it), and
+//! `image.imageRef` naming them is replaced like `image.filter.name`.
 
 use serde_json::Value;
 
 use crate::clusterstack::provider::types::{Error, ReleaseInfo, Retry};
 use crate::config::{ImageField, Patch, PatchMode};
-use crate::images::{release_key, ReleaseImages};
-use crate::store;
+use crate::images::{orc_key, release_key, ReleaseImages, ReleaseOrcImages};
+use crate::{orc, store};
 
 pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Result<Vec<String>, Error> {
+    let orc_images: ReleaseOrcImages = store::get(&orc_key(&release.tag)).unwrap_or_default();
+    let objects = without_imported_orc_images(objects, &orc_images);
     if config.mode == PatchMode::None {
         return Ok(objects);
     }
@@ -27,6 +31,13 @@ pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Res
             ImageField::Id => images[name].clone(),
             ImageField::Name => name.to_string(),
         }
+    };
+    let value_of_orc = |object: &str| -> Option<Value> {
+        let record = orc_images.get(object)?;
+        Some(match config.field {
+            ImageField::Id => serde_json::json!({ "id": record.id }),
+            ImageField::Name => serde_json::json!({ "filter": { "name": record.name } }),
+        })
     };
     if config.mode == PatchMode::Variables {
         for (variable, image) in &config.variables {
@@ -46,7 +57,9 @@ pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Res
         let mut object: Value = serde_json::from_str(&text)
             .map_err(|e| Error::InvalidInput(format!("object {index} is not JSON: {e}")))?;
         let changed = match config.mode {
-            PatchMode::MachineTemplates => patch_machine_template(&mut object, &images, &value_of),
+            PatchMode::MachineTemplates => {
+                patch_machine_template(&mut object, &images, &value_of, &value_of_orc)
+            }
             PatchMode::Variables => patch_variables(&mut object, config, &value_of, &mut found_variables),
             PatchMode::None => false,
         };
@@ -83,6 +96,7 @@ fn patch_machine_template(
     object: &mut Value,
     images: &ReleaseImages,
     value_of: &dyn Fn(&str) -> String,
+    value_of_orc: &dyn Fn(&str) -> Option<Value>,
 ) -> bool {
     if object.get("kind").and_then(Value::as_str) != Some("OpenStackMachineTemplate") {
         return false;
@@ -94,6 +108,19 @@ fn patch_machine_template(
         return false;
     };
     match spec.get("image").cloned() {
+        Some(Value::Object(image)) if image.contains_key("imageRef") => {
+            // CAPO v1beta1/v1beta2: a reference to an ORC Image object in the same namespace.
+            let Some(value) = image
+                .get("imageRef")
+                .and_then(|r| r.get("name"))
+                .and_then(Value::as_str)
+                .and_then(value_of_orc)
+            else {
+                return false;
+            };
+            spec.insert("image".to_string(), value);
+            true
+        }
         Some(Value::Object(image)) => {
             let Some(name) = image.pointer_filter_name() else {
                 return false;
@@ -119,6 +146,23 @@ fn patch_machine_template(
         }
         _ => false,
     }
+}
+
+/// The objects without the ORC `Image`s whose image this plugin imported (others stay as they are).
+fn without_imported_orc_images(objects: Vec<String>, imported: &ReleaseOrcImages) -> Vec<String> {
+    if imported.is_empty() {
+        return objects;
+    }
+    objects
+        .into_iter()
+        .filter(|text| {
+            let Ok(object) = serde_json::from_str::<Value>(text) else {
+                return true;
+            };
+            let name = object.pointer("/metadata/name").and_then(Value::as_str);
+            !(orc::is_image(&object) && name.is_some_and(|n| imported.contains_key(n)))
+        })
+        .collect()
 }
 
 trait FilterName {
