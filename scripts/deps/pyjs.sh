@@ -2,7 +2,9 @@
 # Toolchains for provider plugins written in Python and JavaScript, pinned and idempotent:
 #   - componentize-py 0.25.1 (PyPI) in its own venv:            <repo>/.tools/py
 #   - @bytecodealliance/componentize-js 0.23.0 (npm, node >= 20): <repo>/.tools/js/node_modules
-#     installed with `npm ci` from the committed lock file scripts/deps/pyjs/package-lock.json.
+#     installed with `npm ci` from the committed lock file scripts/deps/pyjs/package-lock.json, and
+#     the build helper scripts/deps/pyjs/componentize.mjs beside it.
+# plugins/build-pyjs and the `build` script of `stackhost plugin new --lang python|js` use them.
 # Re-running only checks what is there. Both folders are ignored by git; CI may cache `.tools`.
 #
 # Usage: scripts/deps/pyjs.sh [py|js]...   (default: both)
@@ -54,6 +56,8 @@ install_js() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     cp "$lock/package-lock.json" "$dir/installed.lock"
   fi
+  # The build helper must sit beside node_modules for its import to resolve.
+  cmp -s "$lock/componentize.mjs" "$dir/componentize.mjs" || cp "$lock/componentize.mjs" "$dir/"
   [[ -f $dir/node_modules/@bytecodealliance/componentize-js/package.json ]] || {
     echo "pyjs.sh: componentize-js is missing from $dir/node_modules after npm ci" >&2
     exit 1
