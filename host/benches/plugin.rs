@@ -3,6 +3,13 @@
 //! a fresh instance; the same patch done natively for the wasm/native ratio; cached load after restart.
 //!
 //! Run: `cargo bench -p stackhost --bench plugin` (plugins built first with `plugins/build`).
+//!
+//! `cargo bench -p stackhost --bench plugin -- languages` instead prints one row per language of the
+//! docker sample plugin (plugins/docker, docker-py, docker-js: the same logic and fixtures): component
+//! size, first compile, cached load after a restart, instantiate p50, `patch-cluster-class` with a
+//! 10 KB object in a fresh instance p50/p99, calls per second on one core and peak memory per call.
+//! `STACKHOST_BENCH_CALLS` sets the timed calls per language (default 2000),
+//! `STACKHOST_BENCH_KEEP_RESIDENT_MIB` the engine's `keep_resident_bytes` (default: the engine's).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -63,7 +70,115 @@ fn report_percentiles(name: &str, latencies: &mut [Duration]) {
     );
 }
 
+/// The language comparison (see the module docs); runs instead of criterion when asked for.
+fn languages() {
+    let calls: usize = std::env::var("STACKHOST_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let objects = vec![object_10kb()];
+    let release = ReleaseInfo {
+        tag: "docker-ferrol-1-32-v1".into(),
+        ..release()
+    };
+    println!(
+        "{:<10} {:>9} {:>13} {:>11} {:>11} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "language",
+        "size MB",
+        "1st compile",
+        "cached ld",
+        "inst p50",
+        "call p50",
+        "call p99",
+        "calls/s",
+        "peak MiB",
+        "fuel"
+    );
+    for (language, name) in [("rust", "docker"), ("python", "docker-py"), ("js", "docker-js")] {
+        let bytes = plugin_bytes(name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = EngineConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            max_instances: 4,
+            ..EngineConfig::default()
+        };
+        if let Some(mib) = std::env::var("STACKHOST_BENCH_KEEP_RESIDENT_MIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            config.keep_resident_bytes = mib << 20;
+        }
+        let settings = || PluginSettings {
+            name: name.into(),
+            grants: stackhost::plugin::Grants {
+                state: true,
+                ..Default::default()
+            },
+            ..PluginSettings::default()
+        };
+        let started = Instant::now();
+        PluginHost::new(config.clone())
+            .expect("engine")
+            .load(&bytes, settings())
+            .expect("first compile");
+        let first_compile = started.elapsed();
+        // A restart: a new engine finds the code in the disk cache (median of 5).
+        let mut loads: Vec<Duration> = (0..5)
+            .map(|_| {
+                let host = PluginHost::new(config.clone()).expect("engine");
+                let started = Instant::now();
+                black_box(host.load(&bytes, settings()).expect("cached load"));
+                started.elapsed()
+            })
+            .collect();
+        loads.sort_unstable();
+        let host = PluginHost::new(config.clone()).expect("engine");
+        let plugin = host.load(&bytes, settings()).expect("load");
+        let mut instantiate: Vec<Duration> = (0..calls.min(1000))
+            .map(|_| plugin.sandbox_phases().expect("instantiate").instantiate)
+            .collect();
+        instantiate.sort_unstable();
+        for _ in 0..20 {
+            plugin
+                .patch_cluster_class(&release, &objects)
+                .result
+                .expect("warm-up");
+        }
+        let mut latencies = Vec::with_capacity(calls);
+        let (mut peak, mut fuel) = (0usize, 0u64);
+        for _ in 0..calls {
+            let started = Instant::now();
+            let called = plugin.patch_cluster_class(&release, &objects);
+            latencies.push(started.elapsed());
+            called.result.expect("call").expect("patch");
+            peak = peak.max(called.report.peak_memory_bytes);
+            fuel = fuel.max(called.report.fuel_used);
+        }
+        let mean = latencies.iter().sum::<Duration>().as_secs_f64() / latencies.len() as f64;
+        latencies.sort_unstable();
+        let at = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{:<10} {:>9.2} {:>13} {:>11} {:>11} {:>10} {:>10} {:>9.0} {:>10.1} {:>9}",
+            language,
+            bytes.len() as f64 / 1e6,
+            format!("{:.2} s", first_compile.as_secs_f64()),
+            ms(loads[loads.len() / 2]),
+            ms(at(&instantiate, 0.5)),
+            ms(at(&latencies, 0.5)),
+            ms(at(&latencies, 0.99)),
+            1.0 / mean,
+            peak as f64 / (1 << 20) as f64,
+            fuel
+        );
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    if std::env::args().skip(1).any(|a| a == "languages") {
+        languages();
+        return;
+    }
     let host = PluginHost::new(EngineConfig::default()).expect("engine");
     let noop = host
         .load(

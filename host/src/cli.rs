@@ -342,7 +342,12 @@ pub fn controller_context(
     args: crate::controller::ControllerArgs,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<crate::controller::Context> {
-    let host = plugin::PluginHost::new(plugin::EngineConfig::default())?;
+    // Compiled code is kept across restarts (a Python plugin takes tens of seconds to compile, its
+    // cached code loads in milliseconds), keyed by digest and the engine's compatibility hash.
+    let host = plugin::PluginHost::new(plugin::EngineConfig {
+        cache_dir: Some(args.cache_root().join("compiled")),
+        ..plugin::EngineConfig::default()
+    })?;
     let renderer: Arc<dyn crate::render::Renderer> = Arc::from(crate::render::default_renderer()?);
     let metrics = crate::controller::Metrics::new(registry);
     crate::controller::Context::new(

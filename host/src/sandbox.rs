@@ -433,10 +433,82 @@ pub struct SandboxArgs {
     /// when every release is Ready and every Cluster has the addons of its class.
     #[arg(long)]
     pub no_sample: bool,
+    /// Which build of the sample docker plugin serves: `rust` (plugins/docker, shipped in the layout),
+    /// `python` (plugins/docker-py) or `js` (plugins/docker-js); the last two are read from
+    /// plugins/dist (build them with `plugins/build docker-py docker-js`) and added to a copy of the layout.
+    #[arg(long, value_enum, default_value_t = SamplePlugin::Rust)]
+    pub sample_plugin: SamplePlugin,
     /// Instead of running: write the sample layout into this directory from plugins/dist/docker.wasm and
     /// tests/fixtures/releases/docker-ferrol-1-32-v1 (what scripts/build-sample-layout.sh does), then exit.
     #[arg(long, value_name = "DIR")]
     pub write_sample_layout: Option<PathBuf>,
+}
+
+/// The language of the sample plugin (`--sample-plugin`): the same plugin, the same fixtures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SamplePlugin {
+    Rust,
+    Python,
+    Js,
+}
+
+impl SamplePlugin {
+    /// The plugin's name in plugins/ and plugins/dist.
+    pub fn plugin_name(self) -> &'static str {
+        match self {
+            SamplePlugin::Rust => "docker",
+            SamplePlugin::Python => "docker-py",
+            SamplePlugin::Js => "docker-js",
+        }
+    }
+}
+
+/// A copy of the sample layout at `dest` with the `sample` build of the docker plugin from the
+/// repository's plugins/dist added; returns the plugin's reference in it.
+pub fn layout_with_sample_plugin(
+    repo: &Path,
+    layout: &Path,
+    sample: SamplePlugin,
+    dest: &Path,
+) -> anyhow::Result<String> {
+    use crate::oci::layout::{add_plugin, Layout};
+    use crate::oci::registry::parse_reference;
+    if sample == SamplePlugin::Rust {
+        return Ok(SAMPLE_PLUGIN.to_string());
+    }
+    let name = sample.plugin_name();
+    let component_path = repo.join("plugins/dist").join(format!("{name}.wasm"));
+    let component = std::fs::read(&component_path).with_context(|| {
+        format!(
+            "{}: build it first with `plugins/build {name}` (its toolchain: scripts/deps/pyjs.sh)",
+            component_path.display()
+        )
+    })?;
+    copy_dir(layout, dest)?;
+    let mut layout = Layout::open(dest)?;
+    let reference = format!("sample.stackhost.local/plugins/{name}:0.1.0");
+    add_plugin(
+        &mut layout,
+        &parse_reference(&reference, &[])?,
+        &format!("{name}.wasm"),
+        &component,
+    )?;
+    Ok(reference)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the sample layout (see [`SandboxArgs::write_sample_layout`]) from the repository at `repo`.
@@ -509,6 +581,16 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
         (None, false) => None,
     };
     let temp = tempfile::Builder::new().prefix("stackhost-sandbox").tempdir()?;
+    let (layout, plugin_image) = match (layout, args.sample_plugin) {
+        (layout, SamplePlugin::Rust) => (layout, SAMPLE_PLUGIN.to_string()),
+        (Some(layout), plugin) => {
+            let copy = temp.path().join("sample-layout");
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let image = layout_with_sample_plugin(&repo, &layout, plugin, &copy)?;
+            (Some(copy), image)
+        }
+        (None, _) => anyhow::bail!("--sample-plugin python|js runs the sample: drop --no-sample"),
+    };
     let controller_args = ControllerArgs {
         oci_layout: layout.clone(),
         release_source: release_source.clone(),
@@ -577,7 +659,7 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
         }
         return Ok(if outcome.is_ok() { 0 } else { 1 });
     }
-    let (pp, mut cs) = sample_objects("default", SAMPLE_PLUGIN);
+    let (pp, mut cs) = sample_objects("default", &plugin_image);
     if args.release_source.is_some() {
         // The process default source is the user's; the sample keeps reading the layout.
         cs.spec.source = Some(crate::api::ReleaseSourceSpec {
@@ -590,7 +672,7 @@ pub async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<i32> {
     }
     create(&sandbox.client, "default", &pp).await?;
     create(&sandbox.client, "default", &cs).await?;
-    eprintln!("sandbox: applied ProviderPlugin default/docker ({SAMPLE_PLUGIN}) and ClusterStack default/docker-ferrol-1-32");
+    eprintln!("sandbox: applied ProviderPlugin default/docker ({plugin_image}) and ClusterStack default/docker-ferrol-1-32");
 
     let workload_kubeconfig = args.kubeconfig.with_extension("sample.kubeconfig");
     let outcome = match follow_sample(&sandbox.client, args.timeout).await {

@@ -110,13 +110,21 @@ fn plugin_output_goes_to_the_log_on_stderr_never_to_stdout() {
 
 #[test]
 fn ungranted_capabilities_and_bad_calls_are_explained() {
+    // misbehaving imports `http` and `state`: it loads without grants, and its http call gets the
+    // typed denial (exit 1: the plugin's own error), naming the grant to add.
     let plugin = dist("misbehaving");
-    let out = stackhost(&["plugin", "call", plugin.to_str().expect("path"), "info()"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let out = stackhost(&[
+        "plugin",
+        "call",
+        plugin.to_str().expect("path"),
+        r#"validate-config("forbidden-http")"#,
+        "--grant-state",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
     assert!(
-        stderr.contains("refused at load: import `clusterstack:provider/http@0.1.0` is not granted"),
-        "{stderr}"
+        stdout.contains("err(denied(") && stdout.contains("spec.capabilities.httpHosts"),
+        "{stdout}"
     );
 
     let noop = dist("noop");

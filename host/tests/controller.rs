@@ -399,33 +399,39 @@ async fn a_trapping_plugin_marks_the_release_and_a_fixed_digest_recovers_it() ->
     let sandbox = Sandbox::start(args(cache.path())).await?;
     let client = sandbox.client.clone();
     let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
-    // misbehaving imports `http`: without a grant the load is refused, and the ProviderPlugin says why.
+    // misbehaving's info() asks for `http`: without a grant it loads (each http call gets `denied`),
+    // and the ProviderPlugin says which capability is missing and where to grant it.
     pps.create(
         &Default::default(),
         &provider_plugin(&plugin_ref, json!({"behaviour": "later:trap"})),
     )
     .await?;
-    let refused = wait_for(
-        "the ProviderPlugin to report the refused import",
+    let not_granted = wait_for(
+        "the ProviderPlugin to report the capability it does not grant",
         WAIT,
         || async {
             let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
-            let c = pp
-                .status
-                .as_ref()
-                .and_then(|s| stackhost::api::condition::find(&s.conditions, "PluginLoaded").cloned());
+            let status = pp.status.as_ref();
+            let c = status
+                .and_then(|s| stackhost::api::condition::find(&s.conditions, "CapabilitiesGranted").cloned());
             match c {
-                Some(c) if c.reason.as_deref() == Some("ImportRefused") => Ok(c),
+                Some(c) if c.reason.as_deref() == Some("CapabilityNotGranted") => Ok((c, status.cloned())),
                 other => Err(format!("{other:?}")),
             }
         },
     )
     .await?;
-    let message = refused.message.unwrap_or_default();
+    let message = not_granted.0.message.unwrap_or_default();
     assert!(
-        message.contains("clusterstack:provider/http") && message.contains("spec.capabilities.httpHosts"),
+        message.contains("`http`") && message.contains("spec.capabilities.httpHosts"),
         "{message}"
     );
+    let report = not_granted
+        .1
+        .and_then(|s| s.capabilities)
+        .expect("capabilities on the status");
+    assert_eq!(report.requested, ["log", "http", "state"]);
+    assert_eq!(report.not_granted, ["http"]);
     let mut granted = pps.get("docker").await?;
     granted.spec.capabilities.http_hosts = vec!["127.0.0.1:9".into()];
     pps.replace("docker", &Default::default(), &granted).await?;

@@ -461,3 +461,79 @@ fn a_scaffolded_plugin_builds_passes_its_fixtures_and_records_with_the_secret_re
         show(&replayed)
     );
 }
+
+/// The compiled-code cache shared by the Python and JavaScript cases: each component compiles once
+/// (tens of seconds) per target dir, not once per `stackhost` run.
+fn pyjs_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+#[test]
+fn the_docker_plugin_in_python_and_javascript_passes_the_rust_plugins_fixtures() {
+    let cache = pyjs_cache();
+    let mut tables = Vec::new();
+    for name in ["docker", "docker-py", "docker-js"] {
+        dist(name);
+        let dir = repo().join("plugins").join(name);
+        let out = stackhost(&["plugin", "test", path(&dir), "--cache-dir", path(&cache)]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", show(&out));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.ends_with(&format!("{name}: 15 passed, 0 failed\n")),
+            "{stdout}"
+        );
+        tables.push(stdout);
+    }
+    // The same cases, by the same names, in all three (fixtures/ of the ports link to plugins/docker's).
+    let cases = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|c| !c.is_empty() && !c.ends_with(':'))
+            .collect()
+    };
+    assert_eq!(cases(&tables[0]), cases(&tables[1]));
+    assert_eq!(cases(&tables[0]), cases(&tables[2]));
+}
+
+#[test]
+fn python_and_javascript_templates_build_offline_and_pass_their_fixtures() {
+    let tools = repo().join(".tools");
+    assert!(
+        tools.join("py/bin/componentize-py").exists() && tools.join("js/node_modules").is_dir(),
+        "{}: run scripts/deps/pyjs.sh (scripts/install-deps.sh does)",
+        tools.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (lang, source) in [("python", "app.py"), ("js", "plugin.js")] {
+        let plugin_dir = dir.path().join(format!("example-{lang}"));
+        let name = format!("example-{lang}");
+        let out = stackhost(&["plugin", "new", &name, "--lang", lang, "--dir", path(&plugin_dir)]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        assert!(plugin_dir.join(source).exists());
+        // The toolchains the project installed, instead of the template's own first-run install.
+        if lang == "js" {
+            std::os::unix::fs::symlink(tools.join("js/node_modules"), plugin_dir.join("node_modules"))
+                .expect("link node_modules");
+        }
+        let build = Command::new(plugin_dir.join("build"))
+            .env("COMPONENTIZE_PY", tools.join("py/bin/componentize-py"))
+            .output()
+            .expect("run the template's build script");
+        assert!(build.status.success(), "{lang}: {}", show(&build));
+        let out = stackhost(&[
+            "plugin",
+            "test",
+            path(&plugin_dir),
+            "--cache-dir",
+            path(&pyjs_cache()),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", show(&out));
+        assert!(
+            text(&out.stdout).ends_with(&format!("{name}: 3 passed, 0 failed\n")),
+            "{}",
+            show(&out)
+        );
+    }
+}

@@ -211,16 +211,27 @@ fn memory_cap_applies_and_peak_memory_is_reported() {
 }
 
 #[test]
-fn ungranted_imports_are_refused_at_load_naming_the_import() {
+fn ungranted_imports_load_and_each_call_gets_the_typed_denial() {
     let host = host();
-    let err = host
+    // misbehaving imports `http` and `state`; nothing is granted.
+    let plugin = host
         .load(&plugin_bytes("misbehaving"), settings("misbehaving"))
-        .expect_err("must refuse");
-    let text = err.to_string();
-    assert!(matches!(err, PluginError::Refused { .. }), "{err:?}");
-    assert!(text.contains("`clusterstack:provider/http@0.1.0`"), "{text}");
-    assert!(text.contains("`clusterstack:provider/state@0.1.0`"), "{text}");
-    assert!(text.contains("spec.capabilities.httpHosts"), "{text}");
+        .expect("loads without grants");
+    match plugin.validate_config("later:x").result {
+        Ok(Err(GuestError(WitError::Failed(message)))) => {
+            assert!(message.contains("QuotaExceeded(0)"), "{message}")
+        }
+        other => panic!("state without a grant: expected quota-exceeded(0), got {other:?}"),
+    }
+    let mut state_only = settings("misbehaving");
+    state_only.grants.state = true;
+    let plugin = host.load(&plugin_bytes("misbehaving"), state_only).expect("load");
+    match plugin.validate_config("forbidden-http").result {
+        Ok(Err(GuestError(WitError::Denied(message)))) => {
+            assert!(message.contains("spec.capabilities.httpHosts"), "{message}")
+        }
+        other => panic!("http without a grant: expected denied, got {other:?}"),
+    }
 }
 
 #[test]
@@ -386,4 +397,136 @@ fn compiled_code_is_cached_on_disk_and_a_corrupt_cache_is_recompiled() {
         code,
         "the corrupt entry was rewritten"
     );
+}
+
+// Python (componentize-py) and JavaScript (componentize-js) components: each imports the whole world,
+// the Python one also `wasi:sockets`. They load with nothing granted, and the sandbox holds.
+
+/// One host for the Python and JavaScript components, its compiled code cached under the target
+/// directory: each component compiles once (tens of seconds), not once per test or run.
+fn pyjs_host() -> &'static PluginHost {
+    static HOST: std::sync::OnceLock<PluginHost> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        PluginHost::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
+            ..EngineConfig::default()
+        })
+        .expect("engine")
+    })
+}
+
+/// What `validate-config(behaviour)` of misbehaving-py/-js reported (its `failed` text), or the failure.
+fn probe(name: &str, behaviour: &str, limits: Limits) -> Result<String, PluginError> {
+    let mut settings = settings(name);
+    settings.limits = limits;
+    let plugin = pyjs_host().load(&plugin_bytes(name), settings).expect("load");
+    match plugin.validate_config(behaviour).result? {
+        Ok(()) => Ok("ok".into()),
+        Err(GuestError(WitError::Failed(text))) => Ok(text),
+        Err(other) => panic!("{name} {behaviour}: unexpected guest error {other:?}"),
+    }
+}
+
+#[test]
+fn python_and_javascript_plugins_get_typed_denials_for_what_is_not_granted() {
+    for name in ["misbehaving-py", "misbehaving-js"] {
+        let http = probe(name, "http", Limits::default()).expect("call");
+        assert!(
+            http.contains("enied") && http.contains("spec.capabilities.httpHosts"),
+            "{name}: {http}"
+        );
+        let state = probe(name, "state", Limits::default()).expect("call");
+        assert!(
+            state.contains("uota") && state.ends_with(": 0"),
+            "{name}: {state}"
+        );
+    }
+}
+
+#[test]
+fn python_sockets_files_and_environment_are_denied() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let connect = probe("misbehaving-py", &format!("connect:{port}"), Limits::default()).expect("call");
+    assert!(connect.starts_with("connect: PermissionError"), "{connect}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no connection reached the listener"
+    );
+    let lookup = probe("misbehaving-py", "lookup", Limits::default()).expect("call");
+    assert!(
+        lookup.starts_with("lookup: ") && !lookup.contains("resolved"),
+        "{lookup}"
+    );
+    let file = probe("misbehaving-py", "file", Limits::default()).expect("call");
+    assert!(file.starts_with("file: "), "no file is readable: {file}");
+    assert_eq!(
+        probe("misbehaving-py", "env", Limits::default()).expect("call"),
+        "env: {}"
+    );
+}
+
+#[test]
+fn python_and_javascript_plugins_are_held_by_fuel_memory_deadline_and_fresh_instances() {
+    for name in ["misbehaving-py", "misbehaving-js"] {
+        let fuel = Limits {
+            fuel: 200_000_000,
+            ..Limits::default()
+        };
+        match probe(name, "loop", fuel) {
+            Err(PluginError::OutOfFuel { limit, .. }) => assert_eq!(limit, 200_000_000),
+            other => panic!("{name} loop: expected OutOfFuel, got {other:?}"),
+        }
+        let memory = Limits {
+            memory_bytes: 48 << 20,
+            ..Limits::default()
+        };
+        match probe(name, "alloc", memory) {
+            Err(PluginError::MemoryLimit { limit, .. }) => assert_eq!(limit, 48 << 20),
+            other => panic!("{name} alloc: expected MemoryLimit, got {other:?}"),
+        }
+        let deadline = Limits {
+            fuel: u64::MAX / 2,
+            deadline_ms: 300,
+            ..Limits::default()
+        };
+        match probe(name, "loop", deadline) {
+            Err(PluginError::Deadline { deadline_ms, .. }) => assert_eq!(deadline_ms, 300),
+            other => panic!("{name} loop: expected Deadline, got {other:?}"),
+        }
+        let plugin = pyjs_host()
+            .load(&plugin_bytes(name), settings(name))
+            .expect("load");
+        for _ in 0..3 {
+            match plugin.validate_config("count").result {
+                Ok(Err(GuestError(WitError::Failed(m)))) => {
+                    assert_eq!(m, "calls seen by this instance: 1", "{name}")
+                }
+                other => panic!("{name} count: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_background_compile_returns_at_once_and_the_load_then_finds_the_code() {
+    use stackhost::plugin::Compilation;
+    let host = host();
+    let bytes = std::sync::Arc::new(plugin_bytes("noop"));
+    let digest = stackhost::plugin::digest_of(&bytes);
+    // Nothing compiled yet: the call starts a thread and says so instead of compiling.
+    assert!(matches!(
+        host.compile_in_background(&digest, bytes.clone()),
+        Compilation::Running { .. }
+    ));
+    let mut polls = 0;
+    while host.compile_in_background(&digest, bytes.clone()) != Compilation::Done {
+        polls += 1;
+        assert!(polls < 600, "noop compiles in well under a minute");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let plugin = host.load(&bytes, settings("noop")).expect("load");
+    assert!(plugin.info().result.is_ok());
 }

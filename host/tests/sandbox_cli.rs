@@ -82,6 +82,56 @@ fn sandbox_once_reaches_ready_and_says_what_happened() {
 }
 
 #[test]
+fn sandbox_once_runs_the_sample_plugin_written_in_python_and_in_javascript() {
+    // Compiled code and blobs are kept under the target dir: each component compiles once per target
+    // dir (tens of seconds), later runs load it from there, as a restarted controller does.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-pyjs-cache");
+    for (language, reference) in [
+        ("python", "sample.stackhost.local/plugins/docker-py:0.1.0"),
+        ("js", "sample.stackhost.local/plugins/docker-js:0.1.0"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = stackhost()
+            .args([
+                "sandbox",
+                "--once",
+                "--timeout",
+                "120s",
+                "--sample-plugin",
+                language,
+            ])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--kubeconfig")
+            .arg(dir.path().join("kubeconfig"))
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .output()
+            .expect("run stackhost sandbox");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{language}: exit {:?}\n{stdout}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(&format!("ProviderPlugin default/docker ({reference})")),
+            "{stderr}"
+        );
+        assert!(
+            stdout.contains(
+                "patched by the plugin: docker.clusterstack.x-k8s.io/node-images=docker.io/kindest/node:v1.32.2"
+            ),
+            "{language}: {stdout}"
+        );
+        assert!(
+            stdout.contains("Deployment kube-system/cluster-addon-web (image docker.io/nginx:1.27)"),
+            "{language}: the plugin's addon-values ran: {stdout}"
+        );
+    }
+}
+
+#[test]
 fn sandbox_once_exits_1_with_the_reason_when_the_timeout_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = stackhost()

@@ -112,6 +112,8 @@ pub mod types {
     pub const CLUSTER_STACK_RELEASE_AVAILABLE: &str = "ClusterStackReleaseAvailable";
     /// stackhost: the ProviderPlugin's component is resolved, verified and compiled.
     pub const PLUGIN_LOADED: &str = "PluginLoaded";
+    /// stackhost: every capability the plugin's `info()` asks for is granted by its ProviderPlugin.
+    pub const CAPABILITIES_GRANTED: &str = "CapabilitiesGranted";
     /// stackhost: the plugin's `patch-cluster-class` step succeeded.
     pub const CLUSTER_CLASS_PATCHED: &str = "ClusterClassPatched";
 }

@@ -26,8 +26,8 @@ pub use cluster_stack_release::{
 pub use condition::{Condition, ConditionSeverity, ConditionStatus, Resource, ResourceStatus};
 pub use limits::{parse_deadline, parse_memory, LimitError};
 pub use provider_plugin::{
-    CaBundleSource, CallStatistics, Capabilities, LocalKeyRef, PluginLimits, ProviderPlugin,
-    ProviderPluginSpec, ProviderPluginStatus, SecretGrant, SecretKeyRef, Verification,
+    CaBundleSource, CallStatistics, Capabilities, CapabilityReport, LocalKeyRef, PluginLimits,
+    ProviderPlugin, ProviderPluginSpec, ProviderPluginStatus, SecretGrant, SecretKeyRef, Verification,
 };
 pub use source::{GitHubSourceSpec, OciSourceSpec, ReleaseSourceSpec};
 

@@ -190,6 +190,9 @@ pub struct ProviderPluginStatus {
     /// Interfaces the component exports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
+    /// What the serving plugin's `info()` asks for, and what of it the spec does not grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<CapabilityReport>,
     /// Why the last resolve/verify/compile failed; the last good digest keeps serving meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_load_error: Option<String>,
@@ -202,6 +205,18 @@ pub struct ProviderPluginStatus {
     /// Conditions, with a `Ready` summary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The capabilities a plugin asks for (its `info()`) against the ProviderPlugin's grants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityReport {
+    /// What `info()` lists: `log`, `http`, `secrets`, `state`.
+    #[serde(default)]
+    pub requested: Vec<String>,
+    /// Requested but not granted: each call of these gets the typed `denied` error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_granted: Vec<String>,
 }
 
 /// Call counters of a plugin.

@@ -79,6 +79,8 @@ pub struct LoadedPlugin {
     /// Releases that share a node image would otherwise both find it missing and both create it,
     /// and the image records they update in the plugin's state would overwrite each other.
     pub node_images: tokio::sync::Mutex<()>,
+    /// The capabilities the plugin's `info()` asks for.
+    pub requested: Vec<crate::plugin::types::Capability>,
 }
 
 impl LoadedPlugin {
@@ -226,6 +228,7 @@ impl PluginRegistry {
         verified_by: String,
         granted_secrets: Vec<(String, Vec<String>)>,
         capabilities: (Arc<GrantedSecrets>, Arc<PersistedState>, BTreeMap<String, String>),
+        requested: Vec<crate::plugin::types::Capability>,
     ) -> Option<Arc<LoadedPlugin>> {
         let (secrets, state, persisted) = capabilities;
         let loaded = Arc::new(LoadedPlugin {
@@ -240,6 +243,7 @@ impl PluginRegistry {
             state,
             persisted: Mutex::new(persisted),
             node_images: tokio::sync::Mutex::new(()),
+            requested,
         });
         let key = (namespace.to_string(), name.to_string());
         self.errors

@@ -23,15 +23,27 @@ use crate::plugin::{Grants, Limits, PluginSettings};
 
 pub(crate) const CONTROLLER: &str = "providerplugin";
 
-/// A failed load step: the condition reason and a message that says what to do.
+/// A failed (or not yet finished) load step: the condition reason and a message that says what to do.
 struct LoadError {
     reason: &'static str,
     message: String,
+    /// Not a failure: the step is under way (the component is compiling); look again after this.
+    pending: Option<std::time::Duration>,
 }
 
 fn fail(reason: &'static str) -> impl FnOnce(String) -> LoadError {
-    move |message| LoadError { reason, message }
+    move |message| LoadError {
+        reason,
+        message,
+        pending: None,
+    }
 }
+
+/// How often a ProviderPlugin whose component compiles in the background is looked at again.
+const COMPILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a reconcile waits (asleep, not blocking a thread) for a compile before it reports
+/// `Compiling` and returns: long enough for a Rust plugin, far shorter than a Python one.
+const COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The limits of a ProviderPlugin spec, defaults where unset.
 pub fn limits_of(pp: &ProviderPlugin) -> Result<Limits, String> {
@@ -186,6 +198,32 @@ async fn load(
         },
         ..PluginSettings::default()
     };
+    // Compiling a large component (Python ~18 MB, JavaScript ~12 MB) takes tens of seconds: it runs on
+    // a thread of its own while this reconcile returns and reports it; the last good plugin serves.
+    // A small one (Rust, well under a second) is waited for briefly, without blocking a thread.
+    let mut waited = std::time::Duration::ZERO;
+    while let crate::plugin::Compilation::Running { elapsed } = ctx
+        .plugins
+        .host
+        .compile_in_background(&pulled.component_digest, pulled.bytes.clone())
+    {
+        if waited < COMPILE_WAIT {
+            tokio::time::sleep(COMPILE_WAIT / 20).await;
+            waited += COMPILE_WAIT / 20;
+            continue;
+        }
+        return Err(LoadError {
+            reason: "Compiling",
+            message: format!(
+                "compiling {} ({:.1} MB) for {} s; large components (Python, JavaScript) take up to a \
+                 minute the first time, then load from the compiled-code cache",
+                pulled.component_digest,
+                pulled.bytes.len() as f64 / 1e6,
+                elapsed.as_secs()
+            ),
+            pending: Some(COMPILE_POLL),
+        });
+    }
     let host_ = ctx.plugins.host.clone();
     let bytes = pulled.bytes.clone();
     let plugin = tokio::task::spawn_blocking(move || host_.load(&bytes, settings))
@@ -213,6 +251,17 @@ async fn load(
         Ok(Err(guest)) => return Err(fail("InvalidConfig")(format!("spec.config: {guest}"))),
         Err(e) => return Err(fail("PluginFailed")(format!("validate-config: {e}"))),
     }
+    // What the plugin says it needs, compared with the grants on the status.
+    let info = plugin.offload("info", |p| p.info()).await;
+    ctx.metrics.plugin_call(
+        &format!("{ns}/{name}"),
+        &info.report,
+        info.result.as_ref().map(|_| true),
+    );
+    let requested = info
+        .result
+        .map_err(|e| fail("PluginFailed")(format!("info: {e}")))?
+        .capabilities;
     let granted_secrets = pp
         .spec
         .capabilities
@@ -229,6 +278,7 @@ async fn load(
         verified_by,
         granted_secrets,
         capabilities,
+        requested,
     );
     let loaded = ctx
         .plugins
@@ -291,7 +341,23 @@ pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Act
             status.exports = loaded.plugin.exports().to_vec();
             status.last_load_error = None;
             condition::set(&mut status.conditions, true_condition(types::PLUGIN_LOADED), &now);
+            let (report, granted) = capability_report(&loaded);
+            status.capabilities = Some(report);
+            condition::set(&mut status.conditions, granted, &now);
             Action::requeue(ctx.args.plugin_refresh_interval)
+        }
+        Err(LoadError {
+            reason,
+            message,
+            pending: Some(again),
+        }) => {
+            // Under way, not failed: no Warning event, no backoff, the last good plugin serves.
+            condition::set(
+                &mut status.conditions,
+                false_condition(types::PLUGIN_LOADED, ConditionSeverity::Info, reason, &message),
+                &now,
+            );
+            Action::requeue(again)
         }
         Err(e) => {
             ctx.plugins
@@ -352,6 +418,44 @@ pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Act
     };
     ctx.metrics.reconciled(CONTROLLER, result, started.elapsed());
     Ok(action)
+}
+
+/// The plugin's requested capabilities against its grants, and the `CapabilitiesGranted` condition.
+fn capability_report(
+    loaded: &super::plugins::LoadedPlugin,
+) -> (crate::api::CapabilityReport, crate::api::Condition) {
+    use crate::plugin::contract::{capability_name, missing_grants};
+    let missing = missing_grants(&loaded.requested, loaded.plugin.grants());
+    let report = crate::api::CapabilityReport {
+        requested: loaded
+            .requested
+            .iter()
+            .map(|c| capability_name(*c).to_string())
+            .collect(),
+        not_granted: missing
+            .iter()
+            .map(|(c, _)| capability_name(*c).to_string())
+            .collect(),
+    };
+    let condition = if missing.is_empty() {
+        true_condition(types::CAPABILITIES_GRANTED)
+    } else {
+        let gaps: Vec<String> = missing
+            .iter()
+            .map(|(c, field)| format!("`{}` (grant it in {field})", capability_name(*c)))
+            .collect();
+        false_condition(
+            types::CAPABILITIES_GRANTED,
+            ConditionSeverity::Warning,
+            "CapabilityNotGranted",
+            format!(
+                "the plugin's info() asks for {} but the ProviderPlugin does not grant it: each such call \
+                 gets the typed `denied` error",
+                gaps.join(", ")
+            ),
+        )
+    };
+    (report, condition)
 }
 
 async fn write_status(

@@ -21,6 +21,9 @@ pub struct NewArgs {
     /// Where to create the crate (default: ./NAME); must not exist or be empty.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The plugin's language: `rust` (a crate), `python` (componentize-py) or `js` (componentize-js).
+    #[arg(long, value_enum, default_value_t = scaffold::Lang::Rust)]
+    pub lang: scaffold::Lang,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +54,10 @@ pub struct TestArgs {
     /// spec.capabilities.httpCABundle); repeatable.
     #[arg(long = "ca-file", value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
+    /// Where compiled code is kept between runs [default: $XDG_CACHE_HOME/stackhost/compiled or
+    /// ~/.cache/stackhost/compiled]; `none` compiles every run.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -69,12 +76,28 @@ pub struct BenchArgs {
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub case: Option<String>,
+    /// Where compiled code is kept between runs (as for `plugin test`).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The compiled-code cache of `plugin test` and `plugin bench`: a large component (Python ~18 MB,
+/// JavaScript ~12 MB) takes tens of seconds to compile, an unchanged one loads from here in milliseconds.
+fn cache_dir(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(dir) if dir == Path::new("none") => None,
+        Some(dir) => Some(dir.to_path_buf()),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .map(|base| base.join("stackhost/compiled")),
+    }
 }
 
 impl NewArgs {
     pub fn run(self) -> anyhow::Result<i32> {
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from(&self.name));
-        let files = scaffold::scaffold(&self.name, &dir)?;
+        let files = scaffold::scaffold(&self.name, &dir, self.lang)?;
         println!("created {} ({} files)", dir.display(), files.len());
         println!("next:");
         println!(
@@ -82,6 +105,9 @@ impl NewArgs {
             dir.display(),
             self.name
         );
+        if self.lang != scaffold::Lang::Rust {
+            println!("  (the first build installs its pinned toolchain: componentize-py or componentize-js)");
+        }
         println!("  stackhost plugin test .      # run fixtures/");
         println!("the guide: docs/plugin-authors.md in stackhost");
         Ok(0)
@@ -156,14 +182,25 @@ pub fn resolve(plugin: &Path) -> Result<Target, HarnessError> {
     })
 }
 
-/// `name = "..."` of the `[package]` table of `dir/Cargo.toml`.
+/// The plugin's name: `name` of `package.json` (JavaScript), else `name = "..."` of the `[package]`
+/// table of `Cargo.toml` (Rust) or the `[project]` table of `pyproject.toml` (Python).
 fn package_name(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+    if let Ok(text) = std::fs::read_to_string(dir.join("package.json")) {
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        return json.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    }
+    let (text, table) = match std::fs::read_to_string(dir.join("Cargo.toml")) {
+        Ok(text) => (text, "[package]"),
+        Err(_) => (
+            std::fs::read_to_string(dir.join("pyproject.toml")).ok()?,
+            "[project]",
+        ),
+    };
     let mut in_package = false;
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_package = line == "[package]";
+            in_package = line == table;
         } else if in_package {
             if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
                 if let Some(value) = value.strip_prefix('=') {
@@ -180,7 +217,13 @@ fn warn_if_stale(dir: &Path, component: &Path) {
     let Ok(built) = std::fs::metadata(component).and_then(|m| m.modified()) else {
         return;
     };
-    let mut stack = vec![dir.join("src"), dir.join("Cargo.toml"), dir.join("wit")];
+    let mut stack = vec![
+        dir.join("src"),
+        dir.join("Cargo.toml"),
+        dir.join("wit"),
+        dir.join("app.py"),
+        dir.join("plugin.js"),
+    ];
     while let Some(path) = stack.pop() {
         if let Ok(entries) = std::fs::read_dir(&path) {
             stack.extend(entries.flatten().map(|e| e.path()));
@@ -198,13 +241,18 @@ fn warn_if_stale(dir: &Path, component: &Path) {
     }
 }
 
-fn load(plugin: &Path, fixtures: Option<&Path>, case: Option<&str>) -> anyhow::Result<(Harness, Suite)> {
+fn load(
+    plugin: &Path,
+    fixtures: Option<&Path>,
+    case: Option<&str>,
+    cache: Option<&Path>,
+) -> anyhow::Result<(Harness, Suite)> {
     let target = resolve(plugin)?;
     let fixtures = fixtures.map(Path::to_path_buf).unwrap_or(target.fixtures);
     let suite = Suite::load(&fixtures, case)?;
     let bytes = std::fs::read(&target.component)
         .with_context(|| format!("cannot read {}", target.component.display()))?;
-    Ok((Harness::new(bytes, &target.name)?, suite))
+    Ok((Harness::new(bytes, &target.name, cache_dir(cache))?, suite))
 }
 
 impl TestArgs {
@@ -225,7 +273,12 @@ impl TestArgs {
             secrets,
             ca_bundle: CaBundle::merge(bundles),
         };
-        let (harness, suite) = load(&self.plugin, self.fixtures.as_deref(), self.case.as_deref())?;
+        let (harness, suite) = load(
+            &self.plugin,
+            self.fixtures.as_deref(),
+            self.case.as_deref(),
+            self.cache_dir.as_deref(),
+        )?;
         let (harness, results) = tokio::task::spawn_blocking(move || {
             let results = harness.test(&suite, &options);
             (harness, results)
@@ -244,7 +297,12 @@ impl TestArgs {
 impl BenchArgs {
     pub async fn run(self) -> anyhow::Result<i32> {
         anyhow::ensure!(self.runs > 0, "--runs must be at least 1");
-        let (harness, suite) = load(&self.plugin, self.fixtures.as_deref(), self.case.as_deref())?;
+        let (harness, suite) = load(
+            &self.plugin,
+            self.fixtures.as_deref(),
+            self.case.as_deref(),
+            self.cache_dir.as_deref(),
+        )?;
         let (runs, warmup) = (self.runs, self.warmup);
         let rows = tokio::task::spawn_blocking(move || {
             suite

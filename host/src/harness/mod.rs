@@ -119,10 +119,12 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness for the component bytes; `name` is used in logs and reports.
-    pub fn new(component: Vec<u8>, name: &str) -> Result<Harness, HarnessError> {
+    /// A harness for the component bytes; `name` is used in logs and reports. Compiled code is kept
+    /// in `cache_dir` (when given), so a second run of an unchanged plugin does not compile again.
+    pub fn new(component: Vec<u8>, name: &str, cache_dir: Option<PathBuf>) -> Result<Harness, HarnessError> {
         let host = PluginHost::new(EngineConfig {
             max_instances: 4,
+            cache_dir,
             ..EngineConfig::default()
         })
         .map_err(|e| HarnessError::Runtime(format!("{e:#}")))?;

@@ -1,12 +1,13 @@
-//! `stackhost plugin new`: a ready-to-build plugin crate from the template in host/templates/plugin,
-//! with this host's own copy of the contract (wit/) so the crate and the host always agree.
+//! `stackhost plugin new`: a ready-to-build plugin from the templates in host/templates (a Rust crate,
+//! a Python app for componentize-py or a JavaScript module for componentize-js), each with the same
+//! example logic and fixtures, and this host's own copy of the contract (wit/) so plugin and host agree.
 
 use std::path::{Path, PathBuf};
 
 use super::HarnessError;
 
-/// `(path in the new crate, template text, executable)`.
-const TEMPLATE: &[(&str, &str, bool)] = &[
+/// `(path in the new plugin, template text, executable)`: the Rust crate.
+const RUST: &[(&str, &str, bool)] = &[
     (
         "Cargo.toml",
         include_str!("../../templates/plugin/Cargo.toml.tmpl"),
@@ -34,6 +35,75 @@ const TEMPLATE: &[(&str, &str, bool)] = &[
         include_str!("../../templates/plugin/src/lib.rs.tmpl"),
         false,
     ),
+];
+
+/// The Python plugin (componentize-py).
+const PYTHON: &[(&str, &str, bool)] = &[
+    (
+        "app.py",
+        include_str!("../../templates/plugin-python/app.py.tmpl"),
+        false,
+    ),
+    (
+        "pyproject.toml",
+        include_str!("../../templates/plugin-python/pyproject.toml.tmpl"),
+        false,
+    ),
+    (
+        "build",
+        include_str!("../../templates/plugin-python/build.tmpl"),
+        true,
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/plugin-python/README.md.tmpl"),
+        false,
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/plugin-python/gitignore.tmpl"),
+        false,
+    ),
+];
+
+/// The JavaScript plugin (componentize-js).
+const JS: &[(&str, &str, bool)] = &[
+    (
+        "plugin.js",
+        include_str!("../../templates/plugin-js/plugin.js.tmpl"),
+        false,
+    ),
+    (
+        "package.json",
+        include_str!("../../templates/plugin-js/package.json.tmpl"),
+        false,
+    ),
+    // The same helper stackhost's own plugins/build-pyjs uses.
+    (
+        "componentize.mjs",
+        include_str!("../../../scripts/deps/pyjs/componentize.mjs"),
+        false,
+    ),
+    (
+        "build",
+        include_str!("../../templates/plugin-js/build.tmpl"),
+        true,
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/plugin-js/README.md.tmpl"),
+        false,
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/plugin-js/gitignore.tmpl"),
+        false,
+    ),
+];
+
+/// Fixtures and the contract: the same for every language, so `plugin test` and `plugin bench` work
+/// unchanged.
+const COMMON: &[(&str, &str, bool)] = &[
     (
         "fixtures/plugin.yaml",
         include_str!("../../templates/plugin/fixtures/plugin.yaml"),
@@ -148,9 +218,18 @@ pub fn check_name(name: &str) -> Result<(), HarnessError> {
     }
 }
 
-/// Writes a new plugin crate named `name` into `dir` (which must not exist or be empty); returns the
-/// files written.
-pub fn scaffold(name: &str, dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
+/// The language of a new plugin (`plugin new --lang`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    #[default]
+    Rust,
+    Python,
+    Js,
+}
+
+/// Writes a new plugin named `name` in `lang` into `dir` (which must not exist or be empty); returns
+/// the files written.
+pub fn scaffold(name: &str, dir: &Path, lang: Lang) -> Result<Vec<PathBuf>, HarnessError> {
     check_name(name)?;
     if let Ok(mut entries) = std::fs::read_dir(dir) {
         if entries.next().is_some() {
@@ -166,8 +245,13 @@ pub fn scaffold(name: &str, dir: &Path) -> Result<Vec<PathBuf>, HarnessError> {
         )));
     }
     let lib_name = name.replace('-', "_");
-    let mut written = Vec::with_capacity(TEMPLATE.len());
-    for (relative, text, executable) in TEMPLATE {
+    let own = match lang {
+        Lang::Rust => RUST,
+        Lang::Python => PYTHON,
+        Lang::Js => JS,
+    };
+    let mut written = Vec::with_capacity(own.len() + COMMON.len());
+    for (relative, text, executable) in own.iter().chain(COMMON) {
         let path = dir.join(relative);
         let text = text.replace("{{name}}", name).replace("{{lib_name}}", &lib_name);
         super::write_file(&path, &text)?;
@@ -206,7 +290,7 @@ mod tests {
     fn scaffold_fills_in_the_name_and_refuses_a_non_empty_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("my-plugin");
-        let files = scaffold("my-plugin", &target).expect("scaffold");
+        let files = scaffold("my-plugin", &target, Lang::Rust).expect("scaffold");
         assert!(files.contains(&target.join("wit/world.wit")));
         let cargo = std::fs::read_to_string(target.join("Cargo.toml")).expect("Cargo.toml");
         assert!(cargo.contains("name = \"my-plugin\""), "{cargo}");
@@ -215,7 +299,26 @@ mod tests {
         assert!(!files
             .iter()
             .any(|f| std::fs::read_to_string(f).expect("read").contains("{{")));
-        let again = scaffold("my-plugin", &target).expect_err("not empty");
+        let again = scaffold("my-plugin", &target, Lang::Rust).expect_err("not empty");
         assert!(again.to_string().contains("is not empty"), "{again}");
+    }
+
+    #[test]
+    fn python_and_js_plugins_get_their_sources_and_the_same_fixtures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (lang, source, manifest) in [
+            (Lang::Python, "app.py", "pyproject.toml"),
+            (Lang::Js, "plugin.js", "package.json"),
+        ] {
+            let target = dir.path().join(source);
+            let files = scaffold("my-plugin", &target, lang).expect("scaffold");
+            let text = std::fs::read_to_string(target.join(source)).expect("source");
+            assert!(text.contains("\"my-plugin\""), "{text}");
+            let manifest = std::fs::read_to_string(target.join(manifest)).expect("manifest");
+            assert!(manifest.contains("\"my-plugin\""), "{manifest}");
+            assert!(files.contains(&target.join("fixtures/reconcile-creates-missing-image/cassette.yaml")));
+            assert!(files.contains(&target.join("wit/world.wit")));
+            assert!(!target.join("Cargo.toml").exists());
+        }
     }
 }

@@ -1,15 +1,21 @@
 //! Checks a component's imports and exports against the `provider` world before it is instantiated.
 //!
 //! Refusals name the import and say what to do: an unknown interface, a different (incompatible)
-//! version of `clusterstack:provider`, a WASI interface the sandbox does not offer (sockets, http), or a
-//! capability the ProviderPlugin does not grant.
+//! version of `clusterstack:provider`, or a WASI interface the sandbox does not offer (`wasi:http`).
+//!
+//! A capability the ProviderPlugin does not grant is not refused: Python and JavaScript toolchains
+//! import every interface of the world whether the code uses it or not. Each call of an ungranted
+//! capability gets the typed `denied` answer instead (see `capability`), and the controller compares
+//! what the plugin's `info()` asks for with the grants ([`missing_grants`]).
 
+use super::bindings::types::Capability;
 use super::bindings::{EXPORT_INTERFACE, PACKAGE, PACKAGE_VERSION};
 use super::Grants;
 
 /// The WASI 0.2 packages a plugin may import. They are linked to an empty context: no preopened
-/// directories, no environment, no sockets; stdout/stderr go to the host log.
-const WASI_PACKAGES: &[&str] = &["cli", "clocks", "random", "io", "filesystem"];
+/// directories, no environment; `sockets` deny every socket, address and name lookup with
+/// `access-denied` before any OS socket exists; stdout/stderr go to the host log.
+const WASI_PACKAGES: &[&str] = &["cli", "clocks", "random", "io", "filesystem", "sockets"];
 
 /// Interfaces of `clusterstack:provider` a plugin may import.
 const PROVIDER_IMPORTS: &[&str] = &["types", "log", "config", "http", "secrets", "state"];
@@ -54,11 +60,11 @@ fn compatible(version: Option<&str>, implemented: &str) -> bool {
     }
 }
 
-/// Checks every import against the world and the grants, and that the `plugin` interface is exported.
-pub fn check(imports: &[String], exports: &[String], grants: &Grants) -> Result<(), String> {
+/// Checks every import against the world, and that the `plugin` interface is exported.
+pub fn check(imports: &[String], exports: &[String]) -> Result<(), String> {
     let mut problems = Vec::new();
     for import in imports {
-        if let Err(problem) = check_import(import, grants) {
+        if let Err(problem) = check_import(import) {
             problems.push(problem);
         }
     }
@@ -87,7 +93,7 @@ pub fn check(imports: &[String], exports: &[String], grants: &Grants) -> Result<
     }
 }
 
-fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
+fn check_import(import: &str) -> Result<(), String> {
     let Some(name) = InterfaceName::parse(import) else {
         return Err(format!(
             "import `{import}` is not an interface of the provider world"
@@ -101,23 +107,11 @@ fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
                      {PACKAGE_VERSION}: rebuild the plugin against wit/ of this stackhost version"
                 ));
             }
-            if !PROVIDER_IMPORTS.contains(&name.interface) {
-                return Err(format!(
-                    "import `{import}` is not an interface of `{PACKAGE}@{PACKAGE_VERSION}`"
-                ));
-            }
-            let (granted, field) = match name.interface {
-                "http" => (!grants.http_hosts.is_empty(), "spec.capabilities.httpHosts"),
-                "secrets" => (!grants.secret_keys.is_empty(), "spec.capabilities.secrets"),
-                "state" => (grants.state, "spec.capabilities.state"),
-                _ => (true, ""),
-            };
-            if granted {
+            if PROVIDER_IMPORTS.contains(&name.interface) {
                 Ok(())
             } else {
                 Err(format!(
-                    "import `{import}` is not granted to this plugin; grant it in the ProviderPlugin's {field} \
-                     (or `--grant`/`--allow-http`/`--secret` on the command line)"
+                    "import `{import}` is not an interface of `{PACKAGE}@{PACKAGE_VERSION}`"
                 ))
             }
         }
@@ -129,12 +123,43 @@ fn check_import(import: &str, grants: &Grants) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "import `{import}`: plugins get no sockets or direct network access; use \
+                    "import `{import}`: plugins get no direct network access; use \
                      `{PACKAGE}/http` with granted hosts instead"
                 ))
             }
         }
         _ => Err(format!("import `{import}` is unknown to the provider world")),
+    }
+}
+
+/// The capabilities a plugin's `info()` asks for that `grants` does not give, each with the
+/// ProviderPlugin field that grants it. Calls of these capabilities get the typed `denied` answer.
+pub fn missing_grants(requested: &[Capability], grants: &Grants) -> Vec<(Capability, &'static str)> {
+    let mut missing: Vec<(Capability, &'static str)> = Vec::new();
+    for capability in requested {
+        let gap = match capability {
+            Capability::Log => None,
+            Capability::Http if grants.http_hosts.is_empty() => Some("spec.capabilities.httpHosts"),
+            Capability::Secrets if grants.secret_keys.is_empty() => Some("spec.capabilities.secrets"),
+            Capability::State if !grants.state => Some("the state grant"),
+            _ => None,
+        };
+        if let Some(field) = gap {
+            if !missing.iter().any(|(c, _)| c == capability) {
+                missing.push((*capability, field));
+            }
+        }
+    }
+    missing
+}
+
+/// The WIT name of a capability (`http`), as `info()` and the ProviderPlugin status spell it.
+pub fn capability_name(capability: Capability) -> &'static str {
+    match capability {
+        Capability::Log => "log",
+        Capability::Http => "http",
+        Capability::Secrets => "secrets",
+        Capability::State => "state",
     }
 }
 
@@ -155,72 +180,84 @@ mod tests {
             "wasi:cli/stderr@0.2.6",
             "wasi:io/streams@0.2.0",
         ]);
-        assert_eq!(check(&imports, &names(EXPORT), &Grants::default()), Ok(()));
+        assert_eq!(check(&imports, &names(EXPORT)), Ok(()));
         assert_eq!(
-            check(
-                &[],
-                &names(&["clusterstack:provider/plugin@0.1.3"]),
-                &Grants::default()
-            ),
+            check(&[], &names(&["clusterstack:provider/plugin@0.1.3"])),
             Ok(())
         );
     }
 
     #[test]
+    fn every_capability_and_wasi_sockets_load_whatever_is_granted() {
+        // What componentize-py and componentize-js components import.
+        let imports = names(&[
+            "clusterstack:provider/http@0.1.0",
+            "clusterstack:provider/secrets@0.1.0",
+            "clusterstack:provider/state@0.1.0",
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/ip-name-lookup@0.2.0",
+            "wasi:filesystem/preopens@0.2.0",
+        ]);
+        assert_eq!(check(&imports, &names(EXPORT)), Ok(()));
+    }
+
+    #[test]
     fn refusals_name_the_import_and_the_fix() {
         let cases = [
-            ("clusterstack:provider/http@0.1.0", "spec.capabilities.httpHosts"),
-            ("clusterstack:provider/secrets@0.1.0", "spec.capabilities.secrets"),
-            ("clusterstack:provider/state@0.1.0", "spec.capabilities.state"),
             ("clusterstack:provider/log@0.2.0", "different version"),
             ("clusterstack:provider/log@1.0.0", "different version"),
             ("clusterstack:provider/shell@0.1.0", "not an interface"),
-            ("wasi:sockets/tcp@0.2.0", "no sockets"),
-            ("wasi:http/outgoing-handler@0.2.0", "no sockets"),
+            (
+                "wasi:http/outgoing-handler@0.2.0",
+                "use `clusterstack:provider/http`",
+            ),
             ("wasi:cli/environment@0.3.0", "only WASI 0.2"),
             ("acme:evil/exfiltrate@1.0.0", "unknown"),
         ];
         for (import, expected) in cases {
-            let err =
-                check(&names(&[import]), &names(EXPORT), &Grants::default()).expect_err("must be refused");
+            let err = check(&names(&[import]), &names(EXPORT)).expect_err("must be refused");
             assert!(err.contains(&format!("`{import}`")), "{import}: {err}");
             assert!(err.contains(expected), "{import}: {err}");
         }
     }
 
     #[test]
-    fn grants_let_capabilities_in() {
+    fn missing_grants_name_the_field_that_grants_them() {
+        let all = [
+            Capability::Log,
+            Capability::Http,
+            Capability::Secrets,
+            Capability::State,
+        ];
+        let missing = missing_grants(&all, &Grants::default());
+        assert_eq!(
+            missing,
+            vec![
+                (Capability::Http, "spec.capabilities.httpHosts"),
+                (Capability::Secrets, "spec.capabilities.secrets"),
+                (Capability::State, "the state grant"),
+            ]
+        );
         let grants = Grants {
             http_hosts: names(&["a"]),
             secret_keys: names(&["s/k"]),
             state: true,
         };
-        let imports = names(&[
-            "clusterstack:provider/http@0.1.0",
-            "clusterstack:provider/secrets@0.1.0",
-            "clusterstack:provider/state@0.1.0",
-        ]);
-        assert_eq!(check(&imports, &names(EXPORT), &grants), Ok(()));
+        assert!(missing_grants(&all, &grants).is_empty());
+        assert_eq!(
+            missing_grants(&[Capability::Http, Capability::Http], &Grants::default()).len(),
+            1
+        );
     }
 
     #[test]
     fn the_export_must_be_there_in_a_compatible_version() {
-        let err = check(
-            &[],
-            &names(&["clusterstack:provider/other@0.1.0"]),
-            &Grants::default(),
-        )
-        .expect_err("must be refused");
+        let err = check(&[], &names(&["clusterstack:provider/other@0.1.0"])).expect_err("must be refused");
         assert!(
             err.contains("does not export `clusterstack:provider/plugin@0.1.0`"),
             "{err}"
         );
-        let err = check(
-            &[],
-            &names(&["clusterstack:provider/plugin@0.2.0"]),
-            &Grants::default(),
-        )
-        .expect_err("must be refused");
+        let err = check(&[], &names(&["clusterstack:provider/plugin@0.2.0"])).expect_err("must be refused");
         assert!(
             err.contains("exports `clusterstack:provider/plugin@0.2.0`"),
             "{err}"

@@ -79,12 +79,25 @@ type CompileCell = Arc<OnceLock<Result<Component, String>>>;
 
 pub(crate) struct PluginEngine {
     pub(crate) engine: Engine,
-    /// One linker per combination of granted capabilities (see `Grants::linker_index`): a plugin is
-    /// linked with exactly what it was granted.
-    pub(crate) linkers: Vec<Linker<CallState>>,
+    /// Every interface of the world and WASI 0.2 are linked for every plugin; what a plugin was not
+    /// granted answers each call with the typed `denied` error (see `capability`), so a component
+    /// that imports the whole world (Python, JavaScript) loads without being handed anything.
+    pub(crate) linker: Linker<CallState>,
     pub(crate) config: EngineConfig,
     compiled: Mutex<HashMap<String, CompileCell>>,
+    /// Background compiles in progress (`compile_in_background`), by digest, with their start.
+    compiling: Mutex<HashMap<String, std::time::Instant>>,
     compat_hash: String,
+}
+
+/// Where the compiled code of one component stands (see `PluginHost::compile_in_background`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compilation {
+    /// Compiled (or failed to compile) in this process, or in the on-disk cache: a load does not wait
+    /// for the compiler.
+    Done,
+    /// A background thread is compiling it; `elapsed` since it started.
+    Running { elapsed: Duration },
 }
 
 impl PluginEngine {
@@ -112,10 +125,7 @@ impl PluginEngine {
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&wasm)?;
 
-        let mut linkers = Vec::with_capacity(8);
-        for index in 0..8usize {
-            linkers.push(linker(&engine, index & 1 != 0, index & 2 != 0, index & 4 != 0)?);
-        }
+        let linker = linker(&engine)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -124,9 +134,10 @@ impl PluginEngine {
         start_epoch_ticker(&engine);
         Ok(PluginEngine {
             engine,
-            linkers,
+            linker,
             config,
             compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
             compat_hash,
         })
     }
@@ -138,6 +149,50 @@ impl PluginEngine {
             compiled.entry(digest.to_string()).or_default().clone()
         };
         cell.get_or_init(|| self.compile_uncached(digest, bytes)).clone()
+    }
+
+    /// Whether a load of `digest` would wait for the compiler; if so, starts compiling it on a thread
+    /// of its own (once per digest) and says since when. A large component (a Python plugin is
+    /// ~18 MB) takes tens of seconds to compile: the controller reports that instead of waiting.
+    pub(crate) fn compile_in_background(self: &Arc<Self>, digest: &str, bytes: Arc<Vec<u8>>) -> Compilation {
+        let done_in_memory = {
+            let compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+            compiled.get(digest).is_some_and(|cell| cell.get().is_some())
+        };
+        if done_in_memory || self.cache_path(digest).is_some_and(|p| p.exists()) {
+            return Compilation::Done;
+        }
+        let mut compiling = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = compiling.get(digest) {
+            return Compilation::Running {
+                elapsed: since.elapsed(),
+            };
+        }
+        compiling.insert(digest.to_string(), std::time::Instant::now());
+        let engine = self.clone();
+        let key = digest.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("stackhost-compile".into())
+            .spawn(move || {
+                // The outcome stays in the compile cache; a failure is reported by the next load.
+                let _ = engine.compile(&key, &bytes);
+                engine
+                    .compiling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            });
+        match spawned {
+            Ok(_) => Compilation::Running {
+                elapsed: Duration::ZERO,
+            },
+            Err(e) => {
+                // No thread: the load compiles inline, as before.
+                tracing::warn!("cannot start a compile thread, compiling on the caller's: {e}");
+                compiling.remove(digest);
+                Compilation::Done
+            }
+        }
     }
 
     fn cache_path(&self, digest: &str) -> Option<PathBuf> {
@@ -218,21 +273,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-fn linker(engine: &Engine, http: bool, secrets: bool, state: bool) -> wasmtime::Result<Linker<CallState>> {
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     use wasmtime::component::HasSelf;
     let mut linker = Linker::<CallState>::new(engine);
+    // WASI 0.2 including `wasi:sockets`: the context (store.rs) allows no TCP, UDP or name lookup and
+    // its address check denies every address, so each socket call fails with `access-denied`.
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     wit::log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     wit::config::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-    if http {
-        wit::http::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-    }
-    if secrets {
-        wit::secrets::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-    }
-    if state {
-        wit::state::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-    }
+    wit::http::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    wit::secrets::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    wit::state::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

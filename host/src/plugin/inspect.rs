@@ -4,7 +4,7 @@
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::bindings::{PACKAGE, PACKAGE_VERSION};
-use super::{contract, digest_of, Grants};
+use super::{contract, digest_of};
 
 /// What `plugin inspect` reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,12 +53,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
             _ => {}
         }
     }
-    let everything = Grants {
-        http_hosts: vec!["*".into()],
-        secret_keys: vec!["*".into()],
-        state: true,
-    };
-    let fits = contract::check(&imports, &exports, &everything);
+    let fits = contract::check(&imports, &exports);
     let exports_ours = exports.iter().any(|e| e.starts_with(&format!("{PACKAGE}/")));
     Ok(Inspection {
         digest: digest_of(bytes),

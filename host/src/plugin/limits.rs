@@ -51,30 +51,25 @@ impl Limits {
     }
 }
 
-/// What a plugin is allowed to reach. `log` and `config` are always linked; the rest only when granted.
+/// What a plugin is allowed to reach. `log` and `config` always work; `http`, `secrets` and `state`
+/// answer every call that these grants do not cover with their typed `denied` error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Grants {
     /// Hosts the `http` capability may reach: `example.com`, `example.com:8443`, `*.example.com`,
-    /// `127.0.0.1:9292`. Empty: `http` is not linked.
+    /// `127.0.0.1:9292`. Empty: every request is denied.
     #[serde(default)]
     pub http_hosts: Vec<String>,
-    /// Secret keys the `secrets` capability may read, as `<secret-name>/<key>`. Empty: not linked.
+    /// Secret keys the `secrets` capability may read, as `<secret-name>/<key>`. Empty: every read is denied.
     #[serde(default)]
     pub secret_keys: Vec<String>,
-    /// Whether the per-plugin key/value `state` store is linked.
+    /// Whether the per-plugin key/value `state` store is granted. Without it the plugin sees an empty
+    /// store with a quota of 0 bytes (`state` has no `denied` case): `set` fails with `quota-exceeded(0)`.
     #[serde(default)]
     pub state: bool,
 }
 
 impl Grants {
-    /// The index of the linker variant that links exactly these capabilities.
-    pub(crate) fn linker_index(&self) -> usize {
-        usize::from(!self.http_hosts.is_empty())
-            | usize::from(!self.secret_keys.is_empty()) << 1
-            | usize::from(self.state) << 2
-    }
-
     /// The grants of a ProviderPlugin's `spec.capabilities`: a Secret granted without keys grants all of
     /// its keys (`<secret>/*`). `state` says whether the per-plugin store is linked.
     pub fn from_capabilities(caps: &crate::api::Capabilities, state: bool) -> Grants {
@@ -167,16 +162,5 @@ mod tests {
         assert!(!g.allows_host("127.0.0.1", Some(9293)));
         assert!(g.allows_host("::1", Some(5000)));
         assert!(!grants(&[]).allows_host("keystone.example.com", None));
-    }
-
-    #[test]
-    fn linker_index_covers_each_grant() {
-        let mut g = Grants::default();
-        assert_eq!(g.linker_index(), 0);
-        g.state = true;
-        assert_eq!(g.linker_index(), 4);
-        g.http_hosts.push("a".into());
-        g.secret_keys.push("s/k".into());
-        assert_eq!(g.linker_index(), 7);
     }
 }

@@ -25,7 +25,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 pub use bindings::types;
 pub use capability::Capabilities;
-pub use engine::{digest_of, EngineConfig, EPOCH_TICK};
+pub use engine::{digest_of, Compilation, EngineConfig, EPOCH_TICK};
 pub use error::{GuestError, PluginError};
 pub use inspect::{componentize, inspect, Inspection};
 pub use limits::{Grants, Limits};
@@ -228,8 +228,16 @@ impl PluginHost {
         })
     }
 
-    /// Compiles (once per digest) and checks a component, then links it with what `settings` grants.
-    /// Refuses components that import anything unknown or ungranted, naming the import.
+    /// Whether loading these bytes would wait for the compiler; if so, compiles them on a background
+    /// thread (once per digest) and returns how long that has been running. Call `load` once this
+    /// says `Done`: it then finds the compiled code in memory or in the on-disk cache.
+    pub fn compile_in_background(&self, digest: &str, bytes: Arc<Vec<u8>>) -> Compilation {
+        self.engine.compile_in_background(digest, bytes)
+    }
+
+    /// Compiles (once per digest) and checks a component, then links it with every capability;
+    /// `settings.grants` decides what each capability call may reach. Refuses components that
+    /// import anything outside the world, naming the import.
     pub fn load(&self, bytes: &[u8], settings: PluginSettings) -> Result<Plugin, PluginError> {
         let digest = digest_of(bytes);
         let name = if settings.name.is_empty() {
@@ -264,14 +272,14 @@ impl PluginHost {
             plugin: label.clone(),
             reason,
         };
-        contract::check(&imports, &exports, &settings.grants).map_err(refused)?;
+        contract::check(&imports, &exports).map_err(refused)?;
         if settings.limits.memory_bytes > self.engine.config.max_memory_bytes {
             return Err(refused(format!(
                 "memory limit {} bytes is above the host's maximum of {} bytes",
                 settings.limits.memory_bytes, self.engine.config.max_memory_bytes
             )));
         }
-        let linker = &self.engine.linkers[settings.grants.linker_index()];
+        let linker = &self.engine.linker;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| refused(format!("{e:#}")))?;
@@ -386,6 +394,9 @@ impl Plugin {
     }
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+    pub fn grants(&self) -> &Grants {
+        &self.inner.grants
     }
     pub fn stats(&self) -> CallStats {
         let s = &self.inner.stats;

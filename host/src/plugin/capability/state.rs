@@ -76,14 +76,37 @@ impl StateStore for MemoryState {
     }
 }
 
+/// Without the `state` grant the plugin sees an empty store with a quota of 0 bytes: `state` has no
+/// `denied` case, and `quota-exceeded(0)` is the typed answer a plugin already handles. The host
+/// logs why, so the plugin's author finds the missing grant.
+impl CallState {
+    fn state_granted(&self, operation: &str) -> bool {
+        if !self.grants.state {
+            tracing::warn!(
+                target: "plugin",
+                plugin = &*self.plugin,
+                operation,
+                "state is not granted to this plugin: it sees an empty store with a quota of 0 bytes"
+            );
+        }
+        self.grants.state
+    }
+}
+
 impl Host for CallState {
     fn get(&mut self, key: String) -> Option<String> {
         self.host_calls += 1;
+        if !self.state_granted("get") {
+            return None;
+        }
         self.caps.state.get(&key)
     }
 
     fn set(&mut self, key: String, value: String) -> Result<(), StateError> {
         self.host_calls += 1;
+        if !self.state_granted("set") {
+            return Err(StateError::QuotaExceeded(0));
+        }
         self.caps
             .state
             .set(&key, &value)
@@ -92,11 +115,16 @@ impl Host for CallState {
 
     fn delete(&mut self, key: String) {
         self.host_calls += 1;
-        self.caps.state.delete(&key);
+        if self.state_granted("delete") {
+            self.caps.state.delete(&key);
+        }
     }
 
     fn keys(&mut self, prefix: String) -> Vec<String> {
         self.host_calls += 1;
+        if !self.state_granted("keys") {
+            return Vec::new();
+        }
         self.caps
             .state
             .snapshot()
