@@ -835,6 +835,25 @@ pub fn check_metadata(obj: &Value, label_name: bool, out: &mut Vec<Cause>) {
             "metadata.name",
             "Required value: name or generateName is required".into(),
         ));
+    } else if obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("rbac.authorization.k8s.io/"))
+    {
+        // RBAC objects are named by path segment rules (`system:discovery`), not as DNS names.
+        let problem = match name {
+            "." | ".." => Some(format!("may not be '{name}'")),
+            _ if name.contains('/') => Some("may not contain '/'".to_owned()),
+            _ if name.contains('%') => Some("may not contain '%'".to_owned()),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            out.push(cause(
+                "FieldValueInvalid",
+                "metadata.name",
+                format!("Invalid value: {name:?}: {problem}"),
+            ));
+        }
     } else if label_name && !dns_label(name) {
         out.push(cause("FieldValueInvalid", "metadata.name", format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")));
     } else if !label_name && !dns_subdomain(name) {
