@@ -134,7 +134,14 @@ impl Kubectl {
             .collect();
         let file = self.dir.path().join("objects.yaml");
         std::fs::write(&file, text).expect("write");
-        self.ok(&["apply", "--server-side", "-f", &file.to_string_lossy()]);
+        // The harness installed the CRDs already (as `stackhost crds | kubectl apply` would); take them over.
+        self.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &file.to_string_lossy(),
+        ]);
     }
 
     /// `kubectl auth can-i --as=<the chart's ServiceAccount> ...`.
