@@ -408,8 +408,9 @@ pub struct SandboxArgs {
     /// Where to write the kubeconfig of the sandbox API (for kubectl).
     #[arg(long, default_value = "stackhost-sandbox.kubeconfig")]
     pub kubeconfig: PathBuf,
-    /// OCI image layout holding the sample plugin and release [default: sandbox/sample in the repository].
-    #[arg(long)]
+    /// OCI image layout holding the sample plugin and release [default: sandbox/sample in the repository;
+    /// the container image sets it to the copy it ships].
+    #[arg(long, env = "STACKHOST_SANDBOX_LAYOUT")]
     pub layout: Option<PathBuf>,
     /// How long the sandbox waits for the sample release to become Ready, and then again for the addons
     /// of the sample Cluster to arrive.

@@ -82,6 +82,10 @@ pub struct ClusterOptions {
     /// Converters between custom resource versions (conversion webhooks), e.g.
     /// [`crate::cluster_api::ClusterApiConversion`].
     pub converters: Vec<Arc<dyn crate::conversion::Converter>>,
+    /// Authenticate every request and authorize it with RBAC (see [`crate::auth`]); off, every request
+    /// acts as the admin. The kubeconfig's token is the admin's either way. Implies `tls`: clients send
+    /// tokens over HTTPS only.
+    pub authorization: bool,
 }
 
 impl Default for ClusterOptions {
@@ -96,6 +100,7 @@ impl Default for ClusterOptions {
             bookmark_every: Duration::from_secs(10),
             tls: false,
             converters: Vec::new(),
+            authorization: false,
         }
     }
 }
@@ -104,6 +109,7 @@ impl Default for ClusterOptions {
 #[derive(Debug)]
 pub struct Cluster {
     inner: Arc<Inner>,
+    auth: Arc<crate::auth::Auth>,
     addr: SocketAddr,
     name: String,
     tls: Option<crate::tls::Tls>,
@@ -154,7 +160,11 @@ impl Cluster {
                     tracing::warn!(namespace = ns, error = %e, "could not create a default namespace");
                 }
             }
+            if opts.authorization {
+                bootstrap_policy(&inner);
+            }
         }
+        let auth = Arc::new(crate::auth::Auth::new(opts.authorization));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
             .await
             .map_err(|source| ClusterError::Bind {
@@ -168,10 +178,12 @@ impl Cluster {
         let shared = Arc::new(Shared {
             inner: inner.clone(),
             bookmark_every: opts.bookmark_every,
+            auth: auth.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = server::router(shared);
-        let tls = if opts.tls {
+        // kubectl sends no bearer token over plain HTTP: an authorizing cluster serves HTTPS, as every real one does.
+        let tls = if opts.tls || opts.authorization {
             Some(crate::tls::Tls::generate()?)
         } else {
             None
@@ -205,6 +217,7 @@ impl Cluster {
         tracing::info!(%addr, name = %opts.name, "kube-emulator serving");
         Ok(Cluster {
             inner,
+            auth,
             addr,
             name: opts.name,
             tls,
@@ -238,6 +251,26 @@ impl Cluster {
 
     /// A kubeconfig (YAML) that points at this cluster, with `default` as the namespace.
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_with_token(crate::auth::ADMIN_TOKEN)
+    }
+
+    /// A token of ServiceAccount `namespace/name` (which must exist), valid for an hour, as
+    /// `kubectl create token` gets it.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, ClusterError> {
+        self.auth
+            .issue(&self.inner, namespace, name, 3600, Vec::new())
+            .map(|(token, _)| token)
+            .map_err(|e| ClusterError::Client {
+                url: self.url(),
+                reason: format!(
+                    "cannot issue a token for ServiceAccount {namespace}/{name}: {}",
+                    e.message
+                ),
+            })
+    }
+
+    /// A kubeconfig like [`Cluster::kubeconfig`] that authenticates with `token` (e.g. a ServiceAccount's).
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
         let n = &self.name;
         let cfg = json!({
             "apiVersion": "v1", "kind": "Config", "current-context": n, "preferences": {},
@@ -245,7 +278,7 @@ impl Cluster {
                 Some(tls) => json!({"server": self.url(), "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(&tls.ca_pem)}),
                 None => json!({"server": self.url()}),
             }}],
-            "users": [{"name": n, "user": {"token": "kube-emulator"}}],
+            "users": [{"name": n, "user": {"token": token}}],
             "contexts": [{"name": n, "context": {"cluster": n, "user": n, "namespace": "default"}}],
         });
         serde_yaml::to_string(&cfg).unwrap_or_default()
@@ -461,6 +494,43 @@ fn write_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {
     };
     std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap_or_default()).map_err(werr)?;
     std::fs::rename(&tmp, path).map_err(werr)
+}
+
+/// Creates the API server's default ClusterRoles and bindings (see [`crate::auth::bootstrap_policy`]).
+fn bootstrap_policy(inner: &Inner) {
+    for obj in crate::auth::bootstrap_policy() {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let plural = if kind == "ClusterRole" {
+            "clusterroles"
+        } else {
+            "clusterrolebindings"
+        };
+        let Some(rt) = inner
+            .lock()
+            .registry
+            .by_plural("rbac.authorization.k8s.io", plural)
+        else {
+            tracing::warn!(
+                kind,
+                "cannot create the default RBAC policy: the kind is not served"
+            );
+            return;
+        };
+        let t = Target {
+            rt,
+            version: "v1".into(),
+            namespace: String::new(),
+            name: String::new(),
+            sub: String::new(),
+        };
+        let opts = WriteOptions {
+            manager: "kube-apiserver".into(),
+            ..Default::default()
+        };
+        if let Err(e) = api::create(inner, &t, obj.clone(), &opts) {
+            tracing::warn!(name = %obj["metadata"]["name"], error = %e, "could not create a default RBAC object");
+        }
+    }
 }
 
 fn load_state(inner: &Inner, path: &Path) -> Result<(), ClusterError> {

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod cel;
 pub mod cluster;
 pub mod cluster_api;

@@ -26,6 +26,10 @@ struct Args {
     /// Serve HTTPS with a freshly generated CA (written into the kubeconfig).
     #[arg(long, env = "KUBE_EMULATOR_TLS")]
     tls: bool,
+    /// Authenticate requests (the kubeconfig's admin token, ServiceAccount tokens from `kubectl create
+    /// token`) and authorize them with RBAC, as a real API server does.
+    #[arg(long, env = "KUBE_EMULATOR_AUTHORIZATION")]
+    authorization: bool,
 }
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start_with(ClusterOptions {
         port: args.port,
         state_file: args.state.clone(),
+        authorization: args.authorization,
         ..Default::default()
     })
     .await

@@ -172,7 +172,7 @@ fn object(b: &[u8], spec: &[(u32, &str, Kind)]) -> ApiResult<Value> {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Str,
     Int,
     Bool,
@@ -192,7 +192,7 @@ const OWNER_REF: &[(u32, &str, Kind)] = &[
     (6, "controller", Kind::Bool),
     (7, "blockOwnerDeletion", Kind::Bool),
 ];
-const OBJECT_META: &[(u32, &str, Kind)] = &[
+pub(crate) const OBJECT_META: &[(u32, &str, Kind)] = &[
     (1, "name", Kind::Str),
     (2, "generateName", Kind::Str),
     (3, "namespace", Kind::Str),
@@ -204,7 +204,7 @@ const OBJECT_META: &[(u32, &str, Kind)] = &[
     (13, "ownerReferences", Kind::MsgList(OWNER_REF)),
     (14, "finalizers", Kind::StrList),
 ];
-const OBJECT_REF: &[(u32, &str, Kind)] = &[
+pub(crate) const OBJECT_REF: &[(u32, &str, Kind)] = &[
     (1, "kind", Kind::Str),
     (2, "namespace", Kind::Str),
     (3, "name", Kind::Str),
@@ -291,11 +291,14 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         "Lease" => LEASE,
         "Event" => EVENT,
         "DeleteOptions" => DELETE_OPTIONS,
-        other => {
-            return Err(ApiError::unsupported_media_type(&format!(
-                "application/vnd.kubernetes.protobuf for kind {other:?} (send JSON instead)"
-            )))
-        }
+        other => match crate::auth::proto_fields(other) {
+            Some(spec) => spec,
+            None => {
+                return Err(ApiError::unsupported_media_type(&format!(
+                    "application/vnd.kubernetes.protobuf for kind {other:?} (send JSON instead)"
+                )))
+            }
+        },
     };
     let mut obj = object(raw, spec)?;
     obj["apiVersion"] = json!(api_version);

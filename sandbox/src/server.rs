@@ -28,6 +28,8 @@ pub struct Shared {
     pub inner: Arc<Inner>,
     /// Bookmark period of watches.
     pub bookmark_every: Duration,
+    /// Authentication and authorization (enforced or not), and the tokens handed out.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Largest request body the API server accepts.
@@ -80,6 +82,17 @@ async fn handle(
     tracing::debug!(%method, %uri, "request");
     if body.len() > MAX_BODY {
         return error_response(&ApiError::too_large(MAX_BODY));
+    }
+    if let Some(resp) = crate::auth::filter(
+        &shared.auth,
+        &shared.inner,
+        &method,
+        &path,
+        &query,
+        &headers,
+        &body,
+    ) {
+        return resp;
     }
     let is_watch =
         method == Method::GET && matches!(query.get("watch").map(String::as_str), Some("true" | "1"));

@@ -11,10 +11,16 @@ fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
 
-/// crds/ must equal the generated CRDs; `BLESS=1 cargo test -p stackhost crds_dir_is_current` rewrites it.
+/// crds/ and the Helm chart's crds/ must equal the generated CRDs; `BLESS=1 cargo test -p stackhost
+/// crds_dir_is_current` rewrites both.
 #[test]
 fn crds_dir_is_current() {
-    let dir = crds_dir();
+    check_crds_dir(&crds_dir());
+    check_crds_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/stackhost/crds"));
+}
+
+fn check_crds_dir(dir: &std::path::Path) {
+    let dir = dir.to_path_buf();
     let bless = std::env::var_os("BLESS").is_some();
     if bless {
         std::fs::create_dir_all(&dir).expect("create crds/");
@@ -42,8 +48,10 @@ fn crds_dir_is_current() {
     present.sort();
     expected_files.sort();
     assert_eq!(
-        present, expected_files,
-        "crds/ holds files that `stackhost crds` does not generate"
+        present,
+        expected_files,
+        "{} holds files that `stackhost crds` does not generate",
+        dir.display()
     );
 }
 

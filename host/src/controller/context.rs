@@ -17,7 +17,7 @@ use crate::api::{ClusterStackSpec, ReleaseSourceSpec};
 use crate::oci::auth::{Credential, Credentials};
 use crate::oci::cache::BlobCache;
 use crate::oci::layout::Layout;
-use crate::oci::registry::{Registry, RegistryConfig};
+use crate::oci::registry::{Mirror, Registry, RegistryConfig};
 use crate::oci::release::OciReleaseSource;
 use crate::oci::source::Source;
 use crate::release::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseCache, ReleaseSource};
@@ -45,6 +45,16 @@ pub struct ControllerArgs {
     /// Cache of release files and plugin blobs.
     #[arg(long, env = "STACKHOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Registry credentials (a Docker `config.json`, e.g. a mounted `kubernetes.io/dockerconfigjson`
+    /// Secret) for the default release source and ProviderPlugin images. Read again for every pull, so
+    /// a rotated Secret is used without a restart; a ClusterStack's own credentials win for its registry.
+    #[arg(long, env = "STACKHOST_REGISTRY_CONFIG", value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
+    /// Registry mirror tried before the origin: `PREFIX=ENDPOINT[,ENDPOINT...]` (e.g.
+    /// `registry.scs.community/kaas=mirror.internal:5000/kaas`); repeatable. What a mirror serves must
+    /// match the digest of the reference.
+    #[arg(long = "registry-mirror", value_name = "RULE", value_parser = parse_mirror)]
+    pub registry_mirrors: Vec<Mirror>,
     /// How often autoSubscribe looks for new releases.
     #[arg(long, default_value = "5m", value_parser = crate::run::parse_duration)]
     pub auto_subscribe_interval: Duration,
@@ -109,6 +119,8 @@ impl Default for ControllerArgs {
             release_source: None,
             oci_layout: None,
             cache_dir: None,
+            registry_config: None,
+            registry_mirrors: Vec::new(),
             auto_subscribe_interval: Duration::from_secs(300),
             plugin_refresh_interval: Duration::from_secs(120),
             resync_interval: Duration::from_secs(600),
@@ -122,6 +134,10 @@ impl Default for ControllerArgs {
             release_max_file_mib: 5,
         }
     }
+}
+
+fn parse_mirror(s: &str) -> Result<Mirror, String> {
+    s.parse().map_err(|e: crate::oci::error::OciError| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -176,6 +192,8 @@ pub struct Context {
     pub renderer: Arc<dyn Renderer>,
     pub metrics: Metrics,
     layout: Option<Arc<Layout>>,
+    /// The `--registry-config` credentials as last read successfully.
+    registry_credentials: Mutex<Credentials>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     tags: Mutex<HashMap<String, (Instant, Vec<String>)>>,
@@ -214,6 +232,11 @@ impl Context {
             )),
             None => None,
         };
+        let registry_credentials = match &args.registry_config {
+            Some(path) => Credentials::from_docker_config_file(path)
+                .with_context(|| format!("--registry-config {}", path.display()))?,
+            None => Credentials::anonymous(),
+        };
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -230,6 +253,7 @@ impl Context {
             renderer,
             metrics,
             layout,
+            registry_credentials: Mutex::new(registry_credentials),
             recorder,
             failures: Mutex::default(),
             tags: Mutex::default(),
@@ -238,16 +262,39 @@ impl Context {
     }
 
     /// Where OCI artifacts come from: the configured layout, else registries (plain HTTP for
-    /// `insecure`, loopback always), with `credentials`.
+    /// `insecure`, loopback always) through the `--registry-mirror`s, with the `--registry-config`
+    /// credentials overridden by `credentials`.
     pub fn oci_source(&self, insecure_host: Option<&str>, credentials: Credentials) -> Source {
         if let Some(layout) = &self.layout {
             return Source::Layout(layout.clone());
         }
+        let mut all = self.registry_credentials();
+        all.merge(credentials);
         Source::Registry(Arc::new(Registry::new(RegistryConfig {
             insecure: insecure_host.map(|h| vec![h.to_string()]).unwrap_or_default(),
-            credentials,
+            mirrors: self.args.registry_mirrors.clone(),
+            credentials: all,
             ..RegistryConfig::default()
         })))
+    }
+
+    /// The `--registry-config` credentials, read again so that a rotated Secret takes effect; when the
+    /// file cannot be read now (a Secret volume is swapped atomically, but may be mid-update), the
+    /// last credentials read stay in use.
+    fn registry_credentials(&self) -> Credentials {
+        let mut last = self
+            .registry_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &self.args.registry_config {
+            match Credentials::from_docker_config_file(path) {
+                Ok(fresh) => *last = fresh,
+                Err(e) => {
+                    tracing::warn!(error = %e, "--registry-config: keeping the credentials read before")
+                }
+            }
+        }
+        last.clone()
     }
 
     /// The release source of a ClusterStack (its `spec.source`, else the process default).

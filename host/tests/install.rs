@@ -1,0 +1,576 @@
+//! The Helm chart `charts/stackhost`, rendered with the real Helm SDK (libhelm_c.so) and installed into the
+//! API emulator with RBAC enforced: defaults (cluster-wide, cert-manager), non-default values
+//! (namespace-scoped, a given CA, registry credentials and mirrors), what the chart's ServiceAccount may and
+//! may not do (`kubectl auth can-i --as`), and `stackhost run` started with the chart's own arguments as
+//! that ServiceAccount, reconciling the sample ClusterStack to Ready and answering the runtime hooks.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use kube_emulator::{Cluster, ClusterOptions};
+use serde_json::{json, Value};
+use stackhost::render::{HelmLibRenderer, RenderRequest, Renderer as _};
+use stackhost::sandbox;
+
+const NS: &str = "stackhost-system";
+const SA: &str = "system:serviceaccount:stackhost-system:stackhost";
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The chart rendered as release `stackhost` in [`NS`], CRDs included.
+fn render(values: Value) -> Vec<Value> {
+    let helm = HelmLibRenderer::discover().expect("libhelm_c.so (scripts/deps/helm.sh)");
+    let chart = repo().join("charts/stackhost");
+    helm.render(&RenderRequest {
+        chart: &chart,
+        values: &values,
+        release_name: "stackhost",
+        namespace: NS,
+        kube_version: Some("v1.32.0"),
+        include_crds: true,
+    })
+    .expect("the chart renders")
+}
+
+fn image() -> Value {
+    json!({"repository": "registry.example.test/stackhost/stackhost", "tag": "0.1.0"})
+}
+
+fn all<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = all(objects, kind);
+    assert_eq!(found.len(), 1, "one {kind} in the render");
+    found[0]
+}
+
+fn container(objects: &[Value]) -> &Value {
+    &one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn args(objects: &[Value]) -> Vec<String> {
+    container(objects)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_owned())
+        .collect()
+}
+
+/// Every `--flag` that `stackhost run --help` lists.
+fn run_flags() -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_stackhost"))
+        .args(["run", "--help"])
+        .output()
+        .expect("stackhost run --help");
+    String::from_utf8_lossy(&out.stdout)
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Each argument after `run` is a flag `stackhost run` knows.
+fn assert_flags_exist(args: &[String]) {
+    let known = run_flags();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    for arg in &args[1..] {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(
+            known.contains(flag),
+            "the chart passes {flag}, which `stackhost run --help` does not list: {known:?}"
+        );
+    }
+}
+
+struct Kubectl {
+    dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(cluster: &Cluster) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        cluster
+            .write_kubeconfig(dir.path().join("kubeconfig"))
+            .expect("kubeconfig");
+        Kubectl { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("kubectl runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Server-side applies `objects` (one file, as `helm install` sends them).
+    fn apply(&self, objects: &[&Value]) {
+        let text: String = objects
+            .iter()
+            .map(|o| format!("---\n{}", serde_yaml::to_string(o).expect("yaml")))
+            .collect();
+        let file = self.dir.path().join("objects.yaml");
+        std::fs::write(&file, text).expect("write");
+        // The harness installed the CRDs already (as `stackhost crds | kubectl apply` would); take them over.
+        self.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &file.to_string_lossy(),
+        ]);
+    }
+
+    /// `kubectl auth can-i --as=<the chart's ServiceAccount> ...`.
+    fn sa_can(&self, args: &[&str]) -> bool {
+        let mut all = vec!["auth", "can-i", "--as", SA];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    }
+}
+
+async fn enforcing_cluster() -> Cluster {
+    let cluster = Cluster::start_with(ClusterOptions {
+        authorization: true,
+        ..ClusterOptions::default()
+    })
+    .await
+    .expect("emulator");
+    sandbox::install_crds(&cluster).expect("stackhost and Cluster API CRDs");
+    let extension_config =
+        repo().join("tests/fixtures/capi-crds/runtime.cluster.x-k8s.io_extensionconfigs.yaml");
+    cluster
+        .apply_yaml(
+            &std::fs::read_to_string(extension_config).expect("ExtensionConfig CRD"),
+            "test",
+        )
+        .expect("ExtensionConfig CRD");
+    cluster
+}
+
+/// Writes `ca.crt`, `tls.crt` and `tls.key` (for 127.0.0.1 and the hooks' Service) into `dir`; the CA PEM.
+fn write_cert_dir(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test-hooks-ca");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let names = vec!["127.0.0.1".to_owned(), format!("stackhost-hooks.{NS}.svc")];
+    let mut params = CertificateParams::new(names).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "stackhost-hooks");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    std::fs::create_dir_all(dir).expect("cert dir");
+    std::fs::write(dir.join("ca.crt"), ca.pem()).expect("ca.crt");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+    ca.pem()
+}
+
+fn rules(role: &Value) -> Vec<Value> {
+    role["rules"].as_array().cloned().unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_installs_with_its_defaults() {
+    let objects = render(
+        json!({"image": image(), "releaseSource": "oci://registry.scs.community/kaas/cluster-stacks"}),
+    );
+
+    // CRDs come from the chart's crds/ and are exactly what `stackhost crds` prints.
+    let crds: Vec<Value> = all(&objects, "CustomResourceDefinition")
+        .into_iter()
+        .cloned()
+        .collect();
+    let generated: Vec<Value> = stackhost::api::crds()
+        .iter()
+        .map(|c| serde_json::to_value(c).expect("crd json"))
+        .collect();
+    assert_eq!(crds.len(), generated.len());
+    for crd in &generated {
+        assert!(
+            crds.contains(crd),
+            "charts/stackhost/crds/ holds {}",
+            crd["metadata"]["name"]
+        );
+    }
+
+    // The Deployment: two replicas, leader election, probes, restricted security, resources.
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let args = args(&objects);
+    assert_flags_exist(&args);
+    for expected in [
+        "--leader-elect=true",
+        "--lease-name=stackhost",
+        "--hooks-bind=0.0.0.0:9442",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    let c = container(&objects);
+    assert_eq!(c["image"], "registry.example.test/stackhost/stackhost:0.1.0");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for part in ["requests", "limits"] {
+        assert!(c["resources"][part]["memory"].is_string(), "resources.{part}");
+    }
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "stackhost");
+    let volumes = serde_json::to_string(&pod["volumes"]).expect("json");
+    assert!(
+        volumes.contains("\"secretName\":\"stackhost-hooks-tls\""),
+        "{volumes}"
+    );
+
+    // RBAC: no wildcards on the core group, Secrets only `get`, the Lease in its own Role.
+    let cluster_role = one(&objects, "ClusterRole");
+    for rule in rules(cluster_role) {
+        assert!(
+            !strings(&rule["verbs"]).contains(&"*"),
+            "no wildcard verbs: {rule}"
+        );
+        if strings(&rule["apiGroups"]).contains(&"") {
+            assert!(!strings(&rule["resources"]).contains(&"*"), "{rule}");
+        }
+        if strings(&rule["resources"]).contains(&"secrets") {
+            assert_eq!(strings(&rule["verbs"]), ["get"], "{rule}");
+        }
+        assert!(
+            !strings(&rule["apiGroups"]).contains(&"coordination.k8s.io"),
+            "{rule}"
+        );
+    }
+    let lease_role = one(&objects, "Role");
+    assert_eq!(lease_role["metadata"]["name"], "stackhost-leader-election");
+    assert_eq!(lease_role["metadata"]["namespace"], NS);
+
+    // Hooks: Service on 443, the ExtensionConfig takes its CA from the Certificate's Secret.
+    let services = all(&objects, "Service");
+    assert_eq!(services.len(), 2, "hooks and metrics Services");
+    let hooks = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "stackhost-hooks")
+        .expect("hooks Service");
+    assert_eq!(hooks["spec"]["ports"][0]["port"], 443);
+    let certificate = one(&objects, "Certificate");
+    let extension = one(&objects, "ExtensionConfig");
+    assert_eq!(
+        extension["metadata"]["annotations"]["runtime.cluster.x-k8s.io/inject-ca-from-secret"],
+        format!(
+            "{NS}/{}",
+            certificate["spec"]["secretName"].as_str().unwrap_or_default()
+        )
+    );
+    assert_eq!(certificate["spec"]["secretName"], "stackhost-hooks-tls");
+    assert!(strings(&certificate["spec"]["dnsNames"]).contains(&"stackhost-hooks.stackhost-system.svc"));
+    assert_eq!(
+        certificate["spec"]["issuerRef"]["name"],
+        one(&objects, "Issuer")["metadata"]["name"]
+    );
+    assert_eq!(
+        extension["spec"]["clientConfig"]["service"]["name"],
+        "stackhost-hooks"
+    );
+    assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
+
+    // Installed into the emulator (cert-manager's kinds need its CRDs, which are not here).
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    let installable: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["apiVersion"] != "cert-manager.io/v1")
+        .collect();
+    kubectl.apply(&installable);
+    kubectl.ok(&["get", "extensionconfig", "stackhost"]);
+
+    // What the ServiceAccount may do, as the API server decides it.
+    let can = |args: &[&str]| kubectl.sa_can(args);
+    assert!(can(&["get", "secrets", "-n", "default"]));
+    assert!(!can(&["list", "secrets", "-A"]));
+    assert!(!can(&["watch", "secrets", "-n", "default"]));
+    assert!(can(&["list", "clusterstacks.clusterstack.x-k8s.io", "-A"]));
+    assert!(can(&[
+        "patch",
+        "clusterstackreleases.clusterstack.x-k8s.io",
+        "--subresource=status",
+        "-n",
+        "x"
+    ]));
+    assert!(can(&["patch", "clusterclasses.cluster.x-k8s.io", "-n", "x"]));
+    assert!(!can(&["update", "clusterclasses.cluster.x-k8s.io", "-n", "x"]));
+    assert!(can(&["update", "leases/stackhost", "-n", NS]));
+    assert!(!can(&["update", "leases/other", "-n", NS]));
+    assert!(!can(&["update", "leases/stackhost", "-n", "default"]));
+    assert!(!can(&["create", "pods", "-n", NS]));
+    assert!(!can(&["delete", "clusterstacks.clusterstack.x-k8s.io", "-A"]));
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_installs_namespace_scoped_with_a_given_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_cert_dir(dir.path());
+    let objects = render(json!({
+        "image": image(),
+        "watch": {"namespace": "tenant", "label": "team=a"},
+        "certManager": {"enabled": false},
+        "hooks": {"tls": {"secretName": "hooks-cert", "caBundle": ca}},
+        "registryCredentialsSecret": "regcred",
+        "registryMirrors": ["registry.scs.community/kaas=mirror.internal:5000/kaas"],
+        "rbac": {"additionalRules": [{"apiGroups": ["openstack.k-orc.cloud"], "resources": ["images"], "verbs": ["patch", "delete"]}]},
+    }));
+    assert!(all(&objects, "ClusterRole").is_empty() && all(&objects, "ClusterRoleBinding").is_empty());
+    assert!(all(&objects, "Certificate").is_empty() && all(&objects, "Issuer").is_empty());
+    let roles = all(&objects, "Role");
+    let tenant = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "tenant")
+        .expect("a Role in the watched namespace");
+    assert!(rules(tenant)
+        .iter()
+        .any(|r| strings(&r["apiGroups"]) == ["openstack.k-orc.cloud"]));
+    let args = args(&objects);
+    assert_flags_exist(&args);
+    for expected in [
+        "--namespace=tenant",
+        "--watch-label=team=a",
+        "--registry-config=/etc/stackhost/registry/config.json",
+        "--registry-mirror=registry.scs.community/kaas=mirror.internal:5000/kaas",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    let extension = one(&objects, "ExtensionConfig");
+    assert!(extension["metadata"]["annotations"].is_null(), "{extension}");
+    assert_eq!(
+        extension["spec"]["clientConfig"]["caBundle"],
+        base64::engine::general_purpose::STANDARD.encode(&ca)
+    );
+
+    // Everything it renders installs, the ExtensionConfig checked against Cluster API's schema.
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    kubectl.ok(&["create", "namespace", "tenant"]);
+    kubectl.apply(&objects.iter().collect::<Vec<_>>());
+    let can = |args: &[&str]| kubectl.sa_can(args);
+    assert!(can(&[
+        "list",
+        "clusterstacks.clusterstack.x-k8s.io",
+        "-n",
+        "tenant"
+    ]));
+    assert!(!can(&[
+        "list",
+        "clusterstacks.clusterstack.x-k8s.io",
+        "-n",
+        "default"
+    ]));
+    assert!(!can(&["list", "clusterstacks.clusterstack.x-k8s.io", "-A"]));
+    assert!(can(&["get", "secrets", "-n", "tenant"]));
+    assert!(!can(&["get", "secrets", "-n", NS]));
+    assert!(can(&["patch", "images.openstack.k-orc.cloud", "-n", "tenant"]));
+    cluster.shutdown().await.expect("shutdown");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills the process when the test ends, whatever happened.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The chart's arguments with the addresses and the certificate directory of this machine.
+fn local_args(chart_args: &[String], metrics: u16, hooks: u16, cert_dir: &Path) -> Vec<String> {
+    chart_args
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--bind", _)) => format!("--bind=127.0.0.1:{metrics}"),
+            Some(("--hooks-bind", _)) => format!("--hooks-bind=127.0.0.1:{hooks}"),
+            Some(("--hooks-cert-dir", _)) => format!("--hooks-cert-dir={}", cert_dir.display()),
+            _ => a.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stackhost_runs_as_the_charts_service_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_dir = dir.path().join("hooks-tls");
+    let ca = write_cert_dir(&cert_dir);
+    let layout = repo().join("sandbox/sample");
+    let values = json!({
+        "image": image(),
+        "releaseSource": format!("oci://{}", sandbox::SAMPLE_RELEASES),
+        "controller": {"retryBase": "200ms", "retryMax": "2s", "extraArgs": [format!("--oci-layout={}", layout.display())]},
+        "leaderElection": {"leaseDuration": "4s", "renewPeriod": "1s"},
+    });
+    let objects = render(values.clone());
+    // The same chart with one rule less: the sample ClusterClass's DevMachineTemplate may not be applied.
+    let mut dropped = values;
+    dropped["rbac"] = json!({"appliedKinds": [
+        {"apiGroups": ["cluster.x-k8s.io"], "resources": ["clusterclasses"]},
+        {"apiGroups": ["bootstrap.cluster.x-k8s.io"], "resources": ["kubeadmconfigtemplates"]},
+        {"apiGroups": ["controlplane.cluster.x-k8s.io"], "resources": ["kubeadmcontrolplanetemplates"]},
+        {"apiGroups": ["infrastructure.cluster.x-k8s.io"], "resources": ["devclustertemplates"]},
+    ]});
+    let reduced = render(dropped);
+    let access = |objects: &[Value]| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                )
+            })
+            .cloned()
+            .collect()
+    };
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    kubectl.apply(&access(&reduced).iter().collect::<Vec<_>>());
+    let token = cluster
+        .service_account_token(NS, "stackhost")
+        .expect("a token of the chart's ServiceAccount");
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig_with_token(&token)).expect("kubeconfig");
+
+    let (metrics, hooks) = (free_port(), free_port());
+    let log = dir.path().join("stackhost.log");
+    let mut run = Process(
+        Command::new(env!("CARGO_BIN_EXE_stackhost"))
+            .args(local_args(&args(&objects), metrics, hooks, &cert_dir))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("POD_NAMESPACE", NS)
+            .env("STACKHOST_CACHE_DIR", dir.path().join("cache"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start stackhost run"),
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let admin = cluster.client().expect("admin client");
+    let (plugin, stack) = sandbox::sample_objects("default", sandbox::SAMPLE_PLUGIN);
+    sandbox::create(&admin, "default", &plugin)
+        .await
+        .expect("ProviderPlugin");
+    sandbox::create(&admin, "default", &stack)
+        .await
+        .expect("ClusterStack");
+    let release = "docker-ferrol-1-32-v1";
+
+    // Without the rule: the release says which verb on which resource was refused; the process keeps running.
+    let refused = sandbox::wait_release_condition(
+        &admin,
+        "default",
+        release,
+        ("HelmChartApplied", "ObjectsNotSynced"),
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", logs()));
+    let message = refused.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("User \"{SA}\" cannot patch resource \"devmachinetemplates\" in API group \"infrastructure.cluster.x-k8s.io\" in the namespace \"default\"")),
+        "{message}"
+    );
+    assert!(
+        run.0.try_wait().expect("process state").is_none(),
+        "stackhost run keeps running:\n{}",
+        logs()
+    );
+
+    // The rule restored (the full chart's RBAC): the release recovers on its own.
+    kubectl.apply(&access(&objects).iter().collect::<Vec<_>>());
+    let ready = sandbox::wait_release_ready(&admin, "default", release, Duration::from_secs(90)).await;
+    let release = ready.unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", logs()));
+    assert!(
+        release.status.as_ref().is_some_and(|s| !s.resources.is_empty()),
+        "the ClusterClass and its templates were applied"
+    );
+    let text = logs();
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("is forbidden") && !l.contains("devmachinetemplates"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "no other API call of stackhost run was refused: {refused:#?}"
+    );
+
+    // The hooks answer over HTTPS with the certificate of --hooks-cert-dir; the process is ready.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
+        .build()
+        .expect("client");
+    let discovery = http
+        .get(format!(
+            "https://127.0.0.1:{hooks}{}",
+            stackhost::hooks::discovery_path()
+        ))
+        .send()
+        .await
+        .expect("GET discovery");
+    assert_eq!(discovery.status().as_u16(), 200);
+    let readyz = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz"))
+        .await
+        .expect("GET /readyz");
+    assert_eq!(readyz.status().as_u16(), 200);
+    drop(run);
+    cluster.shutdown().await.expect("shutdown");
+}
