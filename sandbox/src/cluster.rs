@@ -308,6 +308,8 @@ impl Cluster {
             })?;
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "default".into();
+        // The admin's token, as in the kubeconfig: an authorizing cluster refuses anonymous requests.
+        cfg.auth_info.token = Some(crate::auth::ADMIN_TOKEN.to_owned().into());
         if let Some(tls) = &self.tls {
             cfg.root_cert = Some(vec![tls.ca_der.clone()]);
         }
