@@ -393,6 +393,9 @@ async fn the_chart_installs_namespace_scoped_with_a_given_ca() {
     kubectl.ok(&["create", "namespace", NS]);
     kubectl.ok(&["create", "namespace", "tenant"]);
     kubectl.apply(&objects.iter().collect::<Vec<_>>());
+    // The kind the additional rule names is served, as in a cluster with ORC installed.
+    let orc = repo().join("tests/fixtures/real-crds/orc/openstack.k-orc.cloud_images.yaml");
+    kubectl.ok(&["apply", "--server-side", "-f", orc.to_str().expect("utf-8 path")]);
     let can = |args: &[&str]| kubectl.sa_can(args);
     assert!(can(&[
         "list",
