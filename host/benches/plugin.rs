@@ -142,7 +142,8 @@ fn languages() {
             plugin
                 .patch_cluster_class(&release, &objects)
                 .result
-                .expect("warm-up");
+                .expect("warm-up")
+                .expect("warm-up result");
         }
         let mut latencies = Vec::with_capacity(calls);
         let (mut peak, mut fuel) = (0usize, 0u64);

@@ -52,7 +52,8 @@ pub enum Command {
     /// Print the CustomResourceDefinitions (the content of crds/).
     Crds,
     /// Run the controllers: leader election, /metrics, /healthz, /readyz, graceful shutdown.
-    Run(RunArgs),
+    // Boxed: the controllers' arguments are much larger than the other commands' (large_enum_variant).
+    Run(Box<RunArgs>),
     /// The embedded default: API emulator, CRDs, controllers, a sample plugin and release, reconciled.
     Sandbox(crate::sandbox::SandboxArgs),
 }
@@ -280,7 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", crate::api::crds_yaml());
             Ok(0)
         }
-        Command::Run(args) => run_controllers(args).await,
+        Command::Run(args) => run_controllers(*args).await,
         Command::Sandbox(args) => crate::sandbox::run_sandbox(args).await,
     }
 }

@@ -117,7 +117,7 @@ async fn policy(ctx: &Context, pp: &ProviderPlugin) -> Result<SignaturePolicy, L
             fail("VerificationKeyInvalid")(format!("spec.verification.keys[{i}].namespace: {e}"))
         })?;
         let data = ctx
-            .secret_data(&key_ns, &k.name)
+            .secret_data(key_ns, &k.name)
             .await
             .map_err(|e| fail("VerificationKeyMissing")(format!("spec.verification.keys[{i}]: {e}")))?;
         let pem = data.get(&k.key).ok_or_else(|| {

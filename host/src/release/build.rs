@@ -627,7 +627,9 @@ mod tests {
         );
         assert_eq!(filled.as_deref(), Ok(&b"version: v0-sha.abc1234, x: ."[..]));
         assert_eq!(
-            fill_placeholders(b"a << b", &values).map(|_| ()).unwrap_err(),
+            fill_placeholders(b"a << b", &values)
+                .map(|_| ())
+                .expect_err("unclosed"),
             "a csctl placeholder starts with \"<< \" but has no closing \" >>\""
         );
         assert_eq!(
@@ -646,7 +648,7 @@ mod tests {
             (ok.provider.as_str(), ok.name.as_str(), ok.kubernetes_minor.dash()),
             ("docker", "scs", "1-30".into())
         );
-        let bad = |text: &str| CsctlConfig::parse(text).unwrap_err();
+        let bad = |text: &str| CsctlConfig::parse(text).expect_err("invalid csctl.yaml");
         assert_eq!(
             bad("config:\n  kubernetesVersion: 1.30\n  clusterStackName: scs\n  provider: {type: docker}\n"),
             "config.kubernetesVersion \"1.30\" is invalid: write the full version, e.g. v1.30.10"
