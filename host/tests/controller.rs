@@ -909,3 +909,126 @@ async fn the_api_server_refuses_unbounded_cluster_stacks_with_the_fields_limit()
         .await?;
     Ok(())
 }
+
+/// Status fields that become empty are removed from the stored status: the status types leave empty
+/// fields out, and a merge patch of the new status alone left the old values in place.
+#[tokio::test]
+async fn status_fields_that_become_empty_are_cleared() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    push_release(&registry, &reg.addr, "docker-ferrol-1-32-v1").await?;
+    let plugin_ref = format!("{}/plugins/docker:1", reg.addr);
+    push_plugin(&registry, &plugin_ref, "docker").await?;
+
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    // A tag that does not exist: the load fails and says why.
+    let missing = format!("{}/plugins/docker:missing", reg.addr);
+    pps.create(
+        &Default::default(),
+        &provider_plugin(&missing, json!({"pendingRounds": 0})),
+    )
+    .await?;
+    wait_for("lastLoadError on the ProviderPlugin", WAIT, || async {
+        let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
+        match pp.status.and_then(|s| s.last_load_error) {
+            Some(e) => Ok(e),
+            None => Err("no lastLoadError yet".into()),
+        }
+    })
+    .await?;
+    // Fixed: the error goes with the recovery.
+    let patch = json!({"spec": {"image": plugin_ref}});
+    pps.patch("docker", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    wait_for(
+        "the recovered ProviderPlugin without lastLoadError",
+        WAIT,
+        || async {
+            let status = pps.get("docker").await.map_err(|e| e.to_string())?.status;
+            match status {
+                Some(s) if s.resolved_digest.is_some() && s.last_load_error.is_none() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+
+    let repository = format!("{}/kaas/cluster-stacks", reg.addr);
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks
+        .create(&Default::default(), &cluster_stack(&repository, false, &["v1"]))
+        .await?;
+    let v1 = wait_release_ready(&client, NS, "docker-ferrol-1-32-v1", WAIT).await?;
+    assert!(v1.status.and_then(|s| s.plugin_digest).is_some());
+    wait_for("the ClusterStack summary", WAIT, || async {
+        let status = stacks.get("ferrol").await.map_err(|e| e.to_string())?.status;
+        match status {
+            Some(s) if s.usable_versions == "v1" && s.summary.len() == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+
+    // The release no longer has a provider plugin: no plugin digest is reported for it.
+    let releases: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let patch = json!({"spec": {"providerPlugin": null}});
+    releases
+        .patch(
+            "docker-ferrol-1-32-v1",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    wait_for("the release without pluginDigest", WAIT, || async {
+        let status = releases
+            .get("docker-ferrol-1-32-v1")
+            .await
+            .map_err(|e| e.to_string())?
+            .status;
+        match status {
+            Some(s) if s.ready && s.plugin_digest.is_none() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+
+    // The plugin is back and now traps: the release is no longer ready, so no version is usable.
+    push_plugin(&registry, &plugin_ref, "misbehaving").await?;
+    let patch = json!({"spec": {"config": {"behaviour": "later:trap"}}});
+    pps.patch("docker", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let patch = json!({"spec": {"providerPlugin": "docker"}});
+    releases
+        .patch(
+            "docker-ferrol-1-32-v1",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    wait_for("no usable versions", WAIT, || async {
+        let status = stacks.get("ferrol").await.map_err(|e| e.to_string())?.status;
+        match status {
+            Some(s) if s.usable_versions.is_empty() && s.summary.len() == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+
+    // No versions any more: the release that never got ready again goes, and the summary with it.
+    let patch = json!({"spec": {"versions": []}});
+    stacks
+        .patch("ferrol", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    wait_for("an empty ClusterStack summary", WAIT, || async {
+        let status = stacks.get("ferrol").await.map_err(|e| e.to_string())?.status;
+        match status {
+            Some(s) if s.usable_versions.is_empty() && s.summary.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    sandbox.shutdown().await
+}

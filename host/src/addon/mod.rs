@@ -138,6 +138,8 @@ pub struct AddonConfig {
     pub metrics: Option<crate::controller::Metrics>,
     /// Publishes Kubernetes Events about ClusterAddons (stage applied, held, failed; deletion).
     pub events: Option<kube::runtime::events::Recorder>,
+    /// Reconciles run at once per controller (`--concurrency`); 0 means no limit.
+    pub concurrency: u16,
 }
 
 impl std::fmt::Debug for AddonConfig {
@@ -147,6 +149,7 @@ impl std::fmt::Debug for AddonConfig {
             .field("work_dir", &self.work_dir)
             .field("namespace", &self.namespace)
             .field("watch_label", &self.watch_label)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +169,7 @@ impl AddonConfig {
             watch_label: None,
             metrics: None,
             events: None,
+            concurrency: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
@@ -125,7 +125,9 @@ pub async fn run(
         watch = watch.labels(&format!("{key}={value}"));
     }
 
+    let config = controller::Config::default().concurrency(ctx.config.concurrency);
     let creator = Controller::new_with(clusters.clone(), watch.clone(), ar.clone())
+        .with_config(config.clone())
         .watches(addons.clone(), watch.clone(), {
             let ar = ar.clone();
             move |addon: ClusterAddon| {
@@ -142,6 +144,7 @@ pub async fn run(
         });
 
     let controller = Controller::new(addons, watch.clone())
+        .with_config(config)
         .watches_with(clusters, ar, watch, |cluster: DynamicObject| {
             let ns = cluster.namespace()?;
             Some(ObjectRef::<ClusterAddon>::new(&cluster_addon_name(&cluster.name_any())).within(&ns))

@@ -29,6 +29,7 @@ pub fn addon_config(ctx: &Arc<Context>) -> AddonConfig {
     config.watch_label = ctx.args.watch_label.clone();
     config.metrics = Some(ctx.metrics.clone());
     config.events = Some(ctx.recorder());
+    config.concurrency = ctx.args.concurrency;
     config
 }
 

@@ -377,17 +377,13 @@ async fn write_status(
     cs: &ClusterStack,
     status: ClusterStackStatus,
 ) -> Result<(), kube::Error> {
-    if cs.status.as_ref() == Some(&status) {
+    let Some(patch) = super::status::merge_patch(cs.status.as_ref(), &status) else {
         return Ok(());
-    }
+    };
     let api: Api<ClusterStack> = Api::namespaced(ctx.client.clone(), &cs.namespace().unwrap_or_default());
-    api.patch_status(
-        &cs.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map(drop)
+    api.patch_status(&cs.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map(drop)
 }
 
 /// Requeue hint for the error policy: API errors are retried with the controller's backoff.

@@ -82,17 +82,13 @@ impl Release<'_> {
 
     async fn write(&mut self) -> Result<(), kube::Error> {
         condition::set_summary(&mut self.status.conditions, &self.now);
-        if self.csr.status.as_ref() == Some(&self.status) {
+        let Some(patch) = super::status::merge_patch(self.csr.status.as_ref(), &self.status) else {
             return Ok(());
-        }
+        };
         let api: Api<ClusterStackRelease> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        api.patch_status(
-            &self.csr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": self.status })),
-        )
-        .await
-        .map(drop)
+        api.patch_status(&self.csr.name_any(), &PatchParams::default(), &patch)
+            .await
+            .map(drop)
     }
 }
 
@@ -272,6 +268,9 @@ async fn steps(r: &mut Release<'_>) -> Step<()> {
             Step::Wait(d) => return Step::Wait(d),
         }
         r.status.plugin_digest = Some(plugin.plugin.digest().to_string());
+    } else {
+        // noProvider: no plugin serves this release (any more).
+        r.status.plugin_digest = None;
     }
     r.ok(types::PROVIDER_CLUSTER_STACK_RELEASE_READY);
 
@@ -681,14 +680,9 @@ async fn finalize(csr: &ClusterStackRelease, ctx: &Context) -> Result<Action, ku
                 false_condition(READY, ConditionSeverity::Warning, "InUse", message),
                 &r.now,
             );
-            if r.csr.status.as_ref() != Some(&r.status) {
+            if let Some(patch) = super::status::merge_patch(r.csr.status.as_ref(), &r.status) {
                 let api: Api<ClusterStackRelease> = Api::namespaced(ctx.client.clone(), &ns);
-                api.patch_status(
-                    &tag,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": r.status})),
-                )
-                .await?;
+                api.patch_status(&tag, &PatchParams::default(), &patch).await?;
             }
             return Ok(Action::requeue(Duration::from_secs(30)));
         }

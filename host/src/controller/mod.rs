@@ -8,6 +8,7 @@ pub mod context;
 pub mod metrics;
 pub mod plugins;
 pub mod provider_plugin;
+pub mod status;
 
 use std::sync::Arc;
 

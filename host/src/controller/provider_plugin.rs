@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -464,16 +464,12 @@ async fn write_status(
     old: &Option<ProviderPluginStatus>,
     status: ProviderPluginStatus,
 ) -> Result<(), kube::Error> {
-    if old.as_ref() == Some(&status) {
+    let Some(patch) = super::status::merge_patch(old.as_ref(), &status) else {
         return Ok(());
-    }
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
-    )
-    .await
-    .map(drop)
+    };
+    api.patch_status(name, &PatchParams::default(), &patch)
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]
