@@ -14,6 +14,7 @@
 //! Writes made in process ([`crate::Cluster::apply_yaml`], the garbage collector) run without a session and
 //! are not admitted, like the API server's own loopback writes of built-in controllers are not in practice.
 
+pub mod config;
 pub mod policy;
 pub mod webhook;
 
