@@ -107,7 +107,8 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-fn storage_form(rt: &ResourceType, obj: Value) -> Value {
+/// An object in the storage version (the form the store keeps).
+pub(crate) fn storage_form(rt: &ResourceType, obj: Value) -> Value {
     let mut obj = obj;
     if let Some(hook) = &rt.conversion {
         return hook.convert(obj, &rt.storage_group, &rt.storage_version);
@@ -599,13 +600,16 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
             .to_string();
         if name.is_empty() {
             if let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
-                let suffix: String = uuid::Uuid::new_v4()
-                    .simple()
-                    .to_string()
-                    .chars()
-                    .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    .take(5)
-                    .collect();
+                // The same name in every admission pass of the request.
+                let suffix = crate::admission::stable("generateName", || {
+                    uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .chars()
+                        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                        .take(5)
+                        .collect()
+                });
                 m.insert("name".into(), json!(format!("{prefix}{suffix}")));
             }
         }
@@ -623,6 +627,14 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
     let ts = now();
     prepare_create(t, &mut obj, &ts)?;
     let mut shown = view(&t.rt, &t.version, &obj);
+    crate::admission::mutate(
+        &store,
+        t,
+        crate::admission::Operation::Create,
+        &mut shown,
+        None,
+        opts.dry_run,
+    )?;
     let warnings = admit(t, &mut shown, None, opts.strict)?;
     let mut obj = storage_form(&t.rt, shown);
     let name = meta_str(&obj, "name").to_string();
@@ -631,7 +643,10 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
     }
     {
         let m = meta_mut(&mut obj);
-        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert(
+            "uid".into(),
+            json!(crate::admission::stable("uid", || uuid::Uuid::new_v4().to_string())),
+        );
         m.insert("creationTimestamp".into(), json!(ts));
         if t.rt.has_generation() {
             m.insert("generation".into(), json!(1));
@@ -658,6 +673,15 @@ fn finish_create(
     opts: &WriteOptions,
     warnings: Vec<String>,
 ) -> ApiResult<Written> {
+    let shown = view(&t.rt, &t.version, &obj);
+    crate::admission::validate(
+        store,
+        t,
+        crate::admission::Operation::Create,
+        &shown,
+        None,
+        opts.dry_run,
+    )?;
     if opts.dry_run {
         return Ok(Written {
             code: 201,
@@ -697,6 +721,14 @@ fn commit(
     op: Op,
 ) -> ApiResult<Written> {
     let old_view = view(&t.rt, &t.version, old);
+    crate::admission::mutate(
+        store,
+        t,
+        crate::admission::Operation::Update,
+        &mut new,
+        Some(&old_view),
+        opts.dry_run,
+    )?;
     // Immutable and server-owned metadata comes from the stored object.
     {
         let m = meta_mut(&mut new);
@@ -854,6 +886,14 @@ fn commit(
             apply::record_update(Some(&old_view), &mut new, &writer);
         }
     }
+    crate::admission::validate(
+        store,
+        t,
+        crate::admission::Operation::Update,
+        &new,
+        Some(&old_view),
+        opts.dry_run,
+    )?;
     // A no-op write stores nothing and keeps the resourceVersion.
     let comparable = |v: &Value| {
         let mut v = v.clone();
@@ -1095,11 +1135,22 @@ pub fn server_side_apply(
             }
             prepare_create(t, &mut obj, &ts)?;
             let mut shown = view(&t.rt, &t.version, &obj);
+            crate::admission::mutate(
+                &store,
+                t,
+                crate::admission::Operation::Create,
+                &mut shown,
+                None,
+                opts.dry_run,
+            )?;
             let warnings = admit(t, &mut shown, None, opts.strict)?;
             let mut obj = storage_form(&t.rt, shown);
             {
                 let m = meta_mut(&mut obj);
-                m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                m.insert(
+                    "uid".into(),
+                    json!(crate::admission::stable("uid", || uuid::Uuid::new_v4().to_string())),
+                );
                 m.insert("creationTimestamp".into(), json!(ts));
                 if t.rt.has_generation() {
                     m.insert("generation".into(), json!(1));

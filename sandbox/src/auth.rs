@@ -616,6 +616,17 @@ fn error(e: &ApiError) -> Response {
     respond(e.code, &e.to_status())
 }
 
+/// The `userInfo` admission reviews carry for a request (the admin when requests are not authenticated).
+pub fn user_info(auth: &Auth, inner: &Inner, headers: &HeaderMap) -> Value {
+    let user = if auth.enforce {
+        auth.authenticate(inner, headers)
+            .unwrap_or_else(|_| UserInfo::anonymous())
+    } else {
+        UserInfo::admin()
+    };
+    user.to_json()
+}
+
 /// Runs before every request: authenticates and authorizes it (when enforcing) and serves the
 /// authentication and authorization endpoints. `Some` is the response; `None` lets the request through.
 pub fn filter(

@@ -402,6 +402,24 @@ pub fn eval_string(text: &str, self_value: cel::Value, old_self: Option<cel::Val
     }
 }
 
+/// Evaluate an expression with the named variables bound, as admission does (`object`, `oldObject`, `request`,
+/// `params`, ...). The error is the interpreter's message.
+pub fn eval_with(rule: &Rule, vars: &[(&str, cel::Value)]) -> Result<cel::Value, String> {
+    let env = env();
+    let program = rule.program.clone();
+    let vars: Vec<(String, cel::Value)> = vars.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+    let run = move || {
+        let mut ctx = Context::with_env(env);
+        kubernetes_library(&mut ctx);
+        for (name, value) in vars {
+            ctx.add_variable_from_value(name, value);
+        }
+        program.execute(&ctx).map_err(|e| e.to_string())
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err("the CEL interpreter failed on this expression".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,10 @@ pub struct ClusterOptions {
     /// acts as the admin. The kubeconfig's token is the admin's either way. Implies `tls`: clients send
     /// tokens over HTTPS only.
     pub authorization: bool,
+    /// Admission on writes: the admission webhooks and ValidatingAdmissionPolicies stored in the cluster
+    /// apply to requests (see [`crate::admission`]). On by default, as on every API server; without any
+    /// configuration stored it changes nothing.
+    pub admission: bool,
 }
 
 impl Default for ClusterOptions {
@@ -101,6 +105,7 @@ impl Default for ClusterOptions {
             tls: false,
             converters: Vec::new(),
             authorization: false,
+            admission: true,
         }
     }
 }
@@ -179,6 +184,7 @@ impl Cluster {
             inner: inner.clone(),
             bookmark_every: opts.bookmark_every,
             auth: auth.clone(),
+            admission: opts.admission,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = server::router(shared);

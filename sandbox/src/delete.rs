@@ -98,6 +98,7 @@ pub fn delete(inner: &Inner, t: &Target, opts: &DeleteOptions) -> ApiResult<Writ
             return Err(ApiError::conflict_message(format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta_str(&old, "resourceVersion")), json!({"name": t.name, "group": t.rt.group, "kind": t.rt.plural})));
         }
     }
+    crate::admission::delete(&store, t, &view(&t.rt, &t.version, &old), opts.dry_run)?;
     let out = delete_locked(&mut store, &t.rt, &old, &opts.propagation, opts.dry_run);
     drop(store);
     if !opts.dry_run {
@@ -218,12 +219,18 @@ pub fn delete_collection(
     } else {
         None
     };
-    let mut items = Vec::new();
+    let mut selected = Vec::new();
     for obj in store.list(&t.key(), ns) {
         let shown = view(&t.rt, &t.version, &obj);
         if !list_opts.labels.matches(&shown) || !list_opts.fields.matches(&shown) {
             continue;
         }
+        // Every object is admitted before any goes, so a pass that waits for webhooks deletes nothing.
+        crate::admission::delete(&store, t, &shown, opts.dry_run)?;
+        selected.push(obj);
+    }
+    let mut items = Vec::new();
+    for obj in selected {
         let out = delete_locked(&mut store, &t.rt, &obj, &opts.propagation, opts.dry_run);
         items.push(view(&t.rt, &t.version, &out));
     }

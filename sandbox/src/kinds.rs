@@ -152,6 +152,7 @@ pub fn default(rt: &ResourceType, obj: &mut Value) {
         return;
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
+        ("admissionregistration.k8s.io", kind) => crate::admission::config::default(kind, obj),
         ("apiregistration.k8s.io", "APIService") => {
             if let Some(service) = obj.pointer_mut("/spec/service").filter(|s| s.is_object()) {
                 if service.get("port").is_none_or(Value::is_null) {
@@ -212,8 +213,10 @@ pub fn validate(rt: &ResourceType, obj: &Value, out: &mut Vec<Cause>) {
     if rt.builtin.is_none() {
         return;
     }
-    if let ("apiregistration.k8s.io", "APIService") = (rt.group.as_str(), rt.kind.as_str()) {
-        validate_api_service(obj, out);
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("apiregistration.k8s.io", "APIService") => validate_api_service(obj, out),
+        ("admissionregistration.k8s.io", kind) => crate::admission::config::validate(kind, obj, out),
+        _ => {}
     }
 }
 

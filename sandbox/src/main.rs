@@ -30,6 +30,10 @@ struct Args {
     /// token`) and authorize them with RBAC, as a real API server does.
     #[arg(long, env = "KUBE_EMULATOR_AUTHORIZATION")]
     authorization: bool,
+    /// Run admission webhooks and ValidatingAdmissionPolicies on writes, as every API server does
+    /// (`--admission=false` turns it off).
+    #[arg(long, env = "KUBE_EMULATOR_ADMISSION", default_value_t = true, action = clap::ArgAction::Set)]
+    admission: bool,
 }
 
 #[tokio::main]
@@ -45,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         port: args.port,
         state_file: args.state.clone(),
         authorization: args.authorization,
+        admission: args.admission,
         ..Default::default()
     })
     .await

@@ -30,6 +30,8 @@ pub struct Shared {
     pub bookmark_every: Duration,
     /// Authentication and authorization (enforced or not), and the tokens handed out.
     pub auth: Arc<crate::auth::Auth>,
+    /// Run admission (webhooks and policies) on writes, as every API server does.
+    pub admission: bool,
 }
 
 /// Largest request body the API server accepts.
@@ -51,6 +53,11 @@ fn json_response(code: u16, body: &Value, content_type: &str, warnings: &[String
     if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
+    add_warnings(&mut resp, warnings);
+    resp
+}
+
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
     for w in warnings {
         // Warning header: 299 - "text" (quotes and non-ASCII stripped so the header stays valid).
         let text: String = w
@@ -61,7 +68,6 @@ fn json_response(code: u16, body: &Value, content_type: &str, warnings: &[String
             resp.headers_mut().append(header::WARNING, v);
         }
     }
-    resp
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -104,16 +110,47 @@ async fn handle(
     }
     let shared2 = shared.clone();
     // Sync work under catch_unwind: a bug must become a 500, never take the server down.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(&shared2, &method, &path, &query, &headers, &body)
-    }));
-    match result {
+    let run = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch(&shared2, &method, &path, &query, &headers, &body)
+        }))
+    };
+    let writes = matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
+    let (result, warnings) = if shared.admission && writes {
+        let user = crate::auth::user_info(&shared.auth, &shared.inner, &headers);
+        admitted(crate::admission::Session::new(user), run).await
+    } else {
+        (run(), Vec::new())
+    };
+    let mut resp = match result {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&ApiError::internal(format!(
             "the emulator failed while serving {method} {path}; this is a bug in kube-emulator"
         ))),
+    };
+    add_warnings(&mut resp, &warnings);
+    resp
+}
+
+/// Run a write in admission passes: between passes the webhooks a pass waits for are called without the
+/// store lock (see [`crate::admission`]). Returns the last pass's result and the admission warnings.
+async fn admitted<T>(
+    session: Arc<crate::admission::Session>,
+    run: impl Fn() -> std::thread::Result<ApiResult<T>>,
+) -> (std::thread::Result<ApiResult<T>>, Vec<String>) {
+    for _ in 0..crate::admission::MAX_PASSES {
+        let result = session.pass(&run);
+        match session.take_pending() {
+            Some(pending) => {
+                let (key, outcome) = pending.run().await;
+                session.remember(key, outcome);
+            }
+            None => return (result, session.warnings()),
+        }
     }
+    let e = ApiError::internal("the object kept changing while admission webhooks were called; try again");
+    (Ok(Err(e)), session.warnings())
 }
 
 fn segments(path: &str) -> Vec<&str> {

@@ -38,6 +38,12 @@ pub struct Tls {
 impl Tls {
     /// A new CA and a serving certificate for `127.0.0.1` and `localhost`.
     pub fn generate() -> Result<Self, TlsError> {
+        Self::generate_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// A new CA and a serving certificate for `names` (DNS names or IP addresses), e.g. an admission
+    /// webhook's `name.namespace.svc`.
+    pub fn generate_for(names: &[&str]) -> Result<Self, TlsError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -50,7 +56,7 @@ impl Tls {
         ];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
         params
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
