@@ -54,6 +54,9 @@ pub enum Command {
     /// Run the controllers: leader election, /metrics, /healthz, /readyz, graceful shutdown.
     // Boxed: the controllers' arguments are much larger than the other commands' (large_enum_variant).
     Run(Box<RunArgs>),
+    /// Check a cluster run by the Cluster Stack Operator for the move to stackhost (dry run), and with
+    /// --apply adopt its ClusterStacks, releases and what they applied. Exit 1 while anything blocks.
+    Migrate(crate::migrate::cli::MigrateArgs),
     /// The embedded default: API emulator, CRDs, controllers, a sample plugin and release, reconciled.
     Sandbox(crate::sandbox::SandboxArgs),
 }
@@ -282,6 +285,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => run_controllers(*args).await,
+        Command::Migrate(args) => args.run().await,
         Command::Sandbox(args) => crate::sandbox::run_sandbox(args).await,
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod harness;
 pub mod hooks;
+pub mod migrate;
 pub mod oci;
 pub mod plugin;
 pub mod release;

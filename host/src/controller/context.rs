@@ -136,11 +136,13 @@ impl Default for ControllerArgs {
     }
 }
 
-fn parse_mirror(s: &str) -> Result<Mirror, String> {
+/// Parses a `--registry-mirror` rule.
+pub fn parse_mirror(s: &str) -> Result<Mirror, String> {
     s.parse().map_err(|e: crate::oci::error::OciError| e.to_string())
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// Parses a `key=value` label flag (`--watch-label`).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not a label; use key=value")),
