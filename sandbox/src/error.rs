@@ -161,9 +161,12 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        // An error the API server does not classify (e.g. one from etcd) has no reason.
+        if !self.reason.is_empty() {
+            status["reason"] = json!(self.reason);
+        }
         if let Some(details) = &self.details {
             status["details"] = details.clone();
         }
@@ -197,6 +200,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// 500 without a reason, as the API server relays etcd refusing an object over its request limit.
+    pub fn etcd_too_large() -> Self {
+        Self::new(500, "", "etcdserver: request is too large")
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
