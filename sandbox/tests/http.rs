@@ -176,7 +176,10 @@ async fn objects_over_etcds_limit_are_refused_also_when_a_patch_grows_them() {
         assert_eq!(code, 500, "{body}");
         assert_eq!(body["kind"], "Status", "{body}");
         assert_eq!(body["message"], "etcdserver: request is too large", "{body}");
-        assert!(body.get("reason").is_none(), "an etcd error has no reason: {body}");
+        assert!(
+            body.get("reason").is_none(),
+            "an etcd error has no reason: {body}"
+        );
     };
     tokio::task::spawn_blocking(move || {
         // Under the 3 MiB body limit, over etcd's 1.5 MiB.

@@ -728,13 +728,21 @@ async fn a_float_in_an_integer_field_is_refused_however_it_arrives() {
     assert!(message.ends_with(FLOAT), "{message}");
     // A whole number written as a float is an integer to the API server too.
     things
-        .create(&PostParams::default(), &obj(thing("f", json!({"name": "a", "replicas": 2.0}))))
+        .create(
+            &PostParams::default(),
+            &obj(thing("f", json!({"name": "a", "replicas": 2.0}))),
+        )
         .await
         .expect("2.0 is an integer");
     for patch in [
         Patch::Merge(json!({"spec": {"replicas": 2.5}})),
-        Patch::Json(serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 2.5}])).expect("patch")),
-        Patch::Apply(json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "f"}, "spec": {"name": "a", "replicas": 3.5}})),
+        Patch::Json(
+            serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 2.5}]))
+                .expect("patch"),
+        ),
+        Patch::Apply(
+            json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "f"}, "spec": {"name": "a", "replicas": 3.5}}),
+        ),
     ] {
         let params = match patch {
             Patch::Apply(_) => PatchParams::apply("test").force(),
