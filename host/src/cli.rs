@@ -59,6 +59,9 @@ pub enum Command {
     Migrate(crate::migrate::cli::MigrateArgs),
     /// The embedded default: API emulator, CRDs, controllers, a sample plugin and release, reconciled.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// Internal: one Helm render, job on stdin, answer on stdout (the controllers run each render so).
+    #[command(name = "internal-render", hide = true)]
+    InternalRender,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run_controllers(*args).await,
         Command::Migrate(args) => args.run().await,
         Command::Sandbox(args) => crate::sandbox::run_sandbox(args).await,
+        Command::InternalRender => Ok(crate::render::child::serve()),
     }
 }
 
@@ -353,7 +357,11 @@ pub fn controller_context(
         cache_dir: Some(args.cache_root().join("compiled")),
         ..plugin::EngineConfig::default()
     })?;
-    let renderer: Arc<dyn crate::render::Renderer> = Arc::from(crate::render::default_renderer()?);
+    // Each render runs in a child process: a looping template is stopped at --render-timeout.
+    let renderer: Arc<dyn crate::render::Renderer> = Arc::new(match &args.render_program {
+        Some(program) => crate::render::ProcessRenderer::new(program, args.render_timeout),
+        None => crate::render::ProcessRenderer::current_exe(args.render_timeout)?,
+    });
     let metrics = crate::controller::Metrics::new(registry);
     crate::controller::Context::new(
         client,

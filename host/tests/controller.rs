@@ -48,6 +48,8 @@ fn args(cache: &Path) -> ControllerArgs {
         plugin_refresh_interval: Duration::from_millis(500),
         retry_base: Duration::from_millis(200),
         retry_max: Duration::from_secs(2),
+        // Renders run in child processes of the stackhost binary (the test binary is not one).
+        render_program: Some(env!("CARGO_BIN_EXE_stackhost").into()),
         ..ControllerArgs::default()
     }
 }
@@ -628,6 +630,11 @@ stringData: {token: stolen}
 /// `tests/fixtures/releases/<tag>` copied under `root` as a `dir:` release source, its cluster-class chart
 /// extended with [`ESCALATION`].
 fn hostile_release(root: &Path, tag: &str) -> anyhow::Result<()> {
+    release_with_template(root, tag, "escalate.yaml", ESCALATION)
+}
+
+/// Release `tag` of the fixtures copied under `root`, its cluster-class chart with one more template.
+fn release_with_template(root: &Path, tag: &str, file: &str, text: &str) -> anyhow::Result<()> {
     let dest = root.join(tag);
     common::copy_tree(&fixture_release(tag), &dest);
     let archive = dest.join("docker-ferrol-1-32-cluster-class-v1.tgz");
@@ -635,7 +642,7 @@ fn hostile_release(root: &Path, tag: &str) -> anyhow::Result<()> {
     tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&archive)?))
         .unpack(unpacked.path())?;
     let chart = unpacked.path().join("docker-ferrol-1-32-cluster-class");
-    std::fs::write(chart.join("templates/escalate.yaml"), ESCALATION)?;
+    std::fs::write(chart.join("templates").join(file), text)?;
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
     let mut builder = tar::Builder::new(gz);
     builder.append_dir_all("docker-ferrol-1-32-cluster-class", &chart)?;
@@ -908,6 +915,328 @@ async fn the_api_server_refuses_unbounded_cluster_stacks_with_the_fields_limit()
         )
         .await?;
     Ok(())
+}
+
+/// A registry that is slow, not down: it answers the `/v2/` ping, then trickles every other response
+/// one byte every 100 ms, forever. It counts the responses it is still trickling (a client that gives
+/// up closes its connection, and the next byte fails).
+struct Trickle {
+    addr: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trickle {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open_ = open.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let open = open_.clone();
+                std::thread::spawn(move || loop {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if head.starts_with(b"GET /v2/ ") {
+                        let ping = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                        if conn.write_all(ping).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let head =
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                                Content-Length: 1000000\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    open.fetch_add(1, Ordering::SeqCst);
+                    while conn.write_all(b" ").is_ok() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                });
+            }
+        });
+        Trickle { addr, open }
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A noProvider ClusterStack `ferrol` in `ns` pinned to v1 of `registry`.
+async fn create_stack_in(client: &kube::Client, ns: &str, registry: &str) -> TestResult {
+    create_stack_from(client, ns, &format!("{registry}/kaas/cluster-stacks")).await
+}
+
+/// A noProvider ClusterStack `ferrol` in `ns` pinned to v1 of `repository`.
+async fn create_stack_from(client: &kube::Client, ns: &str, repository: &str) -> TestResult {
+    if ns != NS {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        if namespaces.get_opt(ns).await?.is_none() {
+            namespaces
+                .create(
+                    &Default::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+                )
+                .await?;
+        }
+    }
+    let mut cs = cluster_stack(repository, false, &["v1"]);
+    cs.metadata.namespace = Some(ns.to_string());
+    cs.spec.no_provider = true;
+    Api::<ClusterStack>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &cs)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_sources_do_not_stall_other_releases_and_end_at_their_deadline_or_deletion() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let reg = TestRegistry::start().await;
+    push_release(&registry_client(), &reg.addr, TAG).await?;
+    let slow = Trickle::start();
+    let cache = tempfile::tempdir()?;
+    // A deadline no test waits for: only cancellation ends these downloads.
+    let mut sandbox = Sandbox::start(ControllerArgs {
+        release_download_timeout: Duration::from_secs(3600),
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    let slow_namespaces: Vec<String> = (1..=5).map(|i| format!("slow-{i}")).collect();
+    // Five repositories on one slow registry (one repository would be one shared download).
+    for (i, ns) in slow_namespaces.iter().enumerate() {
+        create_stack_from(&client, ns, &format!("{}/kaas/stacks-{i}", slow.addr)).await?;
+    }
+    // Four downloads from the slow registry run (its slots), the fifth waits its turn.
+    wait_for("4 downloads from the slow registry", WAIT, || async {
+        match slow.open() {
+            4 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await?;
+    let mut queued = 0;
+    for ns in &slow_namespaces {
+        let c = wait_for(&format!("{ns}: a download condition"), WAIT, || async {
+            let r = Api::<ClusterStackRelease>::namespaced(client.clone(), ns)
+                .get_opt(TAG)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no release yet")?;
+            let conditions = r.status.unwrap_or_default().conditions;
+            stackhost::api::condition::find(&conditions, "ClusterStackReleaseDownloaded")
+                .filter(|c| matches!(c.reason.as_deref(), Some("Downloading" | "DownloadQueued")))
+                .cloned()
+                .ok_or_else(|| format!("{conditions:?}"))
+        })
+        .await?;
+        let message = c.message.unwrap_or_default();
+        if c.reason.as_deref() == Some("DownloadQueued") {
+            queued += 1;
+            assert!(
+                message.contains(&format!("4 downloads from {}", slow.addr)),
+                "{message}"
+            );
+        } else {
+            assert!(message.contains("at most 3600s"), "{message}");
+        }
+    }
+    assert_eq!(queued, 1, "one of five slow downloads waits for a slot");
+    assert_eq!(slow.open(), 4);
+
+    // The healthy stack is not held up by them.
+    create_stack_in(&client, NS, &reg.addr).await?;
+    wait_release_ready(&client, NS, TAG, WAIT).await?;
+
+    // Deleting the slow stacks stops their downloads (long before the deadline) and the releases go.
+    for ns in &slow_namespaces {
+        Api::<ClusterStack>::namespaced(client.clone(), ns)
+            .delete("ferrol", &DeleteParams::background())
+            .await?;
+    }
+    for ns in &slow_namespaces {
+        wait_for(&format!("{ns}/{TAG} deleted"), WAIT, || async {
+            match Api::<ClusterStackRelease>::namespaced(client.clone(), ns)
+                .get_opt(TAG)
+                .await
+            {
+                Ok(None) => Ok(()),
+                Ok(Some(r)) => Err(stackhost::sandbox::describe_release(&r)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
+    }
+    wait_for("no download from the slow registry", WAIT, || async {
+        match slow.open() {
+            0 => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    })
+    .await?;
+
+    // With a short deadline, a slow download ends with a condition naming it.
+    sandbox.stop_controllers().await;
+    sandbox.args.release_download_timeout = Duration::from_secs(2);
+    sandbox.start_controllers()?;
+    create_stack_from(&client, "slow-again", &format!("{}/kaas/stacks-again", slow.addr)).await?;
+    let c = wait_release_condition(
+        &client,
+        "slow-again",
+        TAG,
+        ("ClusterStackReleaseDownloaded", "DownloadTimedOut"),
+        WAIT,
+    )
+    .await?;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("OCI repository {}/kaas/stacks-again", slow.addr))
+            && message.contains("did not finish within 2s (--release-download-timeout)"),
+        "{message}"
+    );
+    sandbox.shutdown().await
+}
+
+/// A template that loops for hours without output or much memory (10^12 iterations).
+const LOOP: &str = "{{- range until 10000 }}{{- range until 10000 }}{{- range until 10000 }}{{- end }}{{- end }}{{- end }}\n";
+
+/// The render processes (`stackhost internal-render`) this test process has running.
+fn render_processes() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let parent = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if parent == Some(me) && cmdline.split(|b| *b == 0).any(|a| a == b"internal-render") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_release_is_deleted() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let cache = tempfile::tempdir()?;
+    let releases = cache.path().join("releases");
+    release_with_template(&releases, TAG, "loop.yaml", LOOP)?;
+    let mut sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        render_timeout: Duration::from_secs(2),
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    let mut cs = cluster_stack("unused", false, &["v1"]);
+    cs.spec.source = None;
+    cs.spec.no_provider = true;
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    stacks.create(&Default::default(), &cs).await?;
+    let c = wait_release_condition(&client, NS, TAG, ("HelmChartApplied", "RenderTimedOut"), WAIT).await?;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.contains("docker-ferrol-1-32-cluster-class-v1.tgz")
+            && message.contains("did not finish within 2s (--render-timeout) and was stopped"),
+        "{message}"
+    );
+    // Stopped renders leave no process behind (the controllers stop first: they retry the render).
+    sandbox.stop_controllers().await;
+    wait_for("the stopped render processes gone", WAIT, || async {
+        match render_processes() {
+            found if found.is_empty() => Ok(()),
+            found => Err(format!("{found:?}")),
+        }
+    })
+    .await?;
+
+    // With a timeout no test waits for, deleting the stack stops the render and the release goes.
+    sandbox.args.render_timeout = Duration::from_secs(3600);
+    sandbox.start_controllers()?;
+    wait_for("a render running", WAIT, || async {
+        match render_processes() {
+            found if found.is_empty() => Err("none".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    stacks.delete("ferrol", &DeleteParams::background()).await?;
+    wait_releases(&client, &[]).await?;
+    wait_for("no render process left", WAIT, || async {
+        match render_processes() {
+            found if found.is_empty() => Ok(()),
+            found => Err(format!("{found:?}")),
+        }
+    })
+    .await?;
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn content_that_does_not_match_its_digest_has_its_own_condition_reason() -> TestResult {
+    use sha2::Digest as _;
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let reg = TestRegistry::start().await;
+    push_release(&registry_client(), &reg.addr, TAG).await?;
+    // Corrupt metadata.yaml at rest in the registry: same length, other bytes.
+    let metadata = std::fs::read(fixture_release(TAG).join("metadata.yaml"))?;
+    let file = reg.blob_file(&format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(&metadata))
+    ));
+    let mut stored = std::fs::read(&file)?;
+    stored[0] ^= 0x20;
+    std::fs::write(&file, &stored)?;
+
+    let cache = tempfile::tempdir()?;
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let client = sandbox.client.clone();
+    create_stack_in(&client, NS, &reg.addr).await?;
+    let c = wait_release_condition(
+        &client,
+        NS,
+        TAG,
+        ("ClusterStackReleaseDownloaded", "DigestMismatch"),
+        WAIT,
+    )
+    .await?;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.contains("metadata.yaml digest mismatch") && message.contains("refusing it"),
+        "{message}"
+    );
+    let release = Api::<ClusterStackRelease>::namespaced(client.clone(), NS)
+        .get(TAG)
+        .await?;
+    let conditions = release.status.unwrap_or_default().conditions;
+    assert!(
+        stackhost::api::condition::find(&conditions, "AssetsClientAPIAvailable")
+            .is_none_or(|c| c.reason.as_deref() != Some("SourceUnavailable")),
+        "the source is reachable: {conditions:?}"
+    );
+    sandbox.shutdown().await
 }
 
 /// Status fields that become empty are removed from the stored status: the status types leave empty

@@ -170,6 +170,7 @@ async fn kubectl_sees_printer_columns_and_invalid_cluster_stacks_are_refused() -
     let cache = tempfile::tempdir()?;
     let sb = Sandbox::start(ControllerArgs {
         cache_dir: Some(cache.path().to_path_buf()),
+        render_program: Some(env!("CARGO_BIN_EXE_stackhost").into()),
         ..ControllerArgs::default()
     })
     .await?;

@@ -665,6 +665,19 @@ pub fn create(inner: &Inner, t: &Target, mut obj: Value, opts: &WriteOptions) ->
     finish_create(inner, &mut store, t, obj, opts, warnings)
 }
 
+/// Largest object etcd stores: its default `--max-request-bytes` (1.5 MiB). The API server stores
+/// built-in kinds as protobuf and custom resources as JSON; the emulator measures the JSON.
+pub const MAX_STORED_BYTES: usize = 3 << 19;
+
+/// Refuses an object etcd would refuse, as the API server relays it.
+fn check_stored_size(obj: &Value) -> ApiResult<()> {
+    let size = serde_json::to_vec(obj).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_STORED_BYTES {
+        return Err(ApiError::etcd_too_large());
+    }
+    Ok(())
+}
+
 fn finish_create(
     inner: &Inner,
     store: &mut Store,
@@ -693,6 +706,7 @@ fn finish_create(
         let rtype = resource::crd_to_type(&obj)?;
         store.registry.insert_crd(rtype);
     }
+    check_stored_size(&obj)?;
     let rv = store.next_rv();
     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
     let stored = store.put(&t.key(), obj, rv, EventType::Added, None);
@@ -941,6 +955,7 @@ fn commit(
     if t.rt.builtin == Some(Builtin::Crd) && !deleting(&stored) {
         store.registry.insert_crd(resource::crd_to_type(&stored)?);
     }
+    check_stored_size(&stored)?;
     let rv = store.next_rv();
     meta_mut(&mut stored).insert("resourceVersion".into(), json!(rv.to_string()));
     let saved = store.put(&t.key(), stored, rv, EventType::Modified, Some(old.clone()));

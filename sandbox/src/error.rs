@@ -163,7 +163,8 @@ impl ApiError {
             "message": self.message,
             "code": self.code,
         });
-        // Go leaves an empty reason out (a webhook's denial may have none).
+        // Go leaves an empty reason out: a webhook's denial may have none, and an error the API server
+        // does not classify (e.g. one from etcd) has none.
         if !self.reason.is_empty() {
             status["reason"] = json!(self.reason);
         }
@@ -200,6 +201,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// 500 without a reason, as the API server relays etcd refusing an object over its request limit.
+    pub fn etcd_too_large() -> Self {
+        Self::new(500, "", "etcdserver: request is too large")
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

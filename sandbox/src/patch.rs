@@ -24,11 +24,17 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Most bytes the `copy` operations of one JSON patch may add (the API server's JSONPatchMaxCopyBytes).
+pub const MAX_COPY_BYTES: usize = 3 << 20;
+
 /// RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
     let ops = patch
         .as_array()
         .ok_or_else(|| ApiError::bad_request("json patch must be a JSON array of operations"))?;
+    // What `copy` operations add, summed up: the API server caps it (JSONPatchMaxCopyBytes), or a
+    // few hundred bytes of doubling copies build an object of gigabytes before anything is stored.
+    let mut copied = 0usize;
     for (i, op) in ops.iter().enumerate() {
         let get = |f: &str| op.get(f).and_then(Value::as_str);
         let kind = get("op")
@@ -64,8 +70,16 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
             "copy" => {
                 let v = target
                     .pointer(from()?)
-                    .cloned()
                     .ok_or_else(|| missing(from().unwrap_or_default()))?;
+                copied += serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+                if copied > MAX_COPY_BYTES {
+                    return Err(ApiError::unprocessable_patch(format!(
+                        "the server rejected our request due to an error in our request: Unable to \
+                         complete the copy, the accumulated size increase of copy is {copied}, exceeding \
+                         the limit {MAX_COPY_BYTES}"
+                    )));
+                }
+                let v = v.clone();
                 add(target, path, v)?;
             }
             "test" => {

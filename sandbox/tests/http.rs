@@ -162,3 +162,58 @@ async fn malformed_requests_never_take_the_server_down() {
     .await
     .expect("requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_over_etcds_limit_are_refused_also_when_a_patch_grows_them() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let a = cluster.addr();
+    let cm = |name: &str, size: usize| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "x".repeat(size)}})
+            .to_string()
+    };
+    let etcd_refuses = |got: (u16, Value)| {
+        let (code, body) = got;
+        assert_eq!(code, 500, "{body}");
+        assert_eq!(body["kind"], "Status", "{body}");
+        assert_eq!(body["message"], "etcdserver: request is too large", "{body}");
+        assert!(
+            body.get("reason").is_none(),
+            "an etcd error has no reason: {body}"
+        );
+    };
+    tokio::task::spawn_blocking(move || {
+        // Under the 3 MiB body limit, over etcd's 1.5 MiB.
+        etcd_refuses(status(a, "POST", CMS, "application/json", &cm("two-mib", 2 << 20)));
+        assert_eq!(status(a, "GET", &format!("{CMS}/two-mib"), "application/json", "").0, 404);
+        assert_eq!(status(a, "POST", CMS, "application/json", &cm("one-mib", 1 << 20)).0, 201);
+        // A merge patch that grows it past the limit.
+        let grow = json!({"data": {"b": "y".repeat(1 << 20)}}).to_string();
+        etcd_refuses(status(a, "PATCH", &format!("{CMS}/one-mib"), "application/merge-patch+json", &grow));
+        let (code, stored) = status(a, "GET", &format!("{CMS}/one-mib"), "application/json", "");
+        assert_eq!(code, 200);
+        assert!(stored["data"].get("b").is_none(), "nothing of the refused patch is stored");
+
+        // A small JSON patch of doubling copies: refused by the size its copies add, before the object
+        // is built (20 doublings of 4 KiB would be 4 GiB).
+        assert_eq!(status(a, "POST", CMS, "application/json", &cm("seed", 10)).0, 201);
+        let mut ops = vec![json!({"op": "add", "path": "/metadata/annotations", "value": {"n": "z".repeat(4096)}})];
+        for i in 0..20 {
+            ops.push(json!({"op": "copy", "from": "/metadata/annotations", "path": format!("/metadata/annotations/c{i}")}));
+        }
+        let patch = Value::Array(ops).to_string();
+        assert!(patch.len() < 8192, "a small patch: {} bytes", patch.len());
+        assert_status(
+            status(a, "PATCH", &format!("{CMS}/seed"), "application/json-patch+json", &patch),
+            422,
+            "Invalid",
+            "Unable to complete the copy, the accumulated size increase of copy is",
+        );
+        let (_, refused) = status(a, "PATCH", &format!("{CMS}/seed"), "application/json-patch+json", &patch);
+        assert!(
+            refused["message"].as_str().unwrap_or_default().ends_with("exceeding the limit 3145728"),
+            "{refused}"
+        );
+    })
+    .await
+    .expect("requests");
+}

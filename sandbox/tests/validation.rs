@@ -714,3 +714,46 @@ async fn api_services_are_validated_like_the_aggregator_does() {
         .expect("stored cluster-wide");
     assert_eq!(got.metadata.namespace, None);
 }
+
+#[tokio::test]
+async fn a_float_in_an_integer_field_is_refused_however_it_arrives() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    install(&client, &format!("{FIXTURES}/thing-crd.yaml")).await;
+    let things = api(&client, "example.com", "v1", "Thing", "things");
+    const FLOAT: &str =
+        r#"spec.replicas: Invalid value: "number": spec.replicas in body must be of type integer: "number""#;
+    let (code, message) = create_err(&things, thing("f", json!({"name": "a", "replicas": 1.5}))).await;
+    assert_eq!(code, 422);
+    assert!(message.ends_with(FLOAT), "{message}");
+    // A whole number written as a float is an integer to the API server too.
+    things
+        .create(
+            &PostParams::default(),
+            &obj(thing("f", json!({"name": "a", "replicas": 2.0}))),
+        )
+        .await
+        .expect("2.0 is an integer");
+    for patch in [
+        Patch::Merge(json!({"spec": {"replicas": 2.5}})),
+        Patch::Json(
+            serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 2.5}]))
+                .expect("patch"),
+        ),
+        Patch::Apply(
+            json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "f"}, "spec": {"name": "a", "replicas": 3.5}}),
+        ),
+    ] {
+        let params = match patch {
+            Patch::Apply(_) => PatchParams::apply("test").force(),
+            _ => PatchParams::default(),
+        };
+        match things.patch("f", &params, &patch).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422);
+                assert!(s.message.ends_with(FLOAT), "{}", s.message);
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+}

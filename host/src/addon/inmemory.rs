@@ -407,6 +407,7 @@ pub async fn start_sandbox(
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             cert_dir: None,
             retry_after_seconds: 1,
+            ..crate::hooks::HooksConfig::default()
         },
         shutdown.clone(),
     )

@@ -107,6 +107,7 @@ pub async fn run(
         path: config.work_dir.clone(),
         reason: e.to_string(),
     })?;
+    remove_leftovers(&config.work_dir);
     let ctx = Arc::new(Context::new(client.clone(), config));
     let stop = |mut rx: watch::Receiver<bool>| async move {
         // A dropped sender also means stop.
@@ -726,11 +727,12 @@ async fn build_values(
             _ => input.infra_cluster = object,
         }
     }
-    let scratch = scratch_dir(&ctx.config.work_dir, "values").map_err(|reason| ValuesError::Template {
-        file: file.to_owned(),
-        release: tag.clone(),
-        reason,
-    })?;
+    let scratch =
+        scratch_dir(&ctx.config.work_dir, VALUES_SCRATCH).map_err(|reason| ValuesError::Template {
+            file: file.to_owned(),
+            release: tag.clone(),
+            reason,
+        })?;
     let renderer = ctx.config.renderer.clone();
     let (file_owned, tag_owned) = (file.to_owned(), tag.clone());
     let scratch_path = scratch.path().to_owned();
@@ -777,6 +779,30 @@ async fn build_values(
         });
     }
     Ok(changed)
+}
+
+/// Prefix of the scratch directory a values template renders in.
+const VALUES_SCRATCH: &str = "values";
+/// Prefix of an addon archive being unpacked (renamed into place when complete).
+const UNPACKING: &str = ".unpack-";
+
+/// Removes what a process killed mid-way left in the work directory: scratch directories and
+/// half-unpacked addon archives. Completely unpacked archives stay.
+pub fn remove_leftovers(work_dir: &Path) {
+    let entries = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for entry in entries(work_dir) {
+        if entry.file_name().to_string_lossy().starts_with(VALUES_SCRATCH) {
+            // Best effort: a leftover is never read.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    for source in entries(&work_dir.join("addons")) {
+        for entry in entries(&source.path()) {
+            if entry.file_name().to_string_lossy().starts_with(UNPACKING) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 fn scratch_dir(work_dir: &Path, prefix: &str) -> Result<tempfile::TempDir, String> {
@@ -829,7 +855,7 @@ fn unpacked_addon(work_dir: &Path, assets: &ReleaseAssets) -> Result<BTreeMap<St
     let parent = dest.parent().unwrap_or(work_dir);
     std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
+        .prefix(UNPACKING)
         .tempdir_in(parent)
         .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?;
     assets
@@ -1211,4 +1237,24 @@ async fn finish(p: &mut Progress<'_>, run: &Run<'_>) -> Result<Action, Error> {
     p.applied(&run.assets.name.tag());
     p.save().await?;
     Ok(Action::requeue(p.ctx.config.resync))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn leftovers_of_a_killed_process_are_removed_and_unpacked_archives_stay() {
+        let work = tempfile::tempdir().expect("tmp");
+        let scratch = work.path().join("valuesAbc123");
+        let half = work.path().join("addons/0123456789abcdef/.unpack-xyz");
+        let done = work
+            .path()
+            .join("addons/0123456789abcdef/docker-ferrol-1-32-v2/cni");
+        for dir in [&scratch, &half, &done] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+            std::fs::write(dir.join("Chart.yaml"), "name: x\n").expect("write");
+        }
+        super::remove_leftovers(work.path());
+        assert!(!scratch.exists() && !half.exists());
+        assert!(done.join("Chart.yaml").is_file());
+    }
 }

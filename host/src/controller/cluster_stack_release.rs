@@ -31,10 +31,17 @@ use crate::apply::ssa::{Applier, SsaError};
 use crate::apply::{ApplyError, Owner};
 use crate::plugin::types::{Error as GuestErrorKind, ImageState, NodeImage, ReleaseInfo};
 use crate::plugin::PluginError;
-use crate::release::{orc_node_images, parse_node_images, ReleaseAssets, ReleaseName};
-use crate::render::RenderRequest;
+use crate::release::{
+    orc_node_images, parse_node_images, Download, ReleaseAssets, ReleaseError, ReleaseName,
+};
+use crate::render::{RenderError, RenderRequest};
 
 pub(crate) const CONTROLLER: &str = "clusterstackrelease";
+
+/// The key of a release in the context's backoff, downloads and stop flags.
+pub(crate) fn key(namespace: &str, name: &str) -> String {
+    format!("cskr/{namespace}/{name}")
+}
 
 /// What a step decided.
 enum Step<T> {
@@ -162,7 +169,7 @@ async fn reconcile_release(
     let mut r = Release {
         ctx,
         csr,
-        key: format!("cskr/{ns}/{}", csr.name_any()),
+        key: key(&ns, &csr.name_any()),
         ns,
         status: csr.status.clone().unwrap_or_default(),
         now: now(),
@@ -382,27 +389,27 @@ async fn finish_without_plugin(r: &mut Release<'_>, name: &ReleaseName, assets: 
 }
 
 async fn fetch(r: &mut Release<'_>, name: &ReleaseName) -> Step<ReleaseAssets> {
+    const T: &str = types::CLUSTER_STACK_RELEASE_DOWNLOADED;
     let ctx = r.ctx;
     let source = match ctx.release_source(&r.ns, r.csr.spec.source.as_ref()).await {
         Ok(s) => s,
-        Err(e) => {
-            return r
-                .failed(types::CLUSTER_STACK_RELEASE_DOWNLOADED, "SourceInvalid", e)
-                .await
-        }
+        Err(e) => return r.failed(T, "SourceInvalid", e).await,
     };
-    match ctx.releases.fetch(source.as_ref(), name).await {
-        Ok(assets) => {
+    // The download runs in the background: a slow source never holds this worker.
+    let (since, reason, message) = match ctx.downloads.poll(&r.key, source.clone(), name) {
+        Download::Done(Ok(assets)) => {
             r.ok(types::ASSETS_CLIENT_API_AVAILABLE);
-            Step::Next(assets)
+            return Step::Next(assets);
         }
-        Err(e) => {
+        Download::Done(Err(e)) => {
             let reason = match &e {
-                crate::release::ReleaseError::NotFound { .. } => "ReleaseNotFound",
-                crate::release::ReleaseError::Source { .. } => "SourceUnavailable",
+                ReleaseError::NotFound { .. } => "ReleaseNotFound",
+                ReleaseError::Source { .. } => "SourceUnavailable",
+                ReleaseError::TimedOut { .. } => "DownloadTimedOut",
+                ReleaseError::Integrity { .. } => "DigestMismatch",
                 _ => "ReleaseAssetsInvalid",
             };
-            if reason == "SourceUnavailable" {
+            if matches!(reason, "SourceUnavailable" | "DownloadTimedOut") {
                 r.not_ok(
                     types::ASSETS_CLIENT_API_AVAILABLE,
                     ConditionSeverity::Warning,
@@ -410,10 +417,34 @@ async fn fetch(r: &mut Release<'_>, name: &ReleaseName) -> Step<ReleaseAssets> {
                     e.to_string(),
                 );
             }
-            r.failed(types::CLUSTER_STACK_RELEASE_DOWNLOADED, reason, e.to_string())
-                .await
+            return r.failed(T, reason, e.to_string()).await;
         }
-    }
+        Download::Queued {
+            origin,
+            running,
+            since,
+        } => (
+            since,
+            "DownloadQueued",
+            format!(
+                "waiting for a download slot: {running} downloads from {origin} are running \
+                 (--release-downloads-per-source)"
+            ),
+        ),
+        Download::Running { since } => (
+            since,
+            "Downloading",
+            format!(
+                "downloading {} from {} (at most {}s, --release-download-timeout)",
+                name.tag(),
+                source.describe(),
+                ctx.downloads.deadline().as_secs_f64()
+            ),
+        ),
+    };
+    r.not_ok(T, ConditionSeverity::Info, reason, message);
+    // Look again soon while it is young, less often as it ages.
+    Step::Wait((since.elapsed() / 4).clamp(Duration::from_millis(500), Duration::from_secs(10)))
 }
 
 /// The node images of a release: its `node-images.yaml`, and the ORC `Image` objects its
@@ -547,12 +578,22 @@ async fn render(r: &mut Release<'_>, name: &ReleaseName, assets: &ReleaseAssets)
     let assets_ = assets.clone();
     let ns = r.ns.clone();
     let release_name = name.helm_release_name();
+    // Deleting the release stops the render (see `Context::stop`).
+    let stop = r.ctx.stop_flag(&r.key);
+    let flag = stop.flag();
     let rendered = tokio::task::spawn_blocking(move || {
-        renderer.render(&RenderRequest::cluster_class(&assets_, &release_name, &ns))
+        renderer.render_until(&RenderRequest::cluster_class(&assets_, &release_name, &ns), &flag)
     })
     .await;
+    drop(stop);
     match rendered {
         Ok(Ok(objects)) => Step::Next(objects),
+        // The release is being deleted: the finalizer runs next.
+        Ok(Err(RenderError::Cancelled(_))) => Step::Wait(Duration::from_millis(100)),
+        Ok(Err(e @ RenderError::TimedOut { .. })) => {
+            r.failed(types::HELM_CHART_APPLIED, "RenderTimedOut", e.to_string())
+                .await
+        }
         Ok(Err(e)) => {
             r.failed(
                 types::HELM_CHART_APPLIED,
@@ -652,11 +693,13 @@ async fn finalize(csr: &ClusterStackRelease, ctx: &Context) -> Result<Action, ku
     let mut r = Release {
         ctx,
         csr,
-        key: format!("cskr/{ns}/{tag}"),
+        key: key(&ns, &tag),
         ns: ns.clone(),
         status: csr.status.clone().unwrap_or_default(),
         now: now(),
     };
+    // A download in flight is of no use any more.
+    ctx.downloads.cancel(&r.key);
     if let Ok(name) = ReleaseName::parse_tag(&tag) {
         let class = name.class_name();
         let users: Vec<String> = cluster_classes_in_use(&ctx.client, &ns)
@@ -788,7 +831,7 @@ async fn cleanup(ctx: &Context, csr: &ClusterStackRelease, plugin: &Arc<LoadedPl
 
 /// Requeue hint for API errors.
 pub fn error_policy(csr: Arc<ClusterStackRelease>, error: &kube::Error, ctx: Arc<Context>) -> Action {
-    let key = format!("cskr/{}/{}", csr.namespace().unwrap_or_default(), csr.name_any());
+    let key = key(&csr.namespace().unwrap_or_default(), &csr.name_any());
     tracing::warn!(release = %key, %error, "reconcile failed");
     Action::requeue(ctx.backoff(&key))
 }

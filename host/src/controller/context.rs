@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use crate::oci::layout::Layout;
 use crate::oci::registry::{Mirror, Registry, RegistryConfig};
 use crate::oci::release::OciReleaseSource;
 use crate::oci::source::Source;
-use crate::release::{GitHubConfig, GitHubSource, LocalDirSource, ReleaseCache, ReleaseSource};
+use crate::release::{Downloads, GitHubConfig, GitHubSource, LocalDirSource, ReleaseCache, ReleaseSource};
 use crate::render::Renderer;
 
 /// Options of the controllers (`stackhost run`, flattened into its command line).
@@ -100,6 +101,22 @@ pub struct ControllerArgs {
     /// Most MiB one file in a chart archive of a release may expand to (Helm's own limit by default).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub release_max_file_mib: u64,
+    /// Longest time one release download may take, start to end (a source that trickles bytes cannot
+    /// hold a download longer). Listing a source's tags gets this or 30s, whichever is shorter.
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
+    pub release_download_timeout: Duration,
+    /// Release downloads from one origin (a registry host, a GitHub API host) running at once; more
+    /// wait their turn in order. Downloads never occupy reconcile workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub release_downloads_per_source: u16,
+    /// Longest time one Helm render may take; a render still running then is stopped (each render
+    /// runs in a child process) and its release reports `RenderTimedOut`.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub render_timeout: Duration,
+    /// The stackhost binary that runs renders (`<program> internal-render`); this process's own binary
+    /// by default (tests point it at the built binary).
+    #[arg(long, env = "STACKHOST_RENDER_PROGRAM", hide = true)]
+    pub render_program: Option<PathBuf>,
 }
 
 /// See [`ControllerArgs::provider_step`].
@@ -132,7 +149,19 @@ impl Default for ControllerArgs {
             release_allow_namespaces: Vec::new(),
             release_max_unpacked_mib: 100,
             release_max_file_mib: 5,
+            release_download_timeout: Duration::from_secs(300),
+            release_downloads_per_source: 4,
+            render_timeout: Duration::from_secs(30),
+            render_program: None,
         }
+    }
+}
+
+/// A duration greater than zero (zero would mean "no time at all", not "no limit").
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match crate::run::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: use a duration greater than zero, e.g. 5m")),
+        d => Ok(d),
     }
 }
 
@@ -189,7 +218,9 @@ pub struct Context {
     pub client: kube::Client,
     pub args: ControllerArgs,
     pub plugins: PluginRegistry,
-    pub releases: ReleaseCache,
+    pub releases: Arc<ReleaseCache>,
+    /// Release downloads in the background (deadline, slots per origin, cancellation).
+    pub downloads: Downloads,
     pub blobs: Arc<BlobCache>,
     pub renderer: Arc<dyn Renderer>,
     pub metrics: Metrics,
@@ -200,6 +231,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     tags: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     refreshes: Mutex<HashMap<String, String>>,
+    /// Stop flags of renders in flight, by object key (see [`Context::stop`]).
+    stops: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -221,9 +254,16 @@ impl Context {
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let root = args.cache_root();
-        let releases = ReleaseCache::open(&root.join("releases"))
-            .with_context(|| format!("cannot open the release cache in {}", root.display()))?
-            .with_limits(args.archive_limits());
+        let releases = Arc::new(
+            ReleaseCache::open(&root.join("releases"))
+                .with_context(|| format!("cannot open the release cache in {}", root.display()))?
+                .with_limits(args.archive_limits()),
+        );
+        let downloads = Downloads::new(
+            releases.clone(),
+            args.release_download_timeout,
+            usize::from(args.release_downloads_per_source),
+        );
         let blobs = Arc::new(
             BlobCache::open(root.join("blobs"))
                 .with_context(|| format!("cannot open the blob cache in {}", root.display()))?,
@@ -251,6 +291,7 @@ impl Context {
             args,
             plugins,
             releases,
+            downloads,
             blobs,
             renderer,
             metrics,
@@ -260,6 +301,7 @@ impl Context {
             failures: Mutex::default(),
             tags: Mutex::default(),
             refreshes: Mutex::default(),
+            stops: Mutex::default(),
         })
     }
 
@@ -350,6 +392,7 @@ impl Context {
                     owner: gh.owner.clone(),
                     repository: gh.repository.clone(),
                     token,
+                    max_asset_bytes: None,
                 })))
             }
             _ => self.default_source(),
@@ -376,6 +419,7 @@ impl Context {
                 owner: owner.into(),
                 repository: repository.into(),
                 token: None,
+                max_asset_bytes: None,
             })));
         }
         let (repo, insecure) = match (spec.strip_prefix("oci://"), spec.strip_prefix("oci+http://")) {
@@ -427,7 +471,18 @@ impl Context {
                 }
             }
         }
-        let list = source.list_releases().await.map_err(|e| e.to_string())?;
+        // A listing holds a ClusterStack worker: bound it, or one slow source stalls every ClusterStack.
+        let limit = self.args.release_download_timeout.min(Duration::from_secs(30));
+        let list = match tokio::time::timeout(limit, source.list_releases()).await {
+            Ok(listed) => listed.map_err(|e| e.to_string())?,
+            Err(_) => {
+                return Err(format!(
+                    "{} did not list its releases within {}s",
+                    source.describe(),
+                    limit.as_secs_f64()
+                ))
+            }
+        };
         self.tags
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -439,6 +494,29 @@ impl Context {
     pub fn refresh_requested(&self, uid: &str, value: &str) -> bool {
         let mut seen = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
         seen.insert(uid.to_string(), value.to_string()).as_deref() != Some(value)
+    }
+
+    /// A stop flag for the work `key` is about to do (a render), set by [`Context::stop`]; forgotten
+    /// when the returned guard is dropped.
+    pub fn stop_flag(&self, key: &str) -> StopFlag<'_> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), flag.clone());
+        StopFlag {
+            ctx: self,
+            key: key.to_owned(),
+            flag,
+        }
+    }
+
+    /// The object `key` is going away: stop its render and its download, if any.
+    pub fn stop(&self, key: &str) {
+        if let Some(flag) = self.stops.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        self.downloads.cancel(key);
     }
 
     /// Publishes an Event about `object`; failures are logged, never fatal.
@@ -472,6 +550,30 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+    }
+}
+
+/// A registered stop flag; see [`Context::stop_flag`].
+#[derive(Debug)]
+pub struct StopFlag<'a> {
+    ctx: &'a Context,
+    key: String,
+    flag: Arc<AtomicBool>,
+}
+
+impl StopFlag<'_> {
+    /// The flag, for the thread doing the work.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+}
+
+impl Drop for StopFlag<'_> {
+    fn drop(&mut self) {
+        let mut stops = self.ctx.stops.lock().unwrap_or_else(|p| p.into_inner());
+        if stops.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flag)) {
+            stops.remove(&self.key);
+        }
     }
 }
 

@@ -107,6 +107,20 @@ pub async fn run(
             };
             affected
         })
+        // A release being deleted stops its render and download at once: the reconcile doing them may
+        // hold the release for a while, and its finalizer only runs after it.
+        .watches(api::<ClusterStackRelease>(&ctx.client, ns), watch.clone(), {
+            let ctx = ctx.clone();
+            move |csr| {
+                if csr.metadata.deletion_timestamp.is_some() {
+                    ctx.stop(&cluster_stack_release::key(
+                        &csr.namespace().unwrap_or_default(),
+                        &csr.name_any(),
+                    ));
+                }
+                None::<ObjectRef<ClusterStackRelease>>
+            }
+        })
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(

@@ -1,9 +1,17 @@
 //! The HTTPS listener of the hook server: a certificate from a directory (`tls.crt`, `tls.key`, as
 //! cert-manager writes them; upstream `--hook-cert-dir`) or, without one, a CA and serving certificate
 //! generated at start (the sandbox and tests; the CA goes into the ExtensionConfig's `caBundle`).
+//!
+//! Every connection is held to a deadline: a request must arrive in full and be answered within
+//! `request_timeout` of its first byte, and a connection silent for as long is closed. A client that
+//! sends its headers a byte at a time (slowloris) cannot keep connections open.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,8 +21,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use kube_emulator::tls::Tls;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,6 +40,9 @@ pub struct HooksConfig {
     pub cert_dir: Option<PathBuf>,
     /// `retryAfterSeconds` while `BeforeClusterUpgrade` blocks; upstream 10.
     pub retry_after_seconds: i64,
+    /// Time a request may take from its first byte to the end of its answer, and longest silence on a
+    /// connection; past it the connection is closed.
+    pub request_timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -38,6 +51,8 @@ impl Default for HooksConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 9442)),
             cert_dir: None,
             retry_after_seconds: 10,
+            // Cluster API's hook client waits 10 s by default; its requests are a few KiB.
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -169,7 +184,10 @@ pub async fn start(
         addr: config.addr,
         source,
     })?;
-    let listener = tls.listener(tcp);
+    let listener = Deadlines {
+        inner: tls.listener(tcp),
+        timeout: config.request_timeout,
+    };
     let ca_pem = tls.ca_pem.clone();
     let app = router(client, config.retry_after_seconds);
     let mut shutdown = shutdown;
@@ -183,6 +201,117 @@ pub async fn start(
     });
     tracing::info!(%addr, "runtime hook server listening");
     Ok(HooksServer { addr, ca_pem, task })
+}
+
+/// A listener whose connections keep [`Deadline`]s.
+struct Deadlines<L> {
+    inner: L,
+    timeout: Duration,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for Deadlines<L>
+where
+    L::Io: Unpin,
+{
+    type Io = Deadline<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.inner.accept().await;
+        let io = Deadline {
+            io,
+            timeout: self.timeout,
+            expires: Box::pin(tokio::time::sleep(self.timeout)),
+            in_request: false,
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that fails its reads once its deadline passed: `timeout` after the first byte of a
+/// request until an answer is written, and `timeout` of silence between requests.
+struct Deadline<T> {
+    io: T,
+    timeout: Duration,
+    expires: Pin<Box<Sleep>>,
+    /// Bytes of a request arrived and no answer was written since.
+    in_request: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && !self.in_request {
+                    // The first bytes of a request: it has `timeout` to arrive and be answered.
+                    self.in_request = true;
+                    let at = Instant::now() + self.timeout;
+                    self.expires.as_mut().reset(at);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.expires.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request did not arrive within the hook server's request timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && self.in_request {
+            // Answered: the connection may now idle for `timeout` before the next request.
+            self.in_request = false;
+            let at = Instant::now() + self.timeout;
+            self.expires.as_mut().reset(at);
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && self.in_request {
+            self.in_request = false;
+            let at = Instant::now() + self.timeout;
+            self.expires.as_mut().reset(at);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 /// The certificate of `--hooks-cert-dir`: `tls.crt` (chain, leaf first), `tls.key`, and `ca.crt` for the

@@ -225,6 +225,15 @@ pub fn check_manifest(origin: &str, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// A directory removed when dropped (it is gone already once it was moved into place).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Download the release `reference` into `dest` (replacing it atomically).
 pub async fn pull(source: &Source, reference: &Reference, dest: &Path) -> Result<PulledRelease> {
     let shown = display(reference);
@@ -242,6 +251,8 @@ pub async fn pull(source: &Source, reference: &Reference, dest: &Path) -> Result
     let partial = parent.join(format!(".{base}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(|e| OciError::io("creating", &partial, e))?;
+    // Removed however the pull ends, also when it is dropped half-way (a deadline, a cancellation).
+    let _partial = RemoveOnDrop(partial.clone());
 
     let result = async {
         let mut names = Vec::new();
@@ -335,6 +346,10 @@ impl OciReleaseSource {
                 tag: reference,
                 source_name: self.describe(),
             },
+            e if e.is_content_error() => ReleaseError::Integrity {
+                source_name: self.describe(),
+                message: e.to_string(),
+            },
             other => ReleaseError::Source {
                 source_name: self.describe(),
                 message: other.to_string(),
@@ -358,6 +373,13 @@ impl ReleaseSource for OciReleaseSource {
                 self.describe(),
                 r.config().credentials.identity(self.repository.registry())
             ),
+            Source::Layout(_) => self.describe(),
+        }
+    }
+
+    fn origin(&self) -> String {
+        match &self.source {
+            Source::Registry(_) => self.repository.registry().to_string(),
             Source::Layout(_) => self.describe(),
         }
     }

@@ -1,6 +1,11 @@
 //! The wasmtime engine: pooling allocator, epoch ticker, and compilation once per component digest
 //! (in memory, and on disk keyed by digest and the engine's compatibility hash so a restart does not
 //! recompile).
+//!
+//! Compiled code on disk is native code that runs as the controller, so an entry is trusted only when
+//! its MAC checks out: HMAC-SHA256, keyed by a random key made once per installation (`key` in the cache
+//! directory, mode 0600), over the component digest, the engine's compatibility hash and the code. A
+//! file copied under another digest (or edited, or half-written) fails the check and is recompiled.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -88,6 +93,8 @@ pub(crate) struct PluginEngine {
     /// Background compiles in progress (`compile_in_background`), by digest, with their start.
     compiling: Mutex<HashMap<String, std::time::Instant>>,
     compat_hash: String,
+    /// The key of the on-disk cache's MACs; `None` when there is no disk cache (or no usable key).
+    cache_key: Option<[u8; 32]>,
 }
 
 /// Where the compiled code of one component stands (see `PluginHost::compile_in_background`).
@@ -131,6 +138,14 @@ impl PluginEngine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat_hash = format!("{:016x}", hasher.finish());
 
+        let cache_key = config.cache_dir.as_deref().and_then(|dir| match cache_key(dir) {
+            Ok(key) => Some(key),
+            Err(why) => {
+                tracing::warn!(dir = %dir.display(), "compiled code is not cached on disk: {why}");
+                None
+            }
+        });
+
         start_epoch_ticker(&engine);
         Ok(PluginEngine {
             engine,
@@ -139,6 +154,7 @@ impl PluginEngine {
             compiled: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
             compat_hash,
+            cache_key,
         })
     }
 
@@ -197,15 +213,30 @@ impl PluginEngine {
 
     fn cache_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.trim_start_matches("sha256:");
+        self.cache_key?;
         self.config
             .cache_dir
             .as_ref()
             .map(|dir| dir.join(format!("{hex}-{}.cwasm", self.compat_hash)))
     }
 
+    /// The MAC of `code` compiled from the component `digest` by this engine.
+    fn mac(&self, key: &[u8; 32], digest: &str, code: &[u8]) -> String {
+        let message = [
+            b"stackhost compiled code v1\0".as_slice(),
+            digest.as_bytes(),
+            b"\0",
+            self.compat_hash.as_bytes(),
+            b"\0",
+            Sha256::digest(code).as_slice(),
+        ]
+        .concat();
+        hex::encode(hmac_sha256(key, &message))
+    }
+
     fn compile_uncached(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
         if let Some(path) = self.cache_path(digest) {
-            match self.load_cached(&path) {
+            match self.load_cached(digest, &path) {
                 Ok(Some(component)) => return Ok(component),
                 Ok(None) => {}
                 Err(why) => tracing::warn!(path = %path.display(), "ignoring cached compiled plugin: {why}"),
@@ -218,53 +249,119 @@ impl PluginEngine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compiled plugin"
         );
-        if let Some(path) = self.cache_path(digest) {
-            if let Err(why) = store_cached(&path, &component) {
+        if let (Some(path), Some(key)) = (self.cache_path(digest), &self.cache_key) {
+            let stored = component.serialize().map_err(|e| e.to_string()).and_then(|code| {
+                let mac = self.mac(key, digest, &code);
+                store_cached(&path, &code, &mac)
+            });
+            if let Err(why) = stored {
                 tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {why}");
             }
         }
         Ok(component)
     }
 
-    /// Loads precompiled code if it is there and its checksum (written beside it) matches.
-    fn load_cached(&self, path: &Path) -> Result<Option<Component>, String> {
+    /// Loads precompiled code if it is there and its MAC (written beside it) proves that this
+    /// installation compiled it from the component `digest` with this engine.
+    fn load_cached(&self, digest: &str, path: &Path) -> Result<Option<Component>, String> {
+        let Some(key) = &self.cache_key else {
+            return Ok(None);
+        };
         let code = match std::fs::read(path) {
             Ok(code) => code,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
-        let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("checksum: {e}"))?;
-        if hex::encode(Sha256::digest(&code)) != expected.trim() {
-            return Err("checksum mismatch (corrupt or partial file); recompiling".into());
+        let expected = std::fs::read_to_string(mac_path(path)).map_err(|e| format!("MAC: {e}"))?;
+        if !same(
+            self.mac(key, digest, &code).as_bytes(),
+            expected.trim().as_bytes(),
+        ) {
+            return Err(format!(
+                "its MAC does not match: not compiled from {digest} by this installation (copied, \
+                 edited or partial); recompiling"
+            ));
         }
         deserialize(&self.engine, &code).map(Some)
     }
 }
 
 // Deserialising compiled code is `unsafe` in wasmtime because the bytes become executable code.
-// We only read files this host wrote itself (checksummed, keyed by the engine's compatibility hash)
-// from its own cache directory.
+// We only read files whose MAC proves this installation wrote them for this digest and engine.
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, code: &[u8]) -> Result<Component, String> {
     // SAFETY: `code` was produced by `Component::serialize` of an engine with the same compatibility
-    // hash (it is in the file name) and its SHA-256 matched the checksum written with it.
+    // hash, from the component being loaded: its HMAC under this installation's key, over the digest,
+    // the compatibility hash and the code, matched.
     unsafe { Component::deserialize(engine, code) }.map_err(|e| format!("{e:#}"))
 }
 
-fn checksum_path(path: &Path) -> PathBuf {
-    path.with_extension("cwasm.sha256")
+fn mac_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.mac")
 }
 
-/// Writes the compiled code and its checksum atomically (temp file + rename), checksum last.
-fn store_cached(path: &Path, component: &Component) -> Result<(), String> {
-    let code = component.serialize().map_err(|e| e.to_string())?;
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The installation's cache key, `<dir>/key` (32 random bytes, mode 0600), made on first use.
+fn cache_key(dir: &Path) -> Result<[u8; 32], String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let path = dir.join("key");
+    let mut key = [0u8; 32];
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut random| random.read_exact(&mut key))
+                .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+            file.write_all(&key)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            bytes.try_into().map_err(|_| {
+                format!(
+                    "{} is not a 32-byte key; remove it (the cache is rebuilt)",
+                    path.display()
+                )
+            })
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// Writes the compiled code and its MAC atomically (temp file + rename), the MAC last.
+fn store_cached(path: &Path, code: &[u8], mac: &str) -> Result<(), String> {
     let dir = path.parent().ok_or("no cache directory")?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    write_atomic(path, &code)?;
-    write_atomic(
-        &checksum_path(path),
-        hex::encode(Sha256::digest(&code)).as_bytes(),
-    )
+    write_atomic(path, code)?;
+    write_atomic(&mac_path(path), mac.as_bytes())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -312,7 +409,87 @@ pub fn digest_of(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_at_least;
+    use super::{kernel_at_least, EngineConfig, PluginEngine};
+
+    /// The names a compiled component exports.
+    fn exports(engine: &PluginEngine, digest: &str, bytes: &[u8]) -> Vec<String> {
+        let component = engine.compile(digest, bytes).expect("compile");
+        component
+            .component_type()
+            .exports(&engine.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn compiled_code_copied_under_another_digest_is_recompiled_not_run() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = || {
+            PluginEngine::new(EngineConfig {
+                cache_dir: Some(dir.path().to_path_buf()),
+                max_instances: 1,
+                ..EngineConfig::default()
+            })
+            .expect("engine")
+        };
+        let component = |name: &str| {
+            wat::parse_str(format!(
+                "(component (core module $m) (export \"{name}\" (core module $m)))"
+            ))
+            .expect("component")
+        };
+        let (a, b) = (component("from-a"), component("from-b"));
+        let (digest_a, digest_b) = (super::digest_of(&a), super::digest_of(&b));
+        let first = engine();
+        assert_eq!(exports(&first, &digest_a, &a), ["from-a"]);
+        assert_eq!(exports(&first, &digest_b, &b), ["from-b"]);
+        drop(first);
+
+        let key = std::fs::metadata(dir.path().join("key")).expect("key file");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+            0o600
+        );
+        let entry = |digest: &str, ext: &str| {
+            let hex = digest.trim_start_matches("sha256:");
+            std::fs::read_dir(dir.path())
+                .expect("cache dir")
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    name.starts_with(hex) && name.ends_with(ext)
+                })
+                .expect("cache entry")
+        };
+        // A's compiled code and its MAC, copied over B's entry.
+        let a_code = std::fs::read(entry(&digest_a, ".cwasm")).expect("read");
+        std::fs::copy(entry(&digest_a, ".cwasm"), entry(&digest_b, ".cwasm")).expect("copy");
+        std::fs::copy(entry(&digest_a, ".cwasm.mac"), entry(&digest_b, ".cwasm.mac")).expect("copy");
+
+        let restarted = engine();
+        assert_eq!(
+            exports(&restarted, &digest_b, &b),
+            ["from-b"],
+            "B is B, not A's code"
+        );
+        assert_ne!(
+            std::fs::read(entry(&digest_b, ".cwasm")).expect("read"),
+            a_code,
+            "B's entry was compiled again"
+        );
+        // A's own entry is still served from the cache.
+        let a_written = std::fs::metadata(entry(&digest_a, ".cwasm"))
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(exports(&restarted, &digest_a, &a), ["from-a"]);
+        assert_eq!(
+            std::fs::metadata(entry(&digest_a, ".cwasm"))
+                .and_then(|m| m.modified())
+                .expect("mtime"),
+            a_written
+        );
+    }
 
     #[test]
     fn kernel_release_strings_compare_by_major_and_minor() {

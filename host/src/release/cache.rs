@@ -6,7 +6,8 @@
 //! A download goes to a temporary sibling directory and is renamed into place only after
 //! [`ReleaseAssets::load`] accepted it, so a crash or a failed download never leaves a half-downloaded
 //! release where readers look (upstream used the directory's existence as the only marker, §3.6).
-//! Leftover temporary directories from a crash are removed when the cache is opened.
+//! Leftover temporary directories from a crash are removed when the cache is opened; a download stopped
+//! half-way (its deadline passed, its release was deleted) removes its own at once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,16 @@ use super::name::ReleaseName;
 use super::source::ReleaseSource;
 
 const TMP_PREFIX: &str = ".partial-";
+
+/// A download's temporary directory, removed when dropped.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // Best effort: a leftover is never read, and open() removes it.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A cache of validated releases under one root directory.
 #[derive(Debug)]
@@ -43,7 +54,9 @@ impl ReleaseCache {
                 .flatten()
                 .flatten()
             {
-                if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                // Only release directories and source.txt are published; a hidden entry is a leftover
+                // of a download cut short: ours (`.partial-`), or an OCI pull's (`..partial-…`, `.old-`).
+                if entry.file_name().to_string_lossy().starts_with('.') {
                     // Best effort: a leftover that cannot be removed is harmless, it is never read.
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
@@ -112,12 +125,11 @@ impl ReleaseCache {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = source_dir.join(format!("{TMP_PREFIX}{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(ReleaseError::io("cannot create", &tmp))?;
-        let result = self.download_into(source, release, &tmp).await;
-        if result.is_err() {
-            // Best effort cleanup; open() removes what is left.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result
+        // Removed however this ends: failed, published (then it is gone already), or stopped half-way
+        // because the future was dropped (a deadline, a deleted release). open() removes what a crash
+        // leaves.
+        let _partial = Partial(tmp.clone());
+        self.download_into(source, release, &tmp).await
     }
 
     async fn download_into(

@@ -75,6 +75,29 @@ pub enum ReleaseError {
         /// The source, e.g. `local directory /x` or `GitHub SovereignCloudStack/cluster-stacks`.
         source_name: String,
     },
+    /// The download did not finish within its deadline.
+    #[error(
+        "release {tag}: the download from {source_name} did not finish within {}s \
+         (--release-download-timeout); it is retried with backoff",
+        after.as_secs_f64()
+    )]
+    TimedOut {
+        /// Release tag.
+        tag: String,
+        /// The source.
+        source_name: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// The source served content that does not match its digest or declared size (tampered with or
+    /// corrupt, at the source or a mirror); nothing of it was used.
+    #[error("{source_name}: {message}")]
+    Integrity {
+        /// The source.
+        source_name: String,
+        /// What did not match.
+        message: String,
+    },
     /// The source failed (network, HTTP status, authentication).
     #[error("{source_name}: {message}")]
     Source {

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod build;
 pub mod cache;
 pub mod chart;
+pub mod download;
 pub mod error;
 pub mod metadata;
 pub mod name;
@@ -16,6 +17,7 @@ pub mod version;
 
 pub use assets::{AddonLayout, ClusterAddonConfig, ReleaseAssets};
 pub use cache::ReleaseCache;
+pub use download::{Download, Downloads};
 pub use error::ReleaseError;
 pub use metadata::{Metadata, MetadataError};
 pub use name::{tag_from_class, NameError, ReleaseName};

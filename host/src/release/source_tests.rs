@@ -331,13 +331,81 @@ fn cache_downloads_once_and_never_exposes_a_broken_release() {
 #[test]
 fn cache_removes_leftovers_of_interrupted_downloads() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let partial = tmp
-        .path()
-        .join("cluster-stacks/0123456789abcdef/.partial-docker-ferrol-1-32-v1-1-0");
-    std::fs::create_dir_all(&partial).expect("mkdir");
-    std::fs::write(partial.join("metadata.yaml"), "half").expect("w");
+    let source = tmp.path().join("cluster-stacks/0123456789abcdef");
+    // The cache's own temporary directory, and those of an OCI pull into it (killed mid-way).
+    let leftovers = [
+        ".partial-docker-ferrol-1-32-v1-1-0",
+        "..partial-docker-ferrol-1-32-v1-1-0.partial-1",
+        ".docker-ferrol-1-32-v1.old-1",
+    ];
+    for name in leftovers {
+        std::fs::create_dir_all(source.join(name)).expect("mkdir");
+        std::fs::write(source.join(name).join("metadata.yaml"), "half").expect("w");
+    }
+    let kept = copy_release("docker-ferrol-1-32-v1", &source);
     ReleaseCache::open(tmp.path()).expect("open");
-    assert!(!partial.exists());
+    for name in leftovers {
+        assert!(!source.join(name).exists(), "{name} survived");
+    }
+    assert!(kept.join("metadata.yaml").is_file(), "published releases stay");
+}
+
+/// A source that writes a file and then never finishes.
+#[derive(Debug)]
+struct Hanging;
+
+impl ReleaseSource for Hanging {
+    fn describe(&self) -> String {
+        "a hanging source".into()
+    }
+    fn list_releases(&self) -> source::BoxFuture<'_, Result<Vec<String>, ReleaseError>> {
+        Box::pin(std::future::pending())
+    }
+    fn download<'a>(
+        &'a self,
+        _tag: &'a str,
+        dest: &'a Path,
+    ) -> source::BoxFuture<'a, Result<(), ReleaseError>> {
+        Box::pin(async move {
+            std::fs::write(dest.join("metadata.yaml"), "half").expect("write");
+            std::future::pending().await
+        })
+    }
+}
+
+#[test]
+fn a_download_stopped_half_way_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = Arc::new(ReleaseCache::open(tmp.path()).expect("cache"));
+    let name = ReleaseName::parse_tag("docker-ferrol-1-32-v1").expect("tag");
+    runtime().block_on(async {
+        let fetch = cache.fetch(&Hanging, &name);
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(200), fetch)
+            .await
+            .is_err());
+    });
+    let left: Vec<String> = std::fs::read_dir(cache.source_dir(&Hanging))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["source.txt"], "the partial download is removed");
+
+    // Through the background downloads: the deadline ends it with a message naming it.
+    let downloads = download::Downloads::new(cache.clone(), std::time::Duration::from_millis(200), 1);
+    let source: Arc<dyn ReleaseSource> = Arc::new(Hanging);
+    let err = runtime().block_on(async {
+        loop {
+            match downloads.poll("ns/a", source.clone(), &name) {
+                download::Download::Done(result) => break result.expect_err("deadline"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    });
+    assert_eq!(
+        err.to_string(),
+        "release docker-ferrol-1-32-v1: the download from a hanging source did not finish within 0.2s \
+         (--release-download-timeout); it is retried with backoff"
+    );
 }
 
 #[test]
@@ -473,6 +541,7 @@ fn github(server: &FakeGitHub, token: Option<&str>) -> GitHubSource {
         owner: "SovereignCloudStack".into(),
         repository: "cluster-stacks".into(),
         token: token.map(str::to_owned),
+        max_asset_bytes: None,
     })
 }
 
@@ -538,6 +607,145 @@ fn github_release_downloads_into_the_cache_with_a_token() {
     );
 }
 
+/// A loopback HTTP server answering `path -> (status, extra header lines, body)` (404 otherwise), and
+/// logging `path auth=<Authorization header>` of every request.
+fn serve_routes(
+    routes: impl Fn(&str, &str) -> Option<(&'static str, String, Vec<u8>)> + Send + 'static,
+) -> FakeGitHub {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (log, b) = (requests.clone(), base.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut auth = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case("authorization") {
+                        auth = Some(v.trim().to_owned());
+                    }
+                }
+            }
+            log.lock().expect("log").push(format!("{path} auth={auth:?}"));
+            let (status, extra, body) =
+                routes(&b, &path).unwrap_or(("404 Not Found", String::new(), b"{}".to_vec()));
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+                body.len()
+            );
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&body));
+        }
+    });
+    FakeGitHub { base, requests }
+}
+
+#[test]
+fn github_token_and_downloads_stay_on_the_api_host_and_assets_are_capped() {
+    let elsewhere = serve_routes(|_, _| Some(("200 OK", String::new(), b"[]".to_vec())));
+    let other = elsewhere.base.clone();
+    let api = serve_routes(move |base, path| {
+        let release = |assets: String| {
+            Some((
+                "200 OK",
+                String::new(),
+                format!(r#"{{"tag_name": "docker-ferrol-1-32-v1", "assets": [{assets}]}}"#).into_bytes(),
+            ))
+        };
+        match path {
+            "/repos/o/r/releases?per_page=100" => Some((
+                "200 OK",
+                format!("Link: <{other}/repos/o/r/releases?page=2>; rel=\"next\"\r\n"),
+                b"[]".to_vec(),
+            )),
+            "/repos/o/r/releases/tags/elsewhere" => release(format!(
+                r#"{{"name": "metadata.yaml", "url": "{other}/assets/1", "size": 10}}"#
+            )),
+            "/repos/o/r/releases/tags/declared-large" => release(format!(
+                r#"{{"name": "metadata.yaml", "url": "{base}/repos/o/r/releases/assets/2", "size": 2048}}"#
+            )),
+            "/repos/o/r/releases/tags/large" => release(format!(
+                r#"{{"name": "metadata.yaml", "url": "{base}/repos/o/r/releases/assets/2", "size": 10}}"#
+            )),
+            "/repos/o/r/releases/assets/2" => Some(("200 OK", String::new(), vec![b'#'; 2048])),
+            _ => None,
+        }
+    });
+    let source = |api_url: &str| {
+        GitHubSource::new(GitHubConfig {
+            api_url: api_url.to_owned(),
+            owner: "o".into(),
+            repository: "r".into(),
+            token: Some("s3cret".into()),
+            max_asset_bytes: Some(1024),
+        })
+    };
+    let gh = source(&api.base);
+    let rt = runtime();
+
+    // A next page on another host is not followed.
+    let err = rt.block_on(gh.list_releases()).expect_err("next page elsewhere");
+    assert!(
+        err.to_string().contains(&format!(
+            "the next page {}/repos/o/r/releases?page=2 is not on the API host {}; refusing to follow it",
+            elsewhere.base, api.base
+        )),
+        "{err}"
+    );
+
+    // Neither is an asset on another host.
+    let dest = tempfile::tempdir().expect("tmp");
+    let err = rt
+        .block_on(gh.download("elsewhere", dest.path()))
+        .expect_err("asset elsewhere");
+    assert!(
+        err.to_string().contains(&format!(
+            "asset metadata.yaml at {}/assets/1 is not on the API host",
+            elsewhere.base
+        )),
+        "{err}"
+    );
+    assert!(
+        elsewhere.requests.lock().expect("log").is_empty(),
+        "the other host was asked: {:?}",
+        elsewhere.requests.lock().expect("log")
+    );
+
+    // Assets over the cap are refused, by their declared size and by what they send.
+    for tag in ["declared-large", "large"] {
+        let err = rt.block_on(gh.download(tag, dest.path())).expect_err("too large");
+        assert!(
+            err.to_string().contains(&format!(
+                "release {tag}: asset metadata.yaml is larger than 1024 bytes, the limit of one release asset"
+            )),
+            "{err}"
+        );
+    }
+
+    // A token never goes over plain HTTP to a host that is not loopback (refused before connecting).
+    let err = rt
+        .block_on(source("http://github.invalid").list_releases())
+        .expect_err("plain http");
+    assert!(
+        err.to_string().contains(
+            "refusing to send the token over plain HTTP to http://github.invalid/repos/o/r/releases"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn github_unreachable_is_a_source_error() {
     // A port nothing listens on: bind, learn the port, close.
@@ -551,6 +759,7 @@ fn github_unreachable_is_a_source_error() {
         owner: "o".into(),
         repository: "r".into(),
         token: None,
+        max_asset_bytes: None,
     });
     let err = runtime().block_on(src.list_releases()).expect_err("down");
     assert!(matches!(err, ReleaseError::Source { .. }), "{err:?}");

@@ -88,7 +88,7 @@ impl Renderer for HelmBinRenderer {
         }
         if !output.status.success() {
             return Err(RenderError::Helm {
-                op: "render",
+                op: "render".into(),
                 chart: req.chart.to_owned(),
                 detail: stderr.trim().to_owned(),
             });
@@ -109,7 +109,7 @@ impl Renderer for HelmBinRenderer {
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             return Err(RenderError::Helm {
-                op: "package",
+                op: "package".into(),
                 chart: chart_dir.to_owned(),
                 detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });

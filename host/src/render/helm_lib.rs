@@ -158,7 +158,7 @@ impl HelmLib {
             }
         } else {
             RenderError::Helm {
-                op,
+                op: op.into(),
                 chart: chart.to_owned(),
                 detail,
             }

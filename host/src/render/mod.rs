@@ -6,20 +6,25 @@
 //! follow upstream (§2.2): the cluster-class chart renders as `<provider>-<name>-<major>-<minor>` in the
 //! ClusterStackRelease's namespace; addons as `cluster-addon` in `kube-system` with CRDs included.
 
+pub mod child;
 mod helm_bin;
 mod helm_lib;
 
+pub use child::ProcessRenderer;
 pub use helm_bin::HelmBinRenderer;
 pub use helm_lib::{discover_helm_lib, HelmLibRenderer, HELM_LIB_ENV};
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::release::ReleaseAssets;
 
-/// Why rendering failed.
-#[derive(Debug, thiserror::Error)]
+/// Why rendering failed. Serializable: a render in a child process reports it to the parent as data.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RenderError {
     /// `libhelm_c.so` could not be found or loaded.
     #[error("Helm library unavailable: {0}")]
@@ -31,7 +36,7 @@ pub enum RenderError {
     #[error("helm could not {op} {}: {detail}", chart.display())]
     Helm {
         /// What Helm was doing.
-        op: &'static str,
+        op: Cow<'static, str>,
         /// The chart.
         chart: PathBuf,
         /// Helm's message.
@@ -74,6 +79,20 @@ pub enum RenderError {
         /// The limit.
         limit: String,
     },
+    /// The render did not finish in time and was stopped.
+    #[error("rendering {} did not finish within {}s (--render-timeout) and was stopped; a cluster stack's chart renders in well under a second, so check its loops", chart.display(), after.as_secs_f64())]
+    TimedOut {
+        /// The chart.
+        chart: PathBuf,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The render was stopped because nobody needs it any more (its release is being deleted).
+    #[error("rendering {} was stopped: its release is being deleted", .0.display())]
+    Cancelled(PathBuf),
+    /// The render process failed (it could not start, crashed, or wrote more than a render may).
+    #[error("the render process failed: {0}")]
+    Process(String),
 }
 
 /// Most objects one render may yield. The real SCS stacks render a few dozen (cilium, the largest addon,
@@ -137,6 +156,13 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
 
     /// Renders a chart into manifests, sorted by [`sort_manifests`].
     fn render(&self, req: &RenderRequest<'_>) -> Result<Vec<Value>, RenderError>;
+
+    /// [`Renderer::render`], stopped with [`RenderError::Cancelled`] as soon as `stop` turns true where
+    /// the implementation can stop (a render in a child process); in-process renders run to their end.
+    fn render_until(&self, req: &RenderRequest<'_>, stop: &AtomicBool) -> Result<Vec<Value>, RenderError> {
+        let _ = stop;
+        self.render(req)
+    }
 
     /// Packages the chart directory `chart_dir` into `destination` as `helm package` does (honouring
     /// `.helmignore`, `<name>-<version>.tgz`); returns the archive's path.

@@ -19,11 +19,26 @@ async fn start_hooks_with(
     env: &Env,
     cert_dir: Option<&Path>,
 ) -> Result<(stackhost::hooks::HooksServer, watch::Sender<bool>), stackhost::hooks::HooksError> {
+    start_hooks_config(
+        env,
+        HooksConfig {
+            cert_dir: cert_dir.map(Path::to_path_buf),
+            ..HooksConfig::default()
+        },
+    )
+    .await
+}
+
+/// Starts the hook server on a free port with `config` (`retryAfterSeconds` 7).
+async fn start_hooks_config(
+    env: &Env,
+    config: HooksConfig,
+) -> Result<(stackhost::hooks::HooksServer, watch::Sender<bool>), stackhost::hooks::HooksError> {
     let (tx, rx) = watch::channel(false);
     let config = HooksConfig {
         addr: "127.0.0.1:0".parse().expect("addr"),
-        cert_dir: cert_dir.map(Path::to_path_buf),
         retry_after_seconds: 7,
+        ..config
     };
     let server = stackhost::hooks::start(env.client.clone(), config, rx).await?;
     Ok((server, tx))
@@ -341,4 +356,66 @@ async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
         )),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_its_request_slowly_is_disconnected() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let env = Env::start(false).await;
+    let (server, _stop) = start_hooks_config(
+        &env,
+        HooksConfig {
+            request_timeout: std::time::Duration::from_secs(1),
+            ..HooksConfig::default()
+        },
+    )
+    .await
+    .expect("hook server");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA")).expect("add CA");
+    }
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut conn = tls.connect(name, tcp).await.expect("TLS handshake");
+    conn.write_all(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+            stackhost::hooks::discovery_path()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request line");
+    // One header line every 200 ms, never the blank line that ends them (slowloris). The server ends
+    // the connection: a read sees its end, or a write fails.
+    let closed = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            if conn.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(std::time::Duration::from_millis(200), conn.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), closed)
+        .await
+        .expect("the server closes a connection whose request does not arrive within 1s");
+
+    // Clients that send their requests at once are served as before.
+    let (status, discovery) = post(&server, &stackhost::hooks::discovery_path(), "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(discovery["kind"], "DiscoveryResponse");
 }

@@ -138,6 +138,7 @@ async fn the_real_docker_stack_builds_gets_ready_applies_its_addons_and_upgrades
             cache_dir: Some(dir.path().join("cache")),
             retry_base: Duration::from_millis(300),
             retry_max: Duration::from_secs(5),
+            render_program: Some(env!("CARGO_BIN_EXE_stackhost").into()),
             ..ControllerArgs::default()
         },
         &crds,

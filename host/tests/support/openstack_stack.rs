@@ -266,6 +266,7 @@ pub fn controller_args(layout: &Path, cache: &Path) -> ControllerArgs {
         plugin_refresh_interval: Duration::from_secs(30),
         retry_base: Duration::from_millis(200),
         retry_max: Duration::from_secs(2),
+        render_program: Some(env!("CARGO_BIN_EXE_stackhost").into()),
         ..ControllerArgs::default()
     }
 }

@@ -29,6 +29,12 @@ pub trait ReleaseSource: Send + Sync + std::fmt::Debug {
         self.describe()
     }
 
+    /// Where the source's bytes come from (a registry host, an API host): downloads from one origin
+    /// share its download slots. Defaults to [`ReleaseSource::describe`].
+    fn origin(&self) -> String {
+        self.describe()
+    }
+
     /// All release tags (or names) the source offers; callers parse and filter them.
     fn list_releases(&self) -> BoxFuture<'_, Result<Vec<String>, ReleaseError>>;
 
