@@ -100,6 +100,10 @@ pub struct ControllerArgs {
     /// Most MiB one file in a chart archive of a release may expand to (Helm's own limit by default).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub release_max_file_mib: u64,
+    /// Keep every ProviderPlugin's `state` Secret in this namespace (e.g. stackhost's own, where its Role
+    /// may write Secrets) instead of the ProviderPlugin's namespace.
+    #[arg(long, env = "STACKHOST_PLUGIN_STATE_NAMESPACE")]
+    pub plugin_state_namespace: Option<String>,
 }
 
 /// See [`ControllerArgs::provider_step`].
@@ -132,6 +136,7 @@ impl Default for ControllerArgs {
             release_allow_namespaces: Vec::new(),
             release_max_unpacked_mib: 100,
             release_max_file_mib: 5,
+            plugin_state_namespace: None,
         }
     }
 }
@@ -198,6 +203,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     tags: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     refreshes: Mutex<HashMap<String, String>>,
+    /// Why the status of a ClusterStackRelease (`ns/name`) could not be written, e.g. RBAC refused
+    /// `patch` on `clusterstackreleases/status`: its ClusterStack reports it, the release cannot.
+    unwritten: Mutex<HashMap<String, String>>,
+    /// Ticks when `unwritten` changed: the ClusterStack controller reconciles every ClusterStack.
+    stacks_wake: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -258,6 +268,8 @@ impl Context {
             failures: Mutex::default(),
             tags: Mutex::default(),
             refreshes: Mutex::default(),
+            unwritten: Mutex::default(),
+            stacks_wake: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -462,6 +474,41 @@ impl Context {
             .retry_base
             .saturating_mul(factor)
             .min(self.args.retry_max)
+    }
+
+    /// Records why the status of ClusterStackRelease `ns/name` could not be written (`None`: it was
+    /// written). Returns whether that changed; a change wakes the ClusterStack controller.
+    pub fn release_status_unwritten(&self, ns: &str, name: &str, why: Option<String>) -> bool {
+        let key = format!("{ns}/{name}");
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match why {
+            Some(why) => unwritten.insert(key, why.clone()).as_ref() != Some(&why),
+            None => unwritten.remove(&key).is_some(),
+        };
+        drop(unwritten);
+        if changed {
+            self.stacks_wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        changed
+    }
+
+    /// Why the status of ClusterStackRelease `ns/name` could not be written, if it could not.
+    pub fn release_status_error(&self, ns: &str, name: &str) -> Option<String> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{ns}/{name}"))
+            .cloned()
+    }
+
+    /// A stream that yields whenever a release's status became writable or unwritable.
+    pub fn stacks_trigger(&self) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        let mut rx = self.stacks_wake.subscribe();
+        rx.mark_unchanged();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     /// Forgets the failures of `key` after a success.
