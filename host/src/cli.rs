@@ -302,15 +302,29 @@ async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
         args.controllers,
         &mut registry,
     )?);
-    let hooks = args.hooks_bind.map(|addr| crate::hooks::HooksConfig {
-        addr,
-        cert_dir: args.hooks_cert_dir.clone(),
-        ..crate::hooks::HooksConfig::default()
-    });
+    // The hooks are served by every replica, leader or standby: Cluster API calls whichever one the
+    // Service picks, and a hook that does not answer blocks Cluster creation and upgrades.
+    let health = crate::run::Health::default();
+    let (hooks_stop, hooks_stopped) = tokio::sync::watch::channel(false);
+    let hooks = match args.hooks_bind {
+        Some(addr) => {
+            let config = crate::hooks::HooksConfig {
+                addr,
+                cert_dir: args.hooks_cert_dir.clone(),
+                ..crate::hooks::HooksConfig::default()
+            };
+            // Unusable certificates stop the process at once.
+            let server = crate::hooks::start(client.clone(), config, hooks_stopped).await?;
+            health.require_hooks(server.serving());
+            Some(server)
+        }
+        None => None,
+    };
     let ended = crate::run::serve(
         &args.process,
         client.clone(),
         registry,
+        health,
         |shutdown, health| async move {
             let addons = crate::controller::addons::addon_config(&ctx);
             let addon_run = async {
@@ -319,26 +333,20 @@ async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
                     .await
                     .unwrap_or(Ok(()))
             };
-            // Started before the controllers: unusable certificates stop the process at once.
-            let hooks = match hooks {
-                Some(config) => Some(crate::hooks::start(client.clone(), config, shutdown.clone()).await?),
-                None => None,
-            };
-            let hooks_run = async {
-                if let Some(server) = hooks {
-                    server.stopped().await;
-                }
-            };
-            let (controllers, addons, ()) = tokio::join!(
+            let (controllers, addons) = tokio::join!(
                 crate::controller::run(ctx.clone(), shutdown.clone(), move || health.set_ready(true)),
                 addon_run,
-                hooks_run
             );
             controllers?;
             addons.map_err(|e| anyhow::anyhow!("ClusterAddon controller: {e}"))
         },
     )
-    .await?;
+    .await;
+    let _ = hooks_stop.send(true);
+    if let Some(server) = hooks {
+        server.stopped().await;
+    }
+    let ended = ended?;
     Ok(match ended {
         crate::run::Ended::Stopped => 0,
         crate::run::Ended::LostLeadership => 1,

@@ -286,14 +286,9 @@ async fn a_cluster_stack_follows_its_releases_from_apply_to_deletion() -> TestRe
         "{:?}",
         pp_status.imports
     );
-    let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    let state = state.get("stackhost-plugin-state-docker").await?;
+    let state = support::plugin_state(&client, NS, "docker").await?;
     assert_eq!(
-        state
-            .data
-            .unwrap_or_default()
-            .get("ready/docker-ferrol-1-32-v1")
-            .map(String::as_str),
+        state.get("ready/docker-ferrol-1-32-v1").map(String::as_str),
         Some("docker.io/kindest/node:v1.32.2")
     );
 
@@ -556,12 +551,7 @@ async fn a_controller_killed_mid_reconcile_resumes_without_duplicates_or_losses(
     )
     .await?;
     sandbox.kill_controllers().await;
-    let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    let before = state
-        .get("stackhost-plugin-state-docker")
-        .await?
-        .data
-        .unwrap_or_default();
+    let before = support::plugin_state(&client, NS, "docker").await?;
     assert!(before.keys().any(|k| k.starts_with("pull/")), "{before:?}");
 
     sandbox.start_controllers()?;
@@ -1360,4 +1350,105 @@ async fn status_fields_that_become_empty_are_cleared() -> TestResult {
     })
     .await?;
     sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn a_plugin_state_config_map_moves_into_a_secret_once() -> TestResult {
+    let reg = TestRegistry::start().await;
+    let registry = registry_client();
+    let cache = tempfile::tempdir()?;
+    let plugin_ref = format!("{}/plugins/docker:1", reg.addr);
+    push_plugin(&registry, &plugin_ref, "docker").await?;
+    // All state Secrets in stackhost's own namespace, as the chart configures it.
+    let shared = "stackhost-system";
+    let mut sandbox = Sandbox::start(ControllerArgs {
+        plugin_state_namespace: Some(shared.to_owned()),
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    sandbox.cluster.apply_yaml(
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {shared}\n"),
+        "test",
+    )?;
+    // The state an earlier stackhost kept in a ConfigMap next to the ProviderPlugin.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    configmaps
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "stackhost-plugin-state-docker",
+                             "labels": {"app.kubernetes.io/managed-by": "stackhost"}},
+                "data": {"token": "cached-before-the-upgrade"}
+            }))?,
+        )
+        .await?;
+    let pps: Api<ProviderPlugin> = Api::namespaced(client.clone(), NS);
+    pps.create(&Default::default(), &provider_plugin(&plugin_ref, json!({})))
+        .await?;
+
+    // Loading the plugin moves the state into its Secret and deletes the ConfigMap.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), shared);
+    let name = format!("stackhost-plugin-state.{NS}.docker");
+    let state = |secret: &Secret| -> BTreeMap<String, String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("state.json"))
+            .and_then(|j| serde_json::from_slice(&j.0).ok())
+            .unwrap_or_default()
+    };
+    let secret = wait_for("the state Secret", WAIT, || async {
+        match secrets.get_opt(&name).await {
+            Ok(Some(s)) => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    assert_eq!(
+        state(&secret).get("token").map(String::as_str),
+        Some("cached-before-the-upgrade")
+    );
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    wait_for("the ConfigMap to be deleted", WAIT, || async {
+        match configmaps.get_opt("stackhost-plugin-state-docker").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+
+    // Once: a ConfigMap created again later is not read over the Secret, and a restarted controller
+    // loads the Secret (the ProviderPlugin gets Ready again with the state kept).
+    configmaps
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "stackhost-plugin-state-docker",
+                             "labels": {"app.kubernetes.io/managed-by": "stackhost"}},
+                "data": {"token": "stale"}
+            }))?,
+        )
+        .await?;
+    sandbox.kill_controllers().await;
+    sandbox.start_controllers()?;
+    wait_for("the leftover ConfigMap to be deleted", WAIT, || async {
+        match configmaps.get_opt("stackhost-plugin-state-docker").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    let secret = secrets.get(&name).await?;
+    assert_eq!(
+        state(&secret).get("token").map(String::as_str),
+        Some("cached-before-the-upgrade")
+    );
+    // Nothing was kept in the ProviderPlugin's namespace.
+    let local: Api<Secret> = Api::namespaced(client.clone(), NS);
+    assert!(local.get_opt("stackhost-plugin-state-docker").await?.is_none());
+    sandbox.shutdown().await?;
+    Ok(())
 }

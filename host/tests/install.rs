@@ -149,7 +149,15 @@ impl Kubectl {
         let mut all = vec!["auth", "can-i", "--as", SA];
         all.extend_from_slice(args);
         let out = self.run(&all);
-        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if answer != "yes" && answer != "no" {
+            eprintln!(
+                "kubectl {}: {answer} {}",
+                all.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        answer == "yes"
     }
 }
 
@@ -238,6 +246,9 @@ async fn the_chart_installs_with_its_defaults() {
         "--leader-elect=true",
         "--lease-name=stackhost",
         "--hooks-bind=0.0.0.0:9442",
+        "--plugin-state-namespace=stackhost-system",
+        "--metrics-secure=true",
+        "--metrics-bind=0.0.0.0:8443",
     ] {
         assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
     }
@@ -263,7 +274,13 @@ async fn the_chart_installs_with_its_defaults() {
     );
 
     // RBAC: no wildcards on the core group, Secrets only `get`, the Lease in its own Role.
-    let cluster_role = one(&objects, "ClusterRole");
+    let named = |kind: &str, name: &str| -> &Value {
+        all(&objects, kind)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in the render"))
+    };
+    let cluster_role = named("ClusterRole", "stackhost");
     for rule in rules(cluster_role) {
         assert!(
             !strings(&rule["verbs"]).contains(&"*"),
@@ -280,9 +297,21 @@ async fn the_chart_installs_with_its_defaults() {
             "{rule}"
         );
     }
-    let lease_role = one(&objects, "Role");
-    assert_eq!(lease_role["metadata"]["name"], "stackhost-leader-election");
+    let lease_role = named("Role", "stackhost-leader-election");
     assert_eq!(lease_role["metadata"]["namespace"], NS);
+    // The plugins' state Secrets are the only ones written, and only in the release namespace.
+    let state_role = named("Role", "stackhost-plugin-state");
+    assert_eq!(state_role["metadata"]["namespace"], NS);
+    assert_eq!(
+        rules(state_role),
+        [json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]})]
+    );
+    // Secure metrics: stackhost may review tokens and access; a reader role for the scraper.
+    assert_eq!(rules(named("ClusterRole", "stackhost-metrics-auth")).len(), 2);
+    assert_eq!(
+        rules(named("ClusterRole", "stackhost-metrics-reader")),
+        [json!({"nonResourceURLs": ["/metrics"], "verbs": ["get"]})]
+    );
 
     // Hooks: Service on 443, the ExtensionConfig takes its CA from the Certificate's Secret.
     let services = all(&objects, "Service");
@@ -343,6 +372,10 @@ async fn the_chart_installs_with_its_defaults() {
     assert!(!can(&["update", "leases/other", "-n", NS]));
     assert!(!can(&["update", "leases/stackhost", "-n", "default"]));
     assert!(!can(&["create", "pods", "-n", NS]));
+    assert!(can(&["patch", "secrets", "-n", NS]));
+    assert!(!can(&["patch", "secrets", "-n", "default"]));
+    assert!(!can(&["patch", "configmaps", "-n", "default"]));
+    assert!(can(&["delete", "configmaps", "-n", "default"]));
     assert!(!can(&["delete", "clusterstacks.clusterstack.x-k8s.io", "-A"]));
     cluster.shutdown().await.expect("shutdown");
 }
@@ -360,7 +393,18 @@ async fn the_chart_installs_namespace_scoped_with_a_given_ca() {
         "registryMirrors": ["registry.scs.community/kaas=mirror.internal:5000/kaas"],
         "rbac": {"additionalRules": [{"apiGroups": ["openstack.k-orc.cloud"], "resources": ["images"], "verbs": ["patch", "delete"]}]},
     }));
-    assert!(all(&objects, "ClusterRole").is_empty() && all(&objects, "ClusterRoleBinding").is_empty());
+    // Cluster-wide only what secure metrics need (the review kinds are cluster-scoped).
+    let cluster_wide: Vec<&Value> = all(&objects, "ClusterRole")
+        .into_iter()
+        .chain(all(&objects, "ClusterRoleBinding"))
+        .collect();
+    assert!(
+        cluster_wide.iter().all(|o| {
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            name == "stackhost-metrics-auth" || name == "stackhost-metrics-reader"
+        }),
+        "{cluster_wide:?}"
+    );
     assert!(all(&objects, "Certificate").is_empty() && all(&objects, "Issuer").is_empty());
     let roles = all(&objects, "Role");
     let tenant = roles
@@ -411,7 +455,10 @@ async fn the_chart_installs_namespace_scoped_with_a_given_ca() {
     ]));
     assert!(!can(&["list", "clusterstacks.clusterstack.x-k8s.io", "-A"]));
     assert!(can(&["get", "secrets", "-n", "tenant"]));
-    assert!(!can(&["get", "secrets", "-n", NS]));
+    assert!(!can(&["get", "secrets", "-n", "default"]));
+    // Its own namespace only for the plugin state.
+    assert!(can(&["patch", "secrets", "-n", NS]));
+    assert!(!can(&["patch", "secrets", "-n", "tenant"]));
     assert!(can(&["patch", "images.openstack.k-orc.cloud", "-n", "tenant"]));
     cluster.shutdown().await.expect("shutdown");
 }
@@ -434,16 +481,116 @@ impl Drop for Process {
 }
 
 /// The chart's arguments with the addresses and the certificate directory of this machine.
-fn local_args(chart_args: &[String], metrics: u16, hooks: u16, cert_dir: &Path) -> Vec<String> {
+fn local_args(
+    chart_args: &[String],
+    (metrics, hooks, secure): (u16, u16, u16),
+    cert_dir: &Path,
+) -> Vec<String> {
     chart_args
         .iter()
         .map(|a| match a.split_once('=') {
             Some(("--bind", _)) => format!("--bind=127.0.0.1:{metrics}"),
             Some(("--hooks-bind", _)) => format!("--hooks-bind=127.0.0.1:{hooks}"),
             Some(("--hooks-cert-dir", _)) => format!("--hooks-cert-dir={}", cert_dir.display()),
+            Some(("--metrics-bind", _)) => format!("--metrics-bind=127.0.0.1:{secure}"),
+            Some(("--metrics-cert-dir", _)) => format!("--metrics-cert-dir={}", cert_dir.display()),
             _ => a.clone(),
         })
         .collect()
+}
+
+/// Values for running the controller here: the sample release layout, short retries and leases.
+fn run_values() -> Value {
+    let layout = repo().join("sandbox/sample");
+    json!({
+        "image": image(),
+        "releaseSource": format!("oci://{}", sandbox::SAMPLE_RELEASES),
+        "controller": {"retryBase": "200ms", "retryMax": "2s", "extraArgs": [format!("--oci-layout={}", layout.display())]},
+        "leaderElection": {"leaseDuration": "4s", "renewPeriod": "1s"},
+    })
+}
+
+/// The ServiceAccount and RBAC objects of a render.
+fn access(objects: &[Value]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// A kubeconfig with a token of the chart's ServiceAccount.
+fn sa_kubeconfig(cluster: &Cluster, dir: &Path) -> PathBuf {
+    let token = cluster
+        .service_account_token(NS, "stackhost")
+        .expect("a token of the chart's ServiceAccount");
+    let kubeconfig = dir.join("sa.kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig_with_token(&token)).expect("kubeconfig");
+    kubeconfig
+}
+
+/// A `stackhost run` process with the chart's arguments, as the chart's ServiceAccount.
+struct Controller {
+    process: Process,
+    log: PathBuf,
+    metrics: u16,
+    hooks: u16,
+    secure_metrics: u16,
+}
+
+impl Controller {
+    /// Starts replica `name` (its own log, cache and identity) with the arguments of `objects`.
+    fn start(objects: &[Value], kubeconfig: &Path, dir: &Path, cert_dir: &Path, name: &str) -> Self {
+        let (metrics, hooks, secure_metrics) = (free_port(), free_port(), free_port());
+        let log = dir.join(format!("{name}.log"));
+        let ports = (metrics, hooks, secure_metrics);
+        let process = Process(
+            Command::new(env!("CARGO_BIN_EXE_stackhost"))
+                .args(local_args(&args(objects), ports, cert_dir))
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .env("POD_NAMESPACE", NS)
+                .env("HOSTNAME", name)
+                .env("STACKHOST_CACHE_DIR", dir.join(format!("{name}-cache")))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start stackhost run"),
+        );
+        Controller {
+            process,
+            log,
+            metrics,
+            hooks,
+            secure_metrics,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.process.0.try_wait().expect("process state").is_none()
+    }
+}
+
+/// Creates the sample ProviderPlugin and ClusterStack in `default`; the name of the release they make.
+async fn create_sample(admin: &kube::Client) -> &'static str {
+    let (plugin, stack) = sandbox::sample_objects("default", sandbox::SAMPLE_PLUGIN);
+    sandbox::create(admin, "default", &plugin)
+        .await
+        .expect("ProviderPlugin");
+    sandbox::create(admin, "default", &stack)
+        .await
+        .expect("ClusterStack");
+    "docker-ferrol-1-32-v1"
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,13 +598,7 @@ async fn stackhost_runs_as_the_charts_service_account() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert_dir = dir.path().join("hooks-tls");
     let ca = write_cert_dir(&cert_dir);
-    let layout = repo().join("sandbox/sample");
-    let values = json!({
-        "image": image(),
-        "releaseSource": format!("oci://{}", sandbox::SAMPLE_RELEASES),
-        "controller": {"retryBase": "200ms", "retryMax": "2s", "extraArgs": [format!("--oci-layout={}", layout.display())]},
-        "leaderElection": {"leaseDuration": "4s", "renewPeriod": "1s"},
-    });
+    let values = run_values();
     let objects = render(values.clone());
     // The same chart with one rule less: the sample ClusterClass's DevMachineTemplate may not be applied.
     let mut dropped = values;
@@ -468,54 +609,15 @@ async fn stackhost_runs_as_the_charts_service_account() {
         {"apiGroups": ["infrastructure.cluster.x-k8s.io"], "resources": ["devclustertemplates"]},
     ]});
     let reduced = render(dropped);
-    let access = |objects: &[Value]| -> Vec<Value> {
-        objects
-            .iter()
-            .filter(|o| {
-                matches!(
-                    o["kind"].as_str(),
-                    Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
-                )
-            })
-            .cloned()
-            .collect()
-    };
     let cluster = enforcing_cluster().await;
     let kubectl = Kubectl::new(&cluster);
     kubectl.ok(&["create", "namespace", NS]);
     kubectl.apply(&access(&reduced).iter().collect::<Vec<_>>());
-    let token = cluster
-        .service_account_token(NS, "stackhost")
-        .expect("a token of the chart's ServiceAccount");
-    let kubeconfig = dir.path().join("sa.kubeconfig");
-    std::fs::write(&kubeconfig, cluster.kubeconfig_with_token(&token)).expect("kubeconfig");
-
-    let (metrics, hooks) = (free_port(), free_port());
-    let log = dir.path().join("stackhost.log");
-    let mut run = Process(
-        Command::new(env!("CARGO_BIN_EXE_stackhost"))
-            .args(local_args(&args(&objects), metrics, hooks, &cert_dir))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .env("POD_NAMESPACE", NS)
-            .env("STACKHOST_CACHE_DIR", dir.path().join("cache"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start stackhost run"),
-    );
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let kubeconfig = sa_kubeconfig(&cluster, dir.path());
+    let mut run = Controller::start(&objects, &kubeconfig, dir.path(), &cert_dir, "stackhost-0");
 
     let admin = cluster.client().expect("admin client");
-    let (plugin, stack) = sandbox::sample_objects("default", sandbox::SAMPLE_PLUGIN);
-    sandbox::create(&admin, "default", &plugin)
-        .await
-        .expect("ProviderPlugin");
-    sandbox::create(&admin, "default", &stack)
-        .await
-        .expect("ClusterStack");
-    let release = "docker-ferrol-1-32-v1";
+    let release = create_sample(&admin).await;
 
     // Without the rule: the release says which verb on which resource was refused; the process keeps running.
     let refused = sandbox::wait_release_condition(
@@ -526,27 +628,23 @@ async fn stackhost_runs_as_the_charts_service_account() {
         Duration::from_secs(90),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", logs()));
+    .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", run.logs()));
     let message = refused.message.unwrap_or_default();
     assert!(
         message.contains(&format!("User \"{SA}\" cannot patch resource \"devmachinetemplates\" in API group \"infrastructure.cluster.x-k8s.io\" in the namespace \"default\"")),
         "{message}"
     );
-    assert!(
-        run.0.try_wait().expect("process state").is_none(),
-        "stackhost run keeps running:\n{}",
-        logs()
-    );
+    assert!(run.running(), "stackhost run keeps running:\n{}", run.logs());
 
     // The rule restored (the full chart's RBAC): the release recovers on its own.
     kubectl.apply(&access(&objects).iter().collect::<Vec<_>>());
     let ready = sandbox::wait_release_ready(&admin, "default", release, Duration::from_secs(90)).await;
-    let release = ready.unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", logs()));
+    let release = ready.unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", run.logs()));
     assert!(
         release.status.as_ref().is_some_and(|s| !s.resources.is_empty()),
         "the ClusterClass and its templates were applied"
     );
-    let text = logs();
+    let text = run.logs();
     let refused: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("is forbidden") && !l.contains("devmachinetemplates"))
@@ -563,17 +661,374 @@ async fn stackhost_runs_as_the_charts_service_account() {
         .expect("client");
     let discovery = http
         .get(format!(
-            "https://127.0.0.1:{hooks}{}",
+            "https://127.0.0.1:{}{}",
+            run.hooks,
             stackhost::hooks::discovery_path()
         ))
         .send()
         .await
         .expect("GET discovery");
     assert_eq!(discovery.status().as_u16(), 200);
-    let readyz = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz"))
+    let readyz = reqwest::get(format!("http://127.0.0.1:{}/readyz", run.metrics))
         .await
         .expect("GET /readyz");
     assert_eq!(readyz.status().as_u16(), 200);
+    drop(run);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// The `ClusterStackReleaseAvailable` condition of the sample ClusterStack once `check` accepts it.
+async fn wait_stack_condition(
+    admin: &kube::Client,
+    what: &str,
+    check: impl Fn(&stackhost::api::Condition) -> bool,
+) -> anyhow::Result<stackhost::api::Condition> {
+    let api: kube::Api<stackhost::api::ClusterStack> = kube::Api::namespaced(admin.clone(), "default");
+    let check = &check;
+    sandbox::wait_for(what, Duration::from_secs(90), || {
+        let api = api.clone();
+        async move {
+            let cs = api
+                .get_opt("docker-ferrol-1-32")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no ClusterStack")?;
+            let conditions = cs.status.map(|s| s.conditions).unwrap_or_default();
+            stackhost::api::condition::find(&conditions, "ClusterStackReleaseAvailable")
+                .filter(|c| check(c))
+                .cloned()
+                .ok_or_else(|| format!("{conditions:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_status_write_is_reported_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_dir = dir.path().join("hooks-tls");
+    write_cert_dir(&cert_dir);
+    let objects = render(run_values());
+    // The chart's RBAC without `patch` on clusterstackreleases/status.
+    let mut reduced = access(&objects);
+    let mut removed = 0;
+    for object in reduced.iter_mut().filter(|o| o["kind"] == "ClusterRole") {
+        for rule in object["rules"].as_array_mut().expect("rules") {
+            if let Some(resources) = rule["resources"].as_array_mut() {
+                let before = resources.len();
+                resources.retain(|r| r != "clusterstackreleases/status");
+                removed += before - resources.len();
+            }
+        }
+    }
+    assert_eq!(
+        removed, 1,
+        "the chart grants patch on clusterstackreleases/status once"
+    );
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    kubectl.apply(&reduced.iter().collect::<Vec<_>>());
+    let kubeconfig = sa_kubeconfig(&cluster, dir.path());
+    let mut run = Controller::start(&objects, &kubeconfig, dir.path(), &cert_dir, "stackhost-0");
+    let admin = cluster.client().expect("admin client");
+    let release = create_sample(&admin).await;
+
+    // The release cannot write its own status: its ClusterStack names the refused verb and resource.
+    let refused = format!(
+        "User \"{SA}\" cannot patch resource \"clusterstackreleases/status\" in API group \"clusterstack.x-k8s.io\" in the namespace \"default\""
+    );
+    let condition = wait_stack_condition(
+        &admin,
+        "the ClusterStack to report the refused status write",
+        |c| c.message.as_deref().is_some_and(|m| m.contains(&refused)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", run.logs()));
+    assert_eq!(
+        condition.status,
+        stackhost::api::condition::ConditionStatus::False
+    );
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("ClusterStackRelease default/{release}"))),
+        "{condition:?}"
+    );
+    // And a Warning Event on the release itself.
+    let events: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"]))
+            .expect("events json");
+    assert!(
+        events["items"].as_array().into_iter().flatten().any(|e| {
+            e["reason"] == "StatusNotWritten"
+                && e["regarding"]["name"] == release
+                && e["note"].as_str().is_some_and(|n| n.contains(&refused))
+        }),
+        "a StatusNotWritten Event on {release}: {events}"
+    );
+    assert!(run.running(), "stackhost run keeps running:\n{}", run.logs());
+
+    // The rule restored: the release writes its status and gets Ready, the ClusterStack clears.
+    kubectl.apply(&access(&objects).iter().collect::<Vec<_>>());
+    sandbox::wait_release_ready(&admin, "default", release, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", run.logs()));
+    wait_stack_condition(&admin, "the ClusterStack to have an available release", |c| {
+        c.status == stackhost::api::condition::ConditionStatus::True
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nstackhost run:\n{}", run.logs()));
+    assert!(run.running(), "stackhost run keeps running:\n{}", run.logs());
+    drop(run);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// POSTs a `BeforeClusterUpgrade` request for a Cluster without a ClusterAddon to replica `hooks` over
+/// HTTPS, trusting only `ca`; the hook's answer.
+async fn before_cluster_upgrade(hooks: u16, ca: &str) -> Result<Value, String> {
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| e.to_string())?)
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let path = stackhost::hooks::handler_path("BeforeClusterUpgrade", "before-cluster-upgrade");
+    let request = json!({
+        "apiVersion": stackhost::hooks::HOOKS_API_VERSION,
+        "kind": "BeforeClusterUpgradeRequest",
+        "cluster": {"metadata": {"name": "not-yet", "namespace": "default"},
+                    "spec": {"topology": {"class": "docker-ferrol-1-32-v1", "version": "v1.32.1"}}},
+        "fromKubernetesVersion": "v1.32.0",
+        "toKubernetesVersion": "v1.32.1",
+    });
+    let response = http
+        .post(format!("https://127.0.0.1:{hooks}{path}"))
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
+    response.json().await.map_err(|e| e.to_string())
+}
+
+/// `/readyz` of a replica: status code and body.
+async fn readyz(metrics: u16) -> (u16, String) {
+    match reqwest::get(format!("http://127.0.0.1:{metrics}/readyz")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The holder of the chart's leader-election Lease.
+async fn lease_holder(admin: &kube::Client) -> String {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(admin.clone(), NS);
+    leases
+        .get_opt("stackhost")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_replica_serves_the_hooks_and_a_standby_takes_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_dir = dir.path().join("hooks-tls");
+    let ca = write_cert_dir(&cert_dir);
+    let objects = render(run_values());
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    kubectl.apply(&access(&objects).iter().collect::<Vec<_>>());
+    let kubeconfig = sa_kubeconfig(&cluster, dir.path());
+    let admin = cluster.client().expect("admin client");
+    let mut replicas = vec![
+        Controller::start(&objects, &kubeconfig, dir.path(), &cert_dir, "stackhost-0"),
+        Controller::start(&objects, &kubeconfig, dir.path(), &cert_dir, "stackhost-1"),
+    ];
+    let all_logs = |replicas: &[Controller]| -> String {
+        replicas
+            .iter()
+            .map(|r| format!("--- {}\n{}", r.log.display(), r.logs()))
+            .collect()
+    };
+
+    // One leads; both are ready, and both answer a hook (the standby reads the API like the leader).
+    let leader = sandbox::wait_for("a leader", Duration::from_secs(60), || {
+        let admin = admin.clone();
+        async move {
+            let holder = lease_holder(&admin).await;
+            ["stackhost-0", "stackhost-1"]
+                .iter()
+                .position(|name| holder.starts_with(&format!("{name}_")))
+                .ok_or(holder)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", all_logs(&replicas)));
+    let standby = 1 - leader;
+    for (i, replica) in replicas.iter().enumerate() {
+        let (hooks, metrics) = (replica.hooks, replica.metrics);
+        let answer = sandbox::wait_for("a hook answer", Duration::from_secs(30), || {
+            let ca = ca.clone();
+            async move { before_cluster_upgrade(hooks, &ca).await }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("replica {i}: {e:#}\n{}", all_logs(&replicas)));
+        assert_eq!(answer["kind"], "BeforeClusterUpgradeResponse", "{answer}");
+        assert_eq!(answer["status"], "Success", "{answer}");
+        assert_eq!(
+            answer["retryAfterSeconds"], 10,
+            "blocks until the addons are applied: {answer}"
+        );
+        let ready = sandbox::wait_for("/readyz 200", Duration::from_secs(30), || async move {
+            match readyz(metrics).await {
+                (200, body) => Ok(body),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("replica {i}: {e:#}"));
+        assert!(ready.contains("serving the runtime hooks"), "{ready}");
+        if i == standby {
+            assert!(ready.starts_with("standby"), "{ready}");
+        }
+    }
+
+    // The leader dies without releasing the Lease: the standby takes over once it expires and reconciles.
+    let _ = replicas[leader].process.0.kill();
+    let _ = replicas[leader].process.0.wait();
+    let survivor = &replicas[standby];
+    let name = format!("stackhost-{standby}_");
+    sandbox::wait_for("the standby to lead", Duration::from_secs(60), || {
+        let (admin, name) = (admin.clone(), name.clone());
+        async move {
+            let holder = lease_holder(&admin).await;
+            if holder.starts_with(&name) {
+                Ok(())
+            } else {
+                Err(holder)
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", all_logs(&replicas)));
+    let release = create_sample(&admin).await;
+    sandbox::wait_release_ready(&admin, "default", release, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", all_logs(&replicas)));
+
+    // cert-manager rotates the certificate (a new CA here): the next connection gets the new one.
+    let rotated = write_cert_dir(&cert_dir);
+    assert_ne!(rotated, ca);
+    let hooks = survivor.hooks;
+    let answer = sandbox::wait_for("the rotated certificate", Duration::from_secs(30), || {
+        let rotated = rotated.clone();
+        async move { before_cluster_upgrade(hooks, &rotated).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", survivor.logs()));
+    assert_eq!(answer["status"], "Success", "{answer}");
+    let old = before_cluster_upgrade(hooks, &ca).await;
+    assert!(
+        old.is_err(),
+        "a client trusting only the old CA is refused: {old:?}"
+    );
+    assert!(
+        survivor.logs().contains("reloaded the serving certificate"),
+        "{}",
+        survivor.logs()
+    );
+    let mut survivor = replicas.swap_remove(standby);
+    assert!(survivor.running(), "{}", survivor.logs());
+    drop(survivor);
+    drop(replicas);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_metrics_answer_only_callers_rbac_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_dir = dir.path().join("tls");
+    let ca = write_cert_dir(&cert_dir);
+    let mut values = run_values();
+    values["metrics"] = json!({"tls": {"secretName": "stackhost-metrics-tls"}});
+    let objects = render(values);
+    let cluster = enforcing_cluster().await;
+    let kubectl = Kubectl::new(&cluster);
+    kubectl.ok(&["create", "namespace", NS]);
+    kubectl.apply(&access(&objects).iter().collect::<Vec<_>>());
+    // A scraper bound to the chart's reader role, and a ServiceAccount without it.
+    kubectl.ok(&["create", "serviceaccount", "prometheus", "-n", NS]);
+    kubectl.ok(&["create", "serviceaccount", "nobody", "-n", NS]);
+    kubectl.ok(&[
+        "create",
+        "clusterrolebinding",
+        "prometheus-stackhost-metrics",
+        "--clusterrole=stackhost-metrics-reader",
+        &format!("--serviceaccount={NS}:prometheus"),
+    ]);
+    let kubeconfig = sa_kubeconfig(&cluster, dir.path());
+    let run = Controller::start(&objects, &kubeconfig, dir.path(), &cert_dir, "stackhost-0");
+    let token = |sa: &str| cluster.service_account_token(NS, sa).expect("token");
+    let url = format!("https://127.0.0.1:{}/metrics", run.secure_metrics);
+    let get = |token: Option<String>| {
+        let url = url.clone();
+        let ca = ca.clone();
+        async move {
+            let http = reqwest::Client::builder()
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(ca.as_bytes()).map_err(|e| e.to_string())?,
+                )
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut request = http.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.map_err(|e| format!("{e:?}"))?;
+            let status = response.status().as_u16();
+            Ok::<_, String>((status, response.text().await.unwrap_or_default()))
+        }
+    };
+
+    // Allowed: the scraper's token gets the metrics (once the listener is up).
+    let prometheus = token("prometheus");
+    let (status, body) = sandbox::wait_for("the secure metrics listener", Duration::from_secs(60), || {
+        let get = get(Some(prometheus.clone()));
+        async move { get.await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", run.logs()));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("stackhost_leader"), "{body}");
+
+    // Authenticated but not bound: 403 naming the user.
+    let (status, body) = get(Some(token("nobody"))).await.expect("GET");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("system:serviceaccount:stackhost-system:nobody") && body.contains("/metrics"),
+        "{body}"
+    );
+    // No token, or one the API server does not know: 401.
+    let (status, body) = get(None).await.expect("GET");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(Some("not-a-token".to_owned())).await.expect("GET");
+    assert_eq!(status, 401, "{body}");
+    // The plain listener keeps the probes and no longer serves the metrics.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/metrics", run.metrics))
+        .await
+        .expect("GET plain /metrics");
+    assert_eq!(plain.status().as_u16(), 404);
+    let healthz = reqwest::get(format!("http://127.0.0.1:{}/healthz", run.metrics))
+        .await
+        .expect("GET /healthz");
+    assert_eq!(healthz.status().as_u16(), 200);
     drop(run);
     cluster.shutdown().await.expect("shutdown");
 }

@@ -14,7 +14,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use stackhost::api::condition::{find, is_true, Condition};
@@ -321,12 +321,7 @@ async fn a_release_gets_its_images_active_in_glance_and_the_class_patched_with_t
     let pp_status = pp.status.unwrap_or_default();
     assert!(is_true(&pp_status.conditions, "Ready"), "{pp_status:?}");
     assert_eq!(pp_status.calls.traps, 0);
-    let state: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    let data = state
-        .get("stackhost-plugin-state-openstack")
-        .await?
-        .data
-        .unwrap_or_default();
+    let data = support::plugin_state(&client, NS, "openstack").await?;
     for (image, id) in images.iter().zip(&ids) {
         let record = data
             .get(&format!("image/{}", image.name))
@@ -339,14 +334,14 @@ async fn a_release_gets_its_images_active_in_glance_and_the_class_patched_with_t
     force_reconcile(&client, &tag, "1").await?;
     case.wait_reconcile_after(seen, "a reconcile after the annotation")
         .await?;
-    // A restarted controller (new plugin instance, state from its ConfigMap): nothing new either.
+    // A restarted controller (new plugin instance, state from its Secret): nothing new either.
     case.sandbox.kill_controllers().await;
     case.sandbox.start_controllers()?;
     case.wait_reconcile_after(0.0, "a reconcile after the restart")
         .await?;
     // And with the plugin's state lost, the images are found by name and tags, not created again.
     case.sandbox.kill_controllers().await;
-    state
+    Api::<Secret>::namespaced(client.clone(), NS)
         .delete("stackhost-plugin-state-openstack", &DeleteParams::default())
         .await?;
     case.sandbox.start_controllers()?;
@@ -844,11 +839,9 @@ async fn a_stack_with_an_orc_image_becomes_ready_and_its_cluster_gets_ccm_and_cs
         assert_eq!(spec["image"], json!({"id": id}), "worker: {worker}");
     }
     assert_eq!(orc_images(&client).await?, Vec::<String>::new());
-    let state = Api::<ConfigMap>::namespaced(client.clone(), NS)
-        .get("stackhost-plugin-state-openstack")
-        .await?;
+    let state = support::plugin_state(&client, NS, "openstack").await?;
     assert!(
-        format!("{:?}", state.data).contains(&id),
+        format!("{state:?}").contains(&id),
         "the plugin's state records the image"
     );
 

@@ -92,6 +92,28 @@ impl Tls {
         })
     }
 
+    /// A server whose certificate `resolver` picks at each handshake (e.g. one reloaded from files when
+    /// they change); `ca_pem` is what clients are told to trust.
+    pub fn with_resolver(
+        resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+        ca_pem: String,
+    ) -> Result<Self, TlsError> {
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            ca_pem,
+            ca_der,
+            config: Arc::new(config),
+        })
+    }
+
     /// Wrap a TCP listener.
     pub fn listener(&self, tcp: TcpListener) -> TlsListener {
         let local = tcp.local_addr().ok();

@@ -295,7 +295,15 @@ async fn reconcile_inner(cs: &ClusterStack, ctx: &Context) -> Result<Action, kub
     let mut summary: Vec<_> = owned
         .iter()
         .filter(|r| plan.desired.contains(&r.name_any()))
-        .map(ClusterStackRelease::summary)
+        .map(|r| {
+            let mut summary = r.summary();
+            // A release whose status the API server refused to write cannot explain itself.
+            if let Some(why) = ctx.release_status_error(&ns, &r.name_any()) {
+                summary.ready = false;
+                summary.message = Some(why);
+            }
+            summary
+        })
         .collect();
     for tag in &plan.desired {
         if !owned.iter().any(|r| &r.name_any() == tag) {

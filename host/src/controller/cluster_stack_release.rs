@@ -99,6 +99,49 @@ impl Release<'_> {
     }
 }
 
+impl Release<'_> {
+    /// [`Release::write`]; when the API server refuses it (e.g. RBAC lacks `patch` on
+    /// `clusterstackreleases/status`), the release cannot say so itself: a Warning Event on it and its
+    /// ClusterStack's conditions name the refused call until a write succeeds.
+    async fn write_or_report(&mut self) -> Result<(), kube::Error> {
+        let name = self.csr.name_any();
+        match self.write().await {
+            Ok(()) => {
+                self.ctx.release_status_unwritten(&self.ns, &name, None);
+                Ok(())
+            }
+            Err(e) => {
+                let why = match &e {
+                    kube::Error::Api(s) if s.code == 403 => format!(
+                        "cannot write the status of ClusterStackRelease {}/{name}: {}; grant stackhost's \
+                         ServiceAccount patch on clusterstackreleases/status (charts/stackhost ClusterRole)",
+                        self.ns, s.message
+                    ),
+                    other => format!(
+                        "cannot write the status of ClusterStackRelease {}/{name}: {other}",
+                        self.ns
+                    ),
+                };
+                if self
+                    .ctx
+                    .release_status_unwritten(&self.ns, &name, Some(why.clone()))
+                {
+                    self.ctx
+                        .event(
+                            self.csr,
+                            EventType::Warning,
+                            "StatusNotWritten",
+                            "WriteStatus",
+                            why,
+                        )
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 fn release_info(name: &ReleaseName, assets: &ReleaseAssets) -> ReleaseInfo {
     ReleaseInfo {
         tag: name.tag(),
@@ -175,7 +218,7 @@ async fn reconcile_release(
         now: now(),
     };
     let step = steps(&mut r).await;
-    r.write().await?;
+    r.write_or_report().await?;
     Ok(match step {
         Step::Next(()) => {
             ctx.succeeded(&r.key);

@@ -117,6 +117,10 @@ pub struct ControllerArgs {
     /// by default (tests point it at the built binary).
     #[arg(long, env = "STACKHOST_RENDER_PROGRAM", hide = true)]
     pub render_program: Option<PathBuf>,
+    /// Keep every ProviderPlugin's `state` Secret in this namespace (e.g. stackhost's own, where its Role
+    /// may write Secrets) instead of the ProviderPlugin's namespace.
+    #[arg(long, env = "STACKHOST_PLUGIN_STATE_NAMESPACE")]
+    pub plugin_state_namespace: Option<String>,
 }
 
 /// See [`ControllerArgs::provider_step`].
@@ -153,6 +157,7 @@ impl Default for ControllerArgs {
             release_downloads_per_source: 4,
             render_timeout: Duration::from_secs(30),
             render_program: None,
+            plugin_state_namespace: None,
         }
     }
 }
@@ -233,6 +238,11 @@ pub struct Context {
     refreshes: Mutex<HashMap<String, String>>,
     /// Stop flags of renders in flight, by object key (see [`Context::stop`]).
     stops: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Why the status of a ClusterStackRelease (`ns/name`) could not be written, e.g. RBAC refused
+    /// `patch` on `clusterstackreleases/status`: its ClusterStack reports it, the release cannot.
+    unwritten: Mutex<HashMap<String, String>>,
+    /// Ticks when `unwritten` changed: the ClusterStack controller reconciles every ClusterStack.
+    stacks_wake: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -302,6 +312,8 @@ impl Context {
             tags: Mutex::default(),
             refreshes: Mutex::default(),
             stops: Mutex::default(),
+            unwritten: Mutex::default(),
+            stacks_wake: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -542,6 +554,41 @@ impl Context {
             .retry_base
             .saturating_mul(factor)
             .min(self.args.retry_max)
+    }
+
+    /// Records why the status of ClusterStackRelease `ns/name` could not be written (`None`: it was
+    /// written). Returns whether that changed; a change wakes the ClusterStack controller.
+    pub fn release_status_unwritten(&self, ns: &str, name: &str, why: Option<String>) -> bool {
+        let key = format!("{ns}/{name}");
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match why {
+            Some(why) => unwritten.insert(key, why.clone()).as_ref() != Some(&why),
+            None => unwritten.remove(&key).is_some(),
+        };
+        drop(unwritten);
+        if changed {
+            self.stacks_wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        changed
+    }
+
+    /// Why the status of ClusterStackRelease `ns/name` could not be written, if it could not.
+    pub fn release_status_error(&self, ns: &str, name: &str) -> Option<String> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{ns}/{name}"))
+            .cloned()
+    }
+
+    /// A stream that yields whenever a release's status became writable or unwritable.
+    pub fn stacks_trigger(&self) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        let mut rx = self.stacks_wake.subscribe();
+        rx.mark_unchanged();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     /// Forgets the failures of `key` after a success.

@@ -132,6 +132,8 @@ pub async fn run(
 
     let stacks = Controller::new(api::<ClusterStack>(&ctx.client, ns), watch.clone())
         .owns(api::<ClusterStackRelease>(&ctx.client, ns), watch.clone())
+        // A release whose status could not be written reports through its ClusterStack.
+        .reconcile_all_on(ctx.stacks_trigger())
         .with_config(config)
         .graceful_shutdown_on(stop())
         .run(cluster_stack::reconcile, cluster_stack::error_policy, ctx.clone())

@@ -12,11 +12,30 @@ use crate::plugin::capability::secrets::SecretSource;
 use crate::plugin::capability::state::{MemoryState, StateStore};
 use crate::plugin::{Called, Plugin, PluginError, PluginHost};
 
-/// Largest persisted state of one plugin (keys plus values): it lives in a ConfigMap.
+/// Largest persisted state of one plugin (keys plus values): it lives in one Secret (1 MiB at most).
 pub const STATE_QUOTA: u64 = 512 << 10;
 
-/// Name of the ConfigMap holding the `state` store of ProviderPlugin `name`.
-pub fn state_config_map(name: &str) -> String {
+/// The one key of a state Secret: the store as a JSON object. State keys such as `image/<name>` are
+/// not valid Secret (or ConfigMap) data keys, so the store is not spread over several.
+pub const STATE_KEY: &str = "state.json";
+
+/// Where the `state` store of ProviderPlugin `namespace/name` is kept: the namespace and name of its
+/// Secret. In the ProviderPlugin's namespace by default; with `--plugin-state-namespace` all of them in
+/// that one namespace (where stackhost's Role allows writing Secrets), named after both.
+pub fn state_secret(state_namespace: Option<&str>, namespace: &str, name: &str) -> (String, String) {
+    match state_namespace {
+        None => (namespace.to_owned(), format!("stackhost-plugin-state-{name}")),
+        // A namespace name has no dots, so `<namespace>.<name>` is unambiguous.
+        Some(shared) => (
+            shared.to_owned(),
+            format!("stackhost-plugin-state.{namespace}.{name}"),
+        ),
+    }
+}
+
+/// Name of the ConfigMap in the ProviderPlugin's namespace that earlier versions kept the state in; it
+/// is moved into the Secret once and deleted.
+pub fn legacy_state_config_map(name: &str) -> String {
     format!("stackhost-plugin-state-{name}")
 }
 
@@ -36,11 +55,14 @@ impl SecretSource for GrantedSecrets {
     }
 }
 
-/// The `state` store of a plugin: in memory during calls, persisted to a ConfigMap after a call
-/// changed it, loaded from there when the plugin is loaded (so restarts keep it).
+/// The `state` store of a plugin: in memory during calls, persisted to its Secret after a call
+/// changed it, loaded from there when the plugin is loaded (so restarts keep it). A Secret, not a
+/// ConfigMap: plugins keep credentials there (the OpenStack plugin caches Keystone tokens).
 #[derive(Debug)]
 pub struct PersistedState {
     memory: MemoryState,
+    /// Namespace and name of the Secret.
+    secret: (String, String),
 }
 
 impl StateStore for PersistedState {
@@ -112,7 +134,7 @@ impl LoadedPlugin {
         Ok(())
     }
 
-    /// Writes the `state` store to its ConfigMap when a call changed it.
+    /// Writes the `state` store to its Secret when a call changed it.
     pub async fn persist_state(&self, client: &kube::Client) -> Result<(), String> {
         let now = self.state.snapshot();
         {
@@ -121,60 +143,148 @@ impl LoadedPlugin {
                 return Ok(());
             }
         }
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &self.namespace);
-        let name = state_config_map(&self.name);
-        let body = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "labels": {"app.kubernetes.io/managed-by": "stackhost"},
-                "annotations": {"stackhost.clusterstack.x-k8s.io/plugin": self.name},
-            },
-            "data": now,
-        });
-        api.patch(
-            &name,
-            &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot save the plugin state to ConfigMap {}/{name}: {e}",
-                self.namespace
-            )
-        })?;
+        let (namespace, name) = &self.state.secret;
+        write_state(client, namespace, name, &self.id(), &now)
+            .await
+            .map_err(|e| format!("cannot save the plugin state to Secret {namespace}/{name}: {e}"))?;
         *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = now;
         Ok(())
     }
 }
 
-/// Loads the persisted `state` of ProviderPlugin `name` (empty when there is none yet).
-pub async fn load_state(
+/// Server-side applies the state Secret `namespace/name` of plugin `plugin` (`<ns>/<name>`).
+async fn write_state(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<BTreeMap<String, String>, String> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let cm = api.get_opt(&state_config_map(name)).await.map_err(|e| {
-        format!(
-            "cannot read the plugin state ConfigMap {namespace}/{}: {e}",
-            state_config_map(name)
-        )
-    })?;
-    Ok(cm.and_then(|c| c.data).unwrap_or_default())
+    plugin: &str,
+    state: &BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    use base64::Engine as _;
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "stackhost"},
+            "annotations": {"stackhost.clusterstack.x-k8s.io/plugin": plugin},
+        },
+        "type": "Opaque",
+        "data": {STATE_KEY: base64::engine::general_purpose::STANDARD.encode(json)},
+    });
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(drop)
+}
+
+/// Loads the persisted `state` of ProviderPlugin `namespace/name` (empty when there is none yet) and
+/// where it is kept. A state ConfigMap of an earlier version is moved into the Secret and deleted.
+pub async fn load_state(
+    client: &kube::Client,
+    state_namespace: Option<&str>,
+    namespace: &str,
+    name: &str,
+) -> Result<(BTreeMap<String, String>, (String, String)), String> {
+    let (secret_ns, secret_name) = state_secret(state_namespace, namespace, name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &secret_ns);
+    let found = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| format!("cannot read the plugin state Secret {secret_ns}/{secret_name}: {e}"))?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let legacy_name = legacy_state_config_map(name);
+    let legacy = configmaps
+        .get_opt(&legacy_name)
+        .await
+        .map_err(|e| format!("cannot read the plugin state ConfigMap {namespace}/{legacy_name}: {e}"))?
+        // Only the ConfigMap stackhost wrote, never a user's of the same name.
+        .filter(|cm| {
+            cm.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .is_some_and(|v| v == "stackhost")
+        });
+    let state = match (found, legacy) {
+        (Some(secret), legacy) => {
+            let state = parse_state(&secret).map_err(|why| {
+                format!(
+                    "the plugin state Secret {secret_ns}/{secret_name}: {why}; delete it to start the plugin \
+                     with an empty state"
+                )
+            })?;
+            if legacy.is_some() {
+                // Left over from a move that stopped between writing the Secret and deleting it.
+                delete_legacy(&configmaps, namespace, &legacy_name).await?;
+            }
+            state
+        }
+        (None, Some(cm)) => {
+            let state = cm.data.unwrap_or_default();
+            write_state(
+                client,
+                &secret_ns,
+                &secret_name,
+                &format!("{namespace}/{name}"),
+                &state,
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot move the plugin state from ConfigMap {namespace}/{legacy_name} to Secret \
+                         {secret_ns}/{secret_name}: {e}"
+                )
+            })?;
+            delete_legacy(&configmaps, namespace, &legacy_name).await?;
+            tracing::info!(
+                plugin = %format!("{namespace}/{name}"),
+                from = %format!("ConfigMap {namespace}/{legacy_name}"),
+                to = %format!("Secret {secret_ns}/{secret_name}"),
+                "moved the plugin state"
+            );
+            state
+        }
+        (None, None) => BTreeMap::new(),
+    };
+    Ok((state, (secret_ns, secret_name)))
+}
+
+fn parse_state(secret: &Secret) -> Result<BTreeMap<String, String>, String> {
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(STATE_KEY)) else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_slice(&bytes.0)
+        .map_err(|e| format!("key {STATE_KEY} is not a JSON object of strings: {e}"))
+}
+
+async fn delete_legacy(api: &Api<ConfigMap>, namespace: &str, name: &str) -> Result<(), String> {
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(format!(
+            "cannot delete the plugin state ConfigMap {namespace}/{name} after moving it into a Secret: {e}"
+        )),
+    }
 }
 
 /// What a release step needs to build a plugin's capabilities at load time.
 pub fn new_capabilities(
     state: BTreeMap<String, String>,
+    secret: (String, String),
 ) -> (Arc<GrantedSecrets>, Arc<PersistedState>, BTreeMap<String, String>) {
     let persisted = state.clone();
     (
         Arc::new(GrantedSecrets::default()),
         Arc::new(PersistedState {
             memory: MemoryState::new(state, STATE_QUOTA),
+            secret,
         }),
         persisted,
     )

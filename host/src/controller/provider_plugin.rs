@@ -175,10 +175,15 @@ async fn load(
         Verdict::Signed(v) => v.key.clone(),
         Verdict::UnsignedAllowed => "unsigned (allowUnsigned)".to_string(),
     };
-    let state = load_state(&ctx.client, &ns, &name)
-        .await
-        .map_err(fail("StateUnavailable"))?;
-    let capabilities = new_capabilities(state);
+    let (state, secret) = load_state(
+        &ctx.client,
+        ctx.args.plugin_state_namespace.as_deref(),
+        &ns,
+        &name,
+    )
+    .await
+    .map_err(fail("StateUnavailable"))?;
+    let capabilities = new_capabilities(state, secret);
     let config = pp
         .spec
         .config

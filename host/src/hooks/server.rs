@@ -1,6 +1,8 @@
 //! The HTTPS listener of the hook server: a certificate from a directory (`tls.crt`, `tls.key`, as
-//! cert-manager writes them; upstream `--hook-cert-dir`) or, without one, a CA and serving certificate
-//! generated at start (the sandbox and tests; the CA goes into the ExtensionConfig's `caBundle`).
+//! cert-manager writes them; upstream `--hook-cert-dir`), reloaded when cert-manager rotates it, or,
+//! without one, a CA and serving certificate generated at start (the sandbox and tests; the CA goes into
+//! the ExtensionConfig's `caBundle`). Every replica serves the hooks, leader or not: each answer is
+//! computed from the ClusterAddon in the API server.
 //!
 //! Every connection is held to a deadline: a request must arrive in full and be answered within
 //! `request_timeout` of its first byte, and a connection silent for as long is closed. A client that
@@ -8,8 +10,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,9 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::run::certs::CertDir;
 
 use super::{discovery_path, discovery_response, handle, handler_path, HANDLERS};
 
@@ -60,25 +63,12 @@ impl Default for HooksConfig {
 /// Why the hook server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {
-    /// A file of the certificate directory is missing or not what it should be.
-    #[error("hook server certificate: {}: {reason}", path.display())]
-    Certificate {
-        /// The file.
-        path: PathBuf,
-        /// Why, and what to do.
-        reason: String,
-    },
+    /// The certificate directory is missing a file, or its files are not usable.
+    #[error("hook server certificate: {0}")]
+    Certificate(#[from] crate::run::certs::CertError),
     /// Generating a certificate failed.
     #[error("cannot generate the hook server certificate: {0}")]
     Generate(String),
-    /// rustls refused the certificate and key (e.g. a key that does not belong to the certificate).
-    #[error("cannot configure TLS for the hook server with {}: {reason}", dir.display())]
-    Tls {
-        /// The certificate directory, or `<generated>`.
-        dir: PathBuf,
-        /// rustls' reason.
-        reason: String,
-    },
     /// The address could not be bound.
     #[error("cannot listen on {addr} for the hook server: {source}")]
     Bind {
@@ -97,6 +87,7 @@ pub struct HooksServer {
     /// PEM of the CA that signed the serving certificate (the generated one, or `ca.crt` /
     /// `tls.crt` from the certificate directory).
     pub ca_pem: String,
+    serving: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -108,6 +99,11 @@ impl HooksServer {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("https://{addr}")
+    }
+
+    /// True while the server accepts connections (for `/readyz`).
+    pub fn serving(&self) -> Arc<AtomicBool> {
+        self.serving.clone()
     }
 
     /// Waits until the server stopped.
@@ -171,7 +167,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<HooksServer, HooksError> {
     let tls = match &config.cert_dir {
-        Some(dir) => from_dir(dir)?,
+        Some(dir) => Arc::new(CertDir::load(dir, "--hooks-cert-dir")?).tls()?,
         None => Tls::generate().map_err(|e| HooksError::Generate(e.to_string()))?,
     };
     let tcp = TcpListener::bind(config.addr)
@@ -191,6 +187,8 @@ pub async fn start(
     let ca_pem = tls.ca_pem.clone();
     let app = router(client, config.retry_after_seconds);
     let mut shutdown = shutdown;
+    let serving = Arc::new(AtomicBool::new(true));
+    let flag = serving.clone();
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -198,9 +196,15 @@ pub async fn start(
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "hook server stopped");
         }
+        flag.store(false, Ordering::SeqCst);
     });
     tracing::info!(%addr, "runtime hook server listening");
-    Ok(HooksServer { addr, ca_pem, task })
+    Ok(HooksServer {
+        addr,
+        ca_pem,
+        serving,
+        task,
+    })
 }
 
 /// A listener whose connections keep [`Deadline`]s.
@@ -312,41 +316,4 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
-}
-
-/// The certificate of `--hooks-cert-dir`: `tls.crt` (chain, leaf first), `tls.key`, and `ca.crt` for the
-/// ExtensionConfig's `caBundle` when present (else `tls.crt`), as cert-manager writes them.
-fn from_dir(dir: &Path) -> Result<Tls, HooksError> {
-    const HINT: &str = "--hooks-cert-dir needs tls.crt and tls.key in PEM (as cert-manager writes them); \
-                        leave it unset for a generated certificate";
-    let cert_path = dir.join("tls.crt");
-    let key_path = dir.join("tls.key");
-    let bad = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e: rustls::pki_types::pem::Error| HooksError::Certificate {
-            path,
-            reason: format!("{e}; {HINT}"),
-        }
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(bad(&cert_path))?
-        .collect::<Result<_, _>>()
-        .map_err(bad(&cert_path))?;
-    if certs.is_empty() {
-        return Err(HooksError::Certificate {
-            path: cert_path,
-            reason: format!("no PEM certificate in the file; {HINT}"),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(bad(&key_path))?;
-    let ca_path = dir.join("ca.crt");
-    let ca_file = if ca_path.is_file() { &ca_path } else { &cert_path };
-    let ca_pem = std::fs::read_to_string(ca_file).map_err(|e| HooksError::Certificate {
-        path: ca_file.clone(),
-        reason: e.to_string(),
-    })?;
-    Tls::new(certs, key, ca_pem).map_err(|e| HooksError::Tls {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
-    })
 }

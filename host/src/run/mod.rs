@@ -1,9 +1,11 @@
 //! `stackhost run`: the controller process. This module is the process around the controllers: the
-//! Kubernetes client, leader election with a Lease (only the leader reconciles; standbys wait), one HTTP
-//! listener with Prometheus metrics on `/metrics` and probes on `/healthz` and `/readyz`, and graceful
-//! shutdown on SIGTERM/SIGINT (controllers finish what they are doing, then the Lease is released so a
-//! standby takes over at once).
+//! Kubernetes client, leader election with a Lease (only the leader reconciles; standbys wait, but serve
+//! what every replica serves, such as the runtime hooks), one HTTP listener with Prometheus metrics on
+//! `/metrics` and probes on `/healthz` and `/readyz`, and graceful shutdown on SIGTERM/SIGINT
+//! (controllers finish what they are doing, then the Lease is released so a standby takes over at once).
 
+pub mod access;
+pub mod certs;
 pub mod lease;
 mod server;
 
@@ -30,6 +32,18 @@ pub struct ProcessArgs {
     /// Address of the HTTP listener for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub bind: SocketAddr,
+    /// Serve /metrics over HTTPS on --metrics-bind instead of --bind, only to callers whose bearer
+    /// token the API server authenticates (TokenReview) and whom RBAC allows `get` on the non-resource
+    /// URL /metrics (SubjectAccessReview); stackhost then needs `create` on both review kinds.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_secure: bool,
+    /// Address of the HTTPS listener of --metrics-secure.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub metrics_bind: SocketAddr,
+    /// Directory with `tls.crt` and `tls.key` for --metrics-secure, reloaded when they change; a
+    /// self-signed certificate is generated at start without it.
+    #[arg(long)]
+    pub metrics_cert_dir: Option<PathBuf>,
     /// Elect a leader through a Lease so that several replicas can run; only the leader reconciles.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -92,6 +106,8 @@ struct HealthInner {
     leading: AtomicBool,
     leader: std::sync::Mutex<String>,
     leader_gauge: Gauge,
+    /// Set when the process serves the runtime hooks: true while their server accepts connections.
+    hooks: std::sync::OnceLock<Arc<AtomicBool>>,
 }
 
 impl Health {
@@ -116,6 +132,16 @@ impl Health {
         if let Ok(mut l) = self.inner.leader.lock() {
             leader.clone_into(&mut l);
         }
+    }
+
+    /// Makes `/readyz` depend on the runtime hook server (on every replica, leader or standby).
+    pub fn require_hooks(&self, serving: Arc<AtomicBool>) {
+        let _ = self.inner.hooks.set(serving);
+    }
+
+    /// `Some(serving)` when the process serves the runtime hooks.
+    pub fn hooks_serving(&self) -> Option<bool> {
+        self.inner.hooks.get().map(|s| s.load(Ordering::SeqCst))
     }
 
     /// The holder of the Lease as last seen.
@@ -162,17 +188,18 @@ pub async fn until_shutdown(mut shutdown: Shutdown) {
 /// Runs the process: listener, signals, leader election, then `controllers` until shutdown.
 /// `controllers` is called once this process leads (at once without leader election) and must return
 /// soon after its [`Shutdown`] turns true; it sets [`Health::set_ready`] when its watches have synced.
+/// What every replica serves (the runtime hooks) runs outside, registered in `health`.
 pub async fn serve<F, Fut>(
     args: &ProcessArgs,
     client: kube::Client,
     mut registry: Registry,
+    health: Health,
     controllers: F,
 ) -> anyhow::Result<Ended>
 where
     F: FnOnce(Shutdown, Health) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let health = Health::default();
     registry.register(
         "stackhost_leader",
         "1 when this process holds the leader-election Lease and reconciles",
@@ -182,14 +209,46 @@ where
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {} (--bind)", args.bind))?;
-    tracing::info!(address = %args.bind, "serving /metrics, /healthz and /readyz");
-    let server = tokio::spawn(server::serve(
+    let registry = Arc::new(registry);
+    let secure = if args.metrics_secure {
+        let tls = match &args.metrics_cert_dir {
+            Some(dir) => Arc::new(certs::CertDir::load(dir, "--metrics-cert-dir")?).tls()?,
+            None => kube_emulator::tls::Tls::generate()
+                .context("cannot generate a certificate for --metrics-secure")?,
+        };
+        let tcp = tokio::net::TcpListener::bind(args.metrics_bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (--metrics-bind)", args.metrics_bind))?;
+        tracing::info!(address = %args.metrics_bind, "serving /metrics over HTTPS to authorized callers");
+        Some(tokio::spawn(server::serve_secure(
+            tls.listener(tcp),
+            registry.clone(),
+            client.clone(),
+            until_shutdown(stop_rx.clone()),
+        )))
+    } else {
+        None
+    };
+    tracing::info!(
+        address = %args.bind,
+        metrics = !args.metrics_secure,
+        "serving /healthz and /readyz"
+    );
+    let plain = tokio::spawn(server::serve(
         listener,
-        Arc::new(registry),
+        registry,
         health.clone(),
         args.leader_elect,
+        args.metrics_secure,
         until_shutdown(stop_rx.clone()),
     ));
+    let server = async move {
+        let _ = plain.await;
+        if let Some(secure) = secure {
+            let _ = secure.await;
+        }
+    };
+    let server = tokio::spawn(server);
     tokio::spawn(signals(stop_tx.clone()));
 
     let elector = args.leader_elect.then(|| {

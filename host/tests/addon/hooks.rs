@@ -343,7 +343,7 @@ async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
         "{message}"
     );
 
-    // A key of another certificate: rustls refuses the pair, the directory is named.
+    // A key of another certificate: the pair is refused, the directory is named.
     write_cert_dir(dir.path());
     let other = tempfile::tempdir().expect("tempdir");
     write_cert_dir(other.path());
@@ -351,7 +351,7 @@ async fn a_missing_or_invalid_cert_file_is_named_in_the_error() {
     let message = error(start_hooks_with(&env, Some(dir.path())).await);
     assert!(
         message.starts_with(&format!(
-            "cannot configure TLS for the hook server with {}: ",
+            "hook server certificate: {}: tls.key does not belong to tls.crt",
             dir.path().display()
         )),
         "{message}"

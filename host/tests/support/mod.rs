@@ -157,3 +157,26 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).expect("write file");
     p
 }
+
+/// The `state` store of ProviderPlugin `namespace/name`, read from its Secret as stackhost keeps it.
+pub async fn plugin_state(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let (ns, secret) = stackhost::controller::plugins::state_secret(None, namespace, name);
+    let secret = kube::Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(&secret)
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    let json = data
+        .get(stackhost::controller::plugins::STATE_KEY)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {} in the state Secret",
+                stackhost::controller::plugins::STATE_KEY
+            )
+        })?;
+    Ok(serde_json::from_slice(&json.0)?)
+}
