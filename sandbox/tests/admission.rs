@@ -781,3 +781,66 @@ async fn policies_with_params_deny_and_warn() {
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equivalent_versions_reach_a_webhook_in_the_version_it_names() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let crd = std::fs::read_to_string(format!(
+        "{REPO_FIXTURES}/real-crds/capo/infrastructure.cluster.x-k8s.io_openstackmachinetemplates.yaml"
+    ))
+    .expect("CAPO CRD");
+    cluster.apply_yaml(&crd, "test").expect("CRD");
+    let webhook = Webhook::start(&["127.0.0.1"]).await;
+    let mut v1beta2 = hook(
+        "templates.example.com",
+        &webhook.url("/allow"),
+        &webhook.ca_bundle,
+        &["CREATE"],
+        &[],
+    );
+    v1beta2["rules"] = json!([{"operations": ["CREATE"], "apiGroups": ["infrastructure.cluster.x-k8s.io"],
+        "apiVersions": ["v1beta2"], "resources": ["openstackmachinetemplates"]}]);
+    let mut exact = v1beta2.clone();
+    exact["name"] = json!("exact.example.com");
+    exact["matchPolicy"] = json!("Exact");
+    cluster
+        .apply_yaml(
+            &configuration(
+                "ValidatingWebhookConfiguration",
+                "templates",
+                vec![v1beta2, exact],
+            ),
+            "test",
+        )
+        .expect("configuration");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().expect("client"),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "infrastructure.cluster.x-k8s.io",
+                "v1beta1",
+                "OpenStackMachineTemplate",
+            ),
+            "openstackmachinetemplates",
+        ),
+    );
+    let template: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+        "metadata": {"name": "old-style"},
+        "spec": {"template": {"spec": {"flavor": "m1.small", "image": {"filter": {"name": "ubuntu"}}}}}}))
+    .expect("template");
+    api.create(&PostParams::default(), &template)
+        .await
+        .expect("create through v1beta1");
+    // Only the Equivalent webhook is called, with the object in v1beta2 and the request's own version noted.
+    let seen = webhook.requests("/allow");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["kind"]["version"], "v1beta2");
+    assert_eq!(seen[0]["requestKind"]["version"], "v1beta1");
+    assert_eq!(
+        seen[0]["object"]["apiVersion"],
+        "infrastructure.cluster.x-k8s.io/v1beta2"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}

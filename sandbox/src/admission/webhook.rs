@@ -452,7 +452,7 @@ fn denial(name: &str, result: Option<&Value>) -> ApiError {
     };
     let code = r.get("code").and_then(Value::as_u64).unwrap_or(0);
     ApiError {
-        code: if code < 400 || code > 599 {
+        code: if !(400..=599).contains(&code) {
             400
         } else {
             code as u16
