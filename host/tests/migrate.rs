@@ -44,7 +44,8 @@ fn cso_crds() -> String {
         if v["spec"]["names"]["kind"] == "ProviderPlugin" {
             continue;
         }
-        let spec = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let spec =
+            &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         if let Some(props) = spec.as_object_mut() {
             props.remove("source");
             props.remove("providerPlugin");
@@ -142,7 +143,12 @@ spec:
 apiVersion: bootstrap.cluster.x-k8s.io/v1beta2
 kind: KubeadmConfigTemplate
 metadata: {{name: {TAG}-worker, namespace: {NS}, labels: {{clusterstack.x-k8s.io/instance: owned}}}}
-spec: {{template: {{spec: {{}}}}}}
+spec:
+  template:
+    spec:
+      joinConfiguration:
+        nodeRegistration:
+          kubeletExtraArgs: [{{name: eviction-hard, value: "nodefs.available<0%,imagefs.available<0%"}}]
 ---
 apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
 kind: DevClusterTemplate
@@ -208,11 +214,7 @@ fn run_printed(command: &str, kubeconfig: &Path) {
         .parent()
         .expect("bin dir")
         .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let home = kubeconfig.parent().expect("dir");
     let out = Command::new("sh")
         .args(["-c", command])
@@ -236,7 +238,9 @@ async fn a_cso_cluster_is_blocked_then_adopted_and_reconciled_to_ready() -> anyh
         .with_test_writer()
         .try_init();
     let cluster = kube_emulator::Cluster::start().await?;
-    cluster.add_converter(std::sync::Arc::new(kube_emulator::cluster_api::ClusterApiConversion));
+    cluster.add_converter(std::sync::Arc::new(
+        kube_emulator::cluster_api::ClusterApiConversion,
+    ));
     cluster.apply_yaml(&cso_crds(), "helm")?;
     for (file, text) in sandbox::read_crd_files(&[repo().join("tests/fixtures/capi-crds")])? {
         cluster
@@ -347,7 +351,10 @@ spec:
     // --apply refuses while blocked and changes nothing.
     let (code, text) = migrate(&kubeconfig, &["--apply"]);
     assert_eq!(code, 1);
-    assert!(text.contains("BLOCKED: 8 blocker(s); nothing was changed;"), "{text}");
+    assert!(
+        text.contains("BLOCKED: 8 blocker(s); nothing was changed;"),
+        "{text}"
+    );
     assert_eq!(releases.get(TAG).await?.spec.provider_plugin, None);
 
     // 2. Fix each blocker with the commands the report prints, in its order.
@@ -369,7 +376,10 @@ spec:
         "6 CRD marks, scale, 2 deletes, stackhost's CRDs: {ran:#?}"
     );
     // What `helm uninstall cso` would also do (the Deployment scaled to zero above is still there).
-    run_printed("kubectl -n cso-system delete deployment cso-controller-manager", &kubeconfig);
+    run_printed(
+        "kubectl -n cso-system delete deployment cso-controller-manager",
+        &kubeconfig,
+    );
     let crd = run_printed_output(
         "kubectl get crd clusterstacks.clusterstack.x-k8s.io -o json",
         &kubeconfig,
@@ -393,22 +403,42 @@ spec:
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    assert_eq!(releases.get(TAG).await?.spec.provider_plugin, None, "a dry run changes nothing");
+    assert_eq!(
+        releases.get(TAG).await?.spec.provider_plugin,
+        None,
+        "a dry run changes nothing"
+    );
 
     // 4. --apply adopts.
     let (code, text) = migrate(&kubeconfig, &["--apply"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("DONE: 4 object(s) adopted"), "{text}");
-    assert_eq!(releases.get(TAG).await?.spec.provider_plugin.as_deref(), Some("docker"));
-    let templates = api(&client, "bootstrap.cluster.x-k8s.io", "v1beta2", "KubeadmConfigTemplate");
+    assert_eq!(
+        releases.get(TAG).await?.spec.provider_plugin.as_deref(),
+        Some("docker")
+    );
+    let templates = api(
+        &client,
+        "bootstrap.cluster.x-k8s.io",
+        "v1beta2",
+        "KubeadmConfigTemplate",
+    );
     let worker = templates.get(&format!("{TAG}-worker")).await?;
     assert_eq!(
-        worker.metadata.annotations.unwrap_or_default().get("clusterstack.x-k8s.io/owner").map(String::as_str),
+        worker
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("clusterstack.x-k8s.io/owner")
+            .map(String::as_str),
         Some("cluster/docker-ferrol-1-32-v1")
     );
     let (code, text) = migrate(&kubeconfig, &[]);
     assert_eq!(code, 0);
-    assert!(text.contains("READY: nothing blocks and nothing needs adopting."), "{text}");
+    assert!(
+        text.contains("READY: nothing blocks and nothing needs adopting."),
+        "{text}"
+    );
 
     // 5. stackhost takes over: the adopted release is prepared by its plugin and applied, Ready.
     let cache = tempfile::tempdir()?;
@@ -421,25 +451,35 @@ spec:
         ..ControllerArgs::default()
     };
     let mut registry = prometheus_client::registry::Registry::default();
-    let ctx = std::sync::Arc::new(stackhost::cli::controller_context(client.clone(), args, &mut registry)?);
+    let ctx = std::sync::Arc::new(stackhost::cli::controller_context(
+        client.clone(),
+        args,
+        &mut registry,
+    )?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let controllers = tokio::spawn(stackhost::controller::run(ctx, stopped, || {}));
 
-    let ready = wait_for("the adopted release to be prepared by its plugin and Ready", WAIT, || {
-        let releases = releases.clone();
-        async move {
-            let r = releases.get(TAG).await.map_err(|e| e.to_string())?;
-            match &r.status {
-                Some(s) if s.ready && s.plugin_digest.is_some() => Ok(r),
-                _ => Err(sandbox::describe_release(&r)),
+    let ready = wait_for(
+        "the adopted release to be prepared by its plugin and Ready",
+        WAIT,
+        || {
+            let releases = releases.clone();
+            async move {
+                let r = releases.get(TAG).await.map_err(|e| e.to_string())?;
+                match &r.status {
+                    Some(s) if s.ready && s.plugin_digest.is_some() => Ok(r),
+                    _ => Err(sandbox::describe_release(&r)),
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
     wait_release_ready(&client, NS, TAG, WAIT).await?;
     let resources = ready.status.map(|s| s.resources).unwrap_or_default();
     assert!(
-        resources.iter().any(|r| r.kind == "ClusterClass" && r.name == TAG),
+        resources
+            .iter()
+            .any(|r| r.kind == "ClusterClass" && r.name == TAG),
         "stackhost applied the ClusterClass: {resources:?}"
     );
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -480,7 +520,10 @@ spec:
             if ready && status.usable_versions == "v1" {
                 Ok(())
             } else {
-                Err(format!("{:?} usable {:?}", status.conditions, status.usable_versions))
+                Err(format!(
+                    "{:?} usable {:?}",
+                    status.conditions, status.usable_versions
+                ))
             }
         }
     })
@@ -499,6 +542,10 @@ fn run_printed_output(command: &str, kubeconfig: &Path) -> Value {
         .env("HOME", kubeconfig.parent().expect("dir"))
         .output()
         .expect("sh runs");
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }

@@ -105,6 +105,10 @@ impl MigrateArgs {
         let failed = outcomes
             .as_ref()
             .is_some_and(|o| o.iter().any(|(_, r)| r.is_err()));
-        Ok(if report.blocked() || failed { EXIT_BLOCKED } else { 0 })
+        Ok(if report.blocked() || failed {
+            EXIT_BLOCKED
+        } else {
+            0
+        })
     }
 }

@@ -49,11 +49,7 @@ fn own_resource(kind: &str, plural: &str) -> ApiResource {
 /// Reads everything [`super::assess`] needs. `namespace` narrows the ClusterStack kinds (the
 /// cluster-wide checks stay cluster-wide); `ctx` resolves and lists release sources exactly as the
 /// controllers will.
-pub async fn gather(
-    client: &kube::Client,
-    namespace: Option<&str>,
-    ctx: &Context,
-) -> Snapshot {
+pub async fn gather(client: &kube::Client, namespace: Option<&str>, ctx: &Context) -> Snapshot {
     let mut snap = Snapshot::default();
     let unreadable = |what: &str, e: kube::Error| (what.to_owned(), status_text(&e));
     let mut failures = Vec::new();
@@ -72,7 +68,9 @@ pub async fn gather(
         Err(e) => failures.push(unreadable("Deployments (all namespaces)", e)),
     }
     match list_values(Api::<ValidatingWebhookConfiguration>::all(client.clone())).await {
-        Ok(w) => snap.webhooks.extend(with_kind(w, "ValidatingWebhookConfiguration")),
+        Ok(w) => snap
+            .webhooks
+            .extend(with_kind(w, "ValidatingWebhookConfiguration")),
         Err(e) => failures.push(unreadable("ValidatingWebhookConfigurations", e)),
     }
     match list_values(Api::<MutatingWebhookConfiguration>::all(client.clone())).await {
@@ -94,9 +92,9 @@ pub async fn gather(
     }
 
     let served = |plural: &str| {
-        snap.crds.iter().any(|c| {
-            c.pointer("/spec/names/plural").and_then(Value::as_str) == Some(plural)
-        })
+        snap.crds
+            .iter()
+            .any(|c| c.pointer("/spec/names/plural").and_then(Value::as_str) == Some(plural))
     };
     let (has_stacks, has_releases, has_addons, has_plugins) = (
         served("clusterstacks"),
@@ -112,8 +110,18 @@ pub async fn gather(
         }
     };
     for (served, kind, plural, into) in [
-        (has_stacks, "ClusterStack", "clusterstacks", &mut snap.cluster_stacks),
-        (has_releases, "ClusterStackRelease", "clusterstackreleases", &mut snap.releases),
+        (
+            has_stacks,
+            "ClusterStack",
+            "clusterstacks",
+            &mut snap.cluster_stacks,
+        ),
+        (
+            has_releases,
+            "ClusterStackRelease",
+            "clusterstackreleases",
+            &mut snap.releases,
+        ),
         (has_addons, "ClusterAddon", "clusteraddons", &mut snap.addons),
     ] {
         if !served {
@@ -153,8 +161,10 @@ pub async fn gather(
             Some(v) => match serde_json::from_value(v.clone()) {
                 Ok(spec) => Some(spec),
                 Err(e) => {
-                    snap.sources
-                        .insert(key, SourceCheck::Unusable(format!("spec.source is not valid: {e}")));
+                    snap.sources.insert(
+                        key,
+                        SourceCheck::Unusable(format!("spec.source is not valid: {e}")),
+                    );
                     continue;
                 }
             },
@@ -209,7 +219,9 @@ pub async fn gather(
             let gvk = (group.to_owned(), version.to_owned(), kind.to_owned());
             if !kinds.contains_key(&gvk) {
                 let resolved =
-                    match kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await {
+                    match kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+                        .await
+                    {
                         Ok((ar, caps)) => Some((ar, caps.scope == kube::discovery::Scope::Namespaced)),
                         Err(_) => None,
                     };
@@ -298,10 +310,7 @@ pub async fn execute(client: &kube::Client, report: &Report) -> Vec<(String, Res
         } else {
             Api::<DynamicObject>::namespaced_with(client.clone(), &t.namespace, &ar)
         };
-        let outcome = match api
-            .patch(&t.name, &params, &Patch::Merge(&adoption.patch))
-            .await
-        {
+        let outcome = match api.patch(&t.name, &params, &Patch::Merge(&adoption.patch)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Err(format!(
                 "it changed since the check ({}); run the check again",

@@ -14,8 +14,8 @@
 //! object CSO applied for a release gets the release's [`OWNER_ANNOTATION`], so stackhost prunes and
 //! deletes it like its own.
 
-mod cluster;
 pub mod cli;
+mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -522,7 +522,9 @@ fn assess_crd_protection(snapshot: &Snapshot, findings: &mut Vec<Finding>) {
                     "it belongs to the Helm release {ns}/{release} (a template, not in crds/): `helm \
                      uninstall {release}` deletes it"
                 ));
-                fixes.push(format!("`kubectl annotate crd {name} {HELM_RESOURCE_POLICY}=keep`"));
+                fixes.push(format!(
+                    "`kubectl annotate crd {name} {HELM_RESOURCE_POLICY}=keep`"
+                ));
             }
         }
         if let Some(value) = label(crd, PROVIDER_LABEL).filter(|l| CSO_PROVIDER_LABELS.contains(l)) {
@@ -615,7 +617,8 @@ impl Pending {
         if let Some((k, v)) = &options.watch_label {
             if label(object, k) != Some(v.as_str()) {
                 self.patch["metadata"]["labels"][k] = Value::String(v.clone());
-                self.changes.push(format!("label {k}={v} (stackhost's --watch-label)"));
+                self.changes
+                    .push(format!("label {k}={v} (stackhost's --watch-label)"));
             }
         }
     }
@@ -936,7 +939,11 @@ pub fn describe_target(t: &Target) -> String {
 
 /// The report as text for a terminal: blockers with their fix, warnings, the adoptions and what is
 /// taken over as it is, then a verdict. `cluster` says which cluster (e.g. `kubeconfig /path`). `outcomes` (after `--apply`) says how each adoption went.
-pub fn render_text(report: &Report, cluster: &str, outcomes: Option<&[(String, Result<(), String>)]>) -> String {
+pub fn render_text(
+    report: &Report,
+    cluster: &str,
+    outcomes: Option<&[(String, Result<(), String>)]>,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let mode = if outcomes.is_some() {

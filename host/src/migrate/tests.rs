@@ -38,18 +38,21 @@ fn cso_cluster() -> Snapshot {
                          "annotations": {"meta.helm.sh/release-name": "cso", "meta.helm.sh/release-namespace": "cso-system"}},
             "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "manager", "image": "ghcr.io/sovereigncloudstack/cso:v0.2.0-alpha.1"}]}}}
         })],
-        webhooks: vec![json!({
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "cso-validating-webhook-configuration"},
-            "webhooks": [{"name": "validation.clusterstack.clusterstack.x-k8s.io",
-                          "clientConfig": {"service": {"name": "cso-webhook-service", "namespace": "cso-system"}},
-                          "rules": [{"apiGroups": ["clusterstack.x-k8s.io"], "resources": ["clusterstacks"]}]}]
-        }), json!({
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "unrelated"},
-            "webhooks": [{"name": "v.example.com", "clientConfig": {"service": {"name": "x", "namespace": "other"}},
-                          "rules": [{"apiGroups": ["example.com"]}]}]
-        })],
+        webhooks: vec![
+            json!({
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "cso-validating-webhook-configuration"},
+                "webhooks": [{"name": "validation.clusterstack.clusterstack.x-k8s.io",
+                              "clientConfig": {"service": {"name": "cso-webhook-service", "namespace": "cso-system"}},
+                              "rules": [{"apiGroups": ["clusterstack.x-k8s.io"], "resources": ["clusterstacks"]}]}]
+            }),
+            json!({
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "unrelated"},
+                "webhooks": [{"name": "v.example.com", "clientConfig": {"service": {"name": "x", "namespace": "other"}},
+                              "rules": [{"apiGroups": ["example.com"]}]}]
+            }),
+        ],
         extension_configs: vec![json!({
             "metadata": {"name": "cso-hook-server-extensionconfig"},
             "spec": {"clientConfig": {"service": {"name": "cso-hook-server-svc", "namespace": "cso-system"}}}
@@ -139,9 +142,20 @@ fn a_cluster_with_cso_running_is_blocked_naming_each_object_and_the_fix() {
     }
     assert!(!blockers.iter().any(|b| b.contains("unrelated")), "{blockers:?}");
     let cso = finding(&report, "Deployment cso-system/cso-controller-manager");
-    assert!(cso.message.contains("is running (1 replica(s)"), "{}", cso.message);
-    assert!(cso.fix.as_deref().unwrap_or_default().contains("`helm uninstall cso -n cso-system`"));
-    let crd = finding(&report, "CustomResourceDefinition clusterstacks.clusterstack.x-k8s.io");
+    assert!(
+        cso.message.contains("is running (1 replica(s)"),
+        "{}",
+        cso.message
+    );
+    assert!(cso
+        .fix
+        .as_deref()
+        .unwrap_or_default()
+        .contains("`helm uninstall cso -n cso-system`"));
+    let crd = finding(
+        &report,
+        "CustomResourceDefinition clusterstacks.clusterstack.x-k8s.io",
+    );
     assert!(crd.message.contains("every ClusterStack"), "{}", crd.message);
     assert_eq!(
         crd.fix.as_deref(),
@@ -152,15 +166,21 @@ fn a_cluster_with_cso_running_is_blocked_naming_each_object_and_the_fix() {
     );
     let schema = finding(&report, "CustomResourceDefinitions clusterstack.x-k8s.io");
     assert!(
-        schema.message.contains("clusterstackreleases.clusterstack.x-k8s.io has no spec.providerPlugin")
-            && schema.message.contains("providerplugins.clusterstack.x-k8s.io is not installed"),
+        schema
+            .message
+            .contains("clusterstackreleases.clusterstack.x-k8s.io has no spec.providerPlugin")
+            && schema
+                .message
+                .contains("providerplugins.clusterstack.x-k8s.io is not installed"),
         "{}",
         schema.message
     );
     let stack = finding(&report, "ClusterStack cluster/ferrol");
     assert!(
         stack.message.contains("no ProviderPlugin cluster/docker")
-            && stack.message.contains("DockerClusterStackReleaseTemplate tmpl is not used"),
+            && stack
+                .message
+                .contains("DockerClusterStackReleaseTemplate tmpl is not used"),
         "{}",
         stack.message
     );
@@ -205,7 +225,10 @@ fn without_cso_the_releases_get_their_plugin_and_what_cso_applied_gets_the_relea
         patch,
         &json!({"metadata": {"resourceVersion": "7"}, "spec": {"providerPlugin": "docker"}})
     );
-    let class = finding(&report, "ClusterClass.cluster.x-k8s.io cluster/docker-ferrol-1-32-v1");
+    let class = finding(
+        &report,
+        "ClusterClass.cluster.x-k8s.io cluster/docker-ferrol-1-32-v1",
+    );
     assert_eq!(
         class.adoption.as_ref().map(|a| &a.patch),
         Some(&json!({"metadata": {"resourceVersion": "9",
@@ -217,7 +240,10 @@ fn without_cso_the_releases_get_their_plugin_and_what_cso_applied_gets_the_relea
     assert!(hand_made.adoption.is_none());
     assert_eq!(objects(&report, Level::Keep), ["ClusterStack cluster/ferrol"]);
     let text = render_text(&report, "kubeconfig k", None);
-    assert!(text.contains("READY: nothing blocks; `stackhost migrate --apply` adopts 2 object(s)."), "{text}");
+    assert!(
+        text.contains("READY: nothing blocks; `stackhost migrate --apply` adopts 2 object(s)."),
+        "{text}"
+    );
 }
 
 #[test]
@@ -233,16 +259,26 @@ fn a_release_missing_from_the_source_or_no_source_at_all_blocks() {
     let report = assess(&snap, &Options::default());
     let missing = finding(&report, "ClusterStackRelease cluster/docker-ferrol-1-32-v1");
     assert_eq!(missing.level, Level::Blocker);
-    assert!(missing.message.contains("is not in local directory /srv"), "{}", missing.message);
+    assert!(
+        missing.message.contains("is not in local directory /srv"),
+        "{}",
+        missing.message
+    );
 
     snap.sources.insert(
         "cluster/ferrol".into(),
-        SourceCheck::Unusable("the ClusterStack has no spec.source and the controller has no --release-source".into()),
+        SourceCheck::Unusable(
+            "the ClusterStack has no spec.source and the controller has no --release-source".into(),
+        ),
     );
     let report = assess(&snap, &Options::default());
     let stack = finding(&report, "ClusterStack cluster/ferrol");
     assert_eq!(stack.level, Level::Blocker);
-    assert!(stack.fix.as_deref().unwrap_or_default().contains("--release-source"));
+    assert!(stack
+        .fix
+        .as_deref()
+        .unwrap_or_default()
+        .contains("--release-source"));
 }
 
 #[test]
@@ -264,7 +300,10 @@ fn adopted_objects_are_not_adopted_twice_and_the_watch_label_is_added() {
     let report = assess(&snap, &options);
     assert_eq!(
         objects(&report, Level::Adopt),
-        ["ClusterStack cluster/ferrol", "ClusterStackRelease cluster/docker-ferrol-1-32-v1"]
+        [
+            "ClusterStack cluster/ferrol",
+            "ClusterStackRelease cluster/docker-ferrol-1-32-v1"
+        ]
     );
     let stack = finding(&report, "ClusterStack cluster/ferrol");
     assert_eq!(
@@ -281,7 +320,8 @@ fn an_object_two_releases_list_is_marked_for_the_first_only() {
     second["spec"]["providerPlugin"] = json!("docker");
     snap.releases.push(second);
     let objects_v1 = snap.applied["cluster/docker-ferrol-1-32-v1"].clone();
-    snap.applied.insert("cluster/docker-ferrol-1-32-v2".into(), objects_v1);
+    snap.applied
+        .insert("cluster/docker-ferrol-1-32-v2".into(), objects_v1);
     if let Some(SourceCheck::Listed { tags, .. }) = snap.sources.get_mut("cluster/ferrol") {
         tags.insert("docker-ferrol-1-32-v2".into());
     }
@@ -290,8 +330,15 @@ fn an_object_two_releases_list_is_marked_for_the_first_only() {
     let about_class: Vec<&Finding> = report.findings.iter().filter(|f| f.object == class).collect();
     assert_eq!(about_class.len(), 2, "{about_class:#?}");
     assert_eq!(about_class.iter().filter(|f| f.level == Level::Adopt).count(), 1);
-    let warning = about_class.iter().find(|f| f.level == Level::Warning).expect("a warning");
-    assert!(warning.message.contains("left to cluster/docker-ferrol-1-32-v1"), "{}", warning.message);
+    let warning = about_class
+        .iter()
+        .find(|f| f.level == Level::Warning)
+        .expect("a warning");
+    assert!(
+        warning.message.contains("left to cluster/docker-ferrol-1-32-v1"),
+        "{}",
+        warning.message
+    );
 }
 
 #[test]
@@ -307,7 +354,10 @@ fn cso_installed_from_its_manifests_is_recognised_and_uninstalled_by_label() {
     let stackhost = json!({"metadata": {"labels": {"app.kubernetes.io/name": "stackhost"}},
                            "spec": {"template": {"spec": {"containers": [{"image": "r.example/stackhost:0.1"}]}}}});
     assert_eq!(operator_of(&stackhost), Some(Operator::Stackhost));
-    assert_eq!(image_path("ghcr.io/sovereigncloudstack/cso:v0.2.0@sha256:ab"), "sovereigncloudstack/cso");
+    assert_eq!(
+        image_path("ghcr.io/sovereigncloudstack/cso:v0.2.0@sha256:ab"),
+        "sovereigncloudstack/cso"
+    );
     assert_eq!(image_path("cso"), "cso");
 }
 
@@ -315,13 +365,19 @@ fn cso_installed_from_its_manifests_is_recognised_and_uninstalled_by_label() {
 fn after_apply_the_report_says_what_was_done_and_what_failed() {
     let report = assess(&migratable(), &Options::default());
     let outcomes = vec![
-        ("ClusterStackRelease cluster/docker-ferrol-1-32-v1".to_string(), Ok(())),
+        (
+            "ClusterStackRelease cluster/docker-ferrol-1-32-v1".to_string(),
+            Ok(()),
+        ),
         (
             "ClusterClass.cluster.x-k8s.io cluster/docker-ferrol-1-32-v1".to_string(),
             Err("it changed since the check (conflict); run the check again".to_string()),
         ),
     ];
     let text = render_text(&report, "kubeconfig k", Some(&outcomes));
-    assert!(text.contains("ClusterStackRelease cluster/docker-ferrol-1-32-v1: done"), "{text}");
+    assert!(
+        text.contains("ClusterStackRelease cluster/docker-ferrol-1-32-v1: done"),
+        "{text}"
+    );
     assert!(text.contains("INCOMPLETE: 1 of 2 adoption(s) failed"), "{text}");
 }
