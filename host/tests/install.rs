@@ -1000,8 +1000,7 @@ async fn secure_metrics_answer_only_callers_rbac_allows() {
     // Allowed: the scraper's token gets the metrics (once the listener is up).
     let prometheus = token("prometheus");
     let (status, body) = sandbox::wait_for("the secure metrics listener", Duration::from_secs(60), || {
-        let get = get(Some(prometheus.clone()));
-        async move { get.await }
+        get(Some(prometheus.clone()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", run.logs()));
