@@ -1020,33 +1020,40 @@ async fn slow_sources_do_not_stall_other_releases_and_end_at_their_deadline_or_d
         }
     })
     .await?;
-    let mut queued = 0;
-    for ns in &slow_namespaces {
-        let c = wait_for(&format!("{ns}: a download condition"), WAIT, || async {
+    // Their releases say so: four downloading, one waiting for a slot of that registry.
+    wait_for("4 releases downloading and 1 queued", WAIT, || async {
+        let mut seen = Vec::new();
+        for ns in &slow_namespaces {
             let r = Api::<ClusterStackRelease>::namespaced(client.clone(), ns)
                 .get_opt(TAG)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("no release yet")?;
             let conditions = r.status.unwrap_or_default().conditions;
-            stackhost::api::condition::find(&conditions, "ClusterStackReleaseDownloaded")
-                .filter(|c| matches!(c.reason.as_deref(), Some("Downloading" | "DownloadQueued")))
-                .cloned()
-                .ok_or_else(|| format!("{conditions:?}"))
-        })
-        .await?;
-        let message = c.message.unwrap_or_default();
-        if c.reason.as_deref() == Some("DownloadQueued") {
-            queued += 1;
-            assert!(
-                message.contains(&format!("4 downloads from {}", slow.addr)),
-                "{message}"
-            );
-        } else {
-            assert!(message.contains("at most 3600s"), "{message}");
+            let c = stackhost::api::condition::find(&conditions, "ClusterStackReleaseDownloaded")
+                .ok_or_else(|| format!("{ns}: no condition yet"))?;
+            seen.push((
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            ));
         }
-    }
-    assert_eq!(queued, 1, "one of five slow downloads waits for a slot");
+        let downloading = seen
+            .iter()
+            .filter(|(reason, message)| reason == "Downloading" && message.contains("at most 3600s"))
+            .count();
+        let queued = seen
+            .iter()
+            .filter(|(reason, message)| {
+                reason == "DownloadQueued" && message.contains(&format!("4 downloads from {}", slow.addr))
+            })
+            .count();
+        if (downloading, queued) == (4, 1) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await?;
     assert_eq!(slow.open(), 4);
 
     // The healthy stack is not held up by them.

@@ -440,11 +440,14 @@ async fn fetch(r: &mut Release<'_>, name: &ReleaseName) -> Step<ReleaseAssets> {
     };
     // The download runs in the background: a slow source never holds this worker.
     let (since, reason, message) = match ctx.downloads.poll(&r.key, source.clone(), name) {
-        Download::Done(Ok(assets)) => {
-            r.ok(types::ASSETS_CLIENT_API_AVAILABLE);
-            return Step::Next(assets);
-        }
-        Download::Done(Err(e)) => {
+        Download::Done(done) => {
+            let e = match *done {
+                Ok(assets) => {
+                    r.ok(types::ASSETS_CLIENT_API_AVAILABLE);
+                    return Step::Next(assets);
+                }
+                Err(e) => e,
+            };
             let reason = match &e {
                 ReleaseError::NotFound { .. } => "ReleaseNotFound",
                 ReleaseError::Source { .. } => "SourceUnavailable",
@@ -460,8 +463,14 @@ async fn fetch(r: &mut Release<'_>, name: &ReleaseName) -> Step<ReleaseAssets> {
                     e.to_string(),
                 );
             }
-            return r.failed(T, reason, e.to_string()).await;
+            let step = r.failed(T, reason, e.to_string()).await;
+            if let Step::Wait(wait) = &step {
+                ctx.downloads.hold(&r.key, source.as_ref(), name, *wait);
+            }
+            return step;
         }
+        // Failed a moment ago: the condition says why; the next try waits for its backoff.
+        Download::Held(wait) => return Step::Wait(wait),
         Download::Queued {
             origin,
             running,

@@ -27,7 +27,7 @@ use super::ReleaseAssets;
 #[derive(Debug)]
 pub enum Download {
     /// Done: the release, or why it could not be had. The next poll starts afresh.
-    Done(Result<ReleaseAssets, ReleaseError>),
+    Done(Box<Result<ReleaseAssets, ReleaseError>>),
     /// Waiting for a slot of its origin, whose slots are all taken.
     Queued {
         /// The origin (e.g. `registry.example:5000`).
@@ -42,6 +42,8 @@ pub enum Download {
         /// When the download started (not when it was queued).
         since: Instant,
     },
+    /// The last download failed and the next may start only after this long (see [`Downloads::hold`]).
+    Held(Duration),
 }
 
 /// The background downloads of release assets, keyed by the object that wants them.
@@ -51,6 +53,8 @@ pub struct Downloads {
     per_origin: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     running: Mutex<HashMap<String, Task>>,
+    /// Failed downloads not to be retried before an instant, by key: `(what, until)`.
+    held: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl std::fmt::Debug for Downloads {
@@ -87,6 +91,7 @@ impl Downloads {
             per_origin: per_origin.max(1),
             slots: Mutex::default(),
             running: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -112,17 +117,29 @@ impl Downloads {
     /// the state of its download (started now if there is none). Must be called within a tokio runtime.
     pub fn poll(&self, key: &str, source: Arc<dyn ReleaseSource>, release: &ReleaseName) -> Download {
         let what = format!("{} {}", source.id(), release.tag());
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            match held.get(key) {
+                Some((w, until)) if *w == what && *until > Instant::now() => {
+                    return Download::Held(*until - Instant::now())
+                }
+                Some(_) => {
+                    held.remove(key);
+                }
+                None => {}
+            }
+        }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(task) = running.get_mut(key) {
             if task.what == what {
                 if let Some(joined) = (&mut task.handle).now_or_never() {
                     running.remove(key);
-                    return Download::Done(joined.unwrap_or_else(|e| {
+                    return Download::Done(Box::new(joined.unwrap_or_else(|e| {
                         Err(ReleaseError::Source {
                             source_name: source.describe(),
                             message: format!("the download of {} failed: {e}", release.tag()),
                         })
-                    }));
+                    })));
                 }
                 let started = *task.started.lock().unwrap_or_else(|p| p.into_inner());
                 return match started {
@@ -139,9 +156,9 @@ impl Downloads {
             running.remove(key);
         }
         match self.cache.get(source.as_ref(), release) {
-            Ok(Some(assets)) => return Download::Done(Ok(assets)),
+            Ok(Some(assets)) => return Download::Done(Box::new(Ok(assets))),
             Ok(None) => {}
-            Err(e) => return Download::Done(Err(e)),
+            Err(e) => return Download::Done(Box::new(Err(e))),
         }
         let origin = source.origin();
         let slot = self.slot(&origin);
@@ -180,8 +197,20 @@ impl Downloads {
         }
     }
 
+    /// After a failed download of `release` from `source` for `key`: polls answer [`Download::Held`]
+    /// for `wait` instead of starting the next download at once (an object is reconciled again as soon
+    /// as its status changes; the failure stays visible and the retry keeps its backoff).
+    pub fn hold(&self, key: &str, source: &dyn ReleaseSource, release: &ReleaseName, wait: Duration) {
+        let what = format!("{} {}", source.id(), release.tag());
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), (what, Instant::now() + wait));
+    }
+
     /// Stops the download of `key`, queued or running; whether there was one.
     pub fn cancel(&self, key: &str) -> bool {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         let task = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         task.is_some()
     }

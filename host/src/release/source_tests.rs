@@ -396,7 +396,8 @@ fn a_download_stopped_half_way_leaves_nothing_behind() {
     let err = runtime().block_on(async {
         loop {
             match downloads.poll("ns/a", source.clone(), &name) {
-                download::Download::Done(result) => break result.expect_err("deadline"),
+                download::Download::Done(result) => break (*result).expect_err("deadline"),
+                download::Download::Held(_) => panic!("nothing was held"),
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
