@@ -216,7 +216,53 @@ pub fn validate(rt: &ResourceType, obj: &Value, out: &mut Vec<Cause>) {
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("apiregistration.k8s.io", "APIService") => validate_api_service(obj, out),
         ("admissionregistration.k8s.io", kind) => crate::admission::config::validate(kind, obj, out),
+        ("", "ConfigMap") => {
+            data_keys(obj, "data", out);
+            data_keys(obj, "binaryData", out);
+        }
+        // `stringData` is merged into `data` before this runs.
+        ("", "Secret") => data_keys(obj, "data", out),
         _ => {}
+    }
+}
+
+/// The keys of a ConfigMap's or Secret's `field` (`IsConfigMapKey` of apimachinery): at most 253
+/// characters of `[-._a-zA-Z0-9]`, not `.` or `..`, not starting with `..`.
+fn data_keys(obj: &Value, field: &str, out: &mut Vec<Cause>) {
+    let Some(map) = obj.get(field).and_then(Value::as_object) else {
+        return;
+    };
+    for key in map.keys() {
+        let path = format!("{field}[{key}]");
+        let shown = format!("{key:?}");
+        if key.len() > 253 {
+            out.push(invalid(
+                &path,
+                shown.clone(),
+                "must be no more than 253 characters",
+            ));
+        }
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        {
+            out.push(invalid(
+                &path,
+                shown.clone(),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  \
+                 or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+            ));
+        }
+        let chdir = match key.as_str() {
+            "." => Some("must not be '.'"),
+            ".." => Some("must not be '..'"),
+            k if k.starts_with("..") => Some("must not start with '..'"),
+            _ => None,
+        };
+        if let Some(msg) = chdir {
+            out.push(invalid(&path, shown, msg));
+        }
     }
 }
 

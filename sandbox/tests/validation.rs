@@ -757,3 +757,46 @@ async fn a_float_in_an_integer_field_is_refused_however_it_arrives() {
         }
     }
 }
+
+#[tokio::test]
+async fn config_map_and_secret_keys_follow_the_api_servers_rule() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let config_maps = cluster_api(&client, "", "v1", "ConfigMap", "configmaps");
+    let secrets = cluster_api(&client, "", "v1", "Secret", "secrets");
+    let rule =
+        "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  \
+                or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+    let (code, message) = create_err(
+        &config_maps,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "state", "namespace": "default"},
+               "data": {"image/x": "1"}}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        message,
+        format!(r#"ConfigMap "state" is invalid: data[image/x]: Invalid value: "image/x": {rule}"#)
+    );
+    let (code, message) = create_err(
+        &secrets,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "state", "namespace": "default"},
+               "stringData": {"..hidden": "1"}}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        message,
+        r#"Secret "state" is invalid: data[..hidden]: Invalid value: "..hidden": must not start with '..'"#
+    );
+    // Valid keys are stored.
+    config_maps
+        .create(
+            &PostParams::default(),
+            &obj(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "ok", "namespace": "default"},
+                        "data": {"state.json": "{}", "KEY_NAME": "1", "key-name": "2"}})),
+        )
+        .await
+        .expect("valid keys");
+}
