@@ -444,6 +444,7 @@ spec:
     let cache = tempfile::tempdir()?;
     let args = ControllerArgs {
         cache_dir: Some(cache.path().to_path_buf()),
+        render_program: Some(env!("CARGO_BIN_EXE_stackhost").into()),
         oci_layout: Some(sandbox::default_layout()),
         release_source: Some(format!("oci://{}", sandbox::SAMPLE_RELEASES)),
         retry_base: Duration::from_millis(200),

@@ -762,8 +762,8 @@ async fn a_float_in_an_integer_field_is_refused_however_it_arrives() {
 async fn config_map_and_secret_keys_follow_the_api_servers_rule() {
     let cluster = Cluster::start().await.expect("cluster");
     let client = cluster.client().expect("client");
-    let config_maps = cluster_api(&client, "", "v1", "ConfigMap", "configmaps");
-    let secrets = cluster_api(&client, "", "v1", "Secret", "secrets");
+    let config_maps = api(&client, "", "v1", "ConfigMap", "configmaps");
+    let secrets = api(&client, "", "v1", "Secret", "secrets");
     let rule =
         "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  \
                 or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
