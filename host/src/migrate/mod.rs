@@ -351,7 +351,7 @@ pub fn assess(snapshot: &Snapshot, options: &Options) -> Report {
             }
         }
     }
-    findings.sort_by(|a, b| a.level.cmp(&b.level));
+    findings.sort_by_key(|a| a.level);
     Report { findings }
 }
 

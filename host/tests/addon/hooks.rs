@@ -404,9 +404,10 @@ async fn a_client_that_sends_its_request_slowly_is_disconnected() {
             if conn.write_all(b"X-Slow: 1\r\n").await.is_err() {
                 return;
             }
-            match tokio::time::timeout(std::time::Duration::from_millis(200), conn.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => return,
-                Ok(Ok(_)) | Err(_) => {}
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), conn.read(&mut buf)).await
+            {
+                return;
             }
         }
     };
