@@ -251,10 +251,24 @@ impl Renderer for ProcessRenderer {
     }
 }
 
+/// Ends this render process soon after its parent is gone: a controller killed with SIGKILL cannot stop
+/// its renders, and a looping template would otherwise run on, orphaned, until it ends.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("the controller that started this render is gone; stopping");
+            std::process::exit(3);
+        }
+    });
+}
+
 /// The child's side (`stackhost internal-render`): reads one job from stdin, runs it with the
 /// in-process renderer and writes the answer to stdout. Returns the exit code: 0 when an answer was
 /// written (a failed render is an answer too).
 pub fn serve() -> i32 {
+    exit_with_parent();
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(MAX_JOB_BYTES).read_to_end(&mut input) {
         eprintln!("cannot read the render job: {e}");
