@@ -1201,6 +1201,111 @@ async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_releas
     sandbox.shutdown().await
 }
 
+#[tokio::test]
+async fn plugin_limits_over_the_admins_caps_are_refused_with_the_cap_named() -> TestResult {
+    let cache = tempfile::tempdir()?;
+    let sandbox = Sandbox::start(args(cache.path())).await?;
+    let pps: Api<ProviderPlugin> = Api::namespaced(sandbox.client.clone(), NS);
+    let mut pp = provider_plugin("registry.invalid/plugins/docker:1", json!({}));
+    pp.spec.limits.deadline = Some("1h".into());
+    pps.create(&Default::default(), &pp).await?;
+    let loaded = |pps: Api<ProviderPlugin>| async move {
+        let pp = pps.get("docker").await.map_err(|e| e.to_string())?;
+        let conditions = pp.status.unwrap_or_default().conditions;
+        let c = stackhost::api::condition::find(&conditions, "PluginLoaded").ok_or("no condition yet")?;
+        Ok::<_, String>((
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        ))
+    };
+    let refused = |cap: &'static str| {
+        let pps = pps.clone();
+        move || {
+            let pps = pps.clone();
+            async move {
+                match loaded(pps).await? {
+                    (reason, message) if reason == "InvalidSpec" && message.contains(cap) => Ok(message),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        }
+    };
+    let message = wait_for("the deadline refused", WAIT, refused("--plugin-max-deadline")).await?;
+    assert!(
+        message.starts_with(
+            "spec.limits.deadline \"1h\" is over the most this controller allows per call (300s"
+        ),
+        "{message}"
+    );
+    let patch = json!({"spec": {"limits": {"deadline": "30s", "memory": "2Gi"}}});
+    pps.patch("docker", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let message = wait_for("the memory refused", WAIT, refused("--plugin-max-memory-mib")).await?;
+    assert!(
+        message.contains(
+            "spec.limits.memory \"2Gi\" is over the most this controller allows per instance (1024 MiB"
+        ),
+        "{message}"
+    );
+    sandbox.shutdown().await
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_none_or(|(_, rest)| rest.starts_with('Z'))
+}
+
+#[tokio::test]
+async fn a_render_process_stops_soon_after_its_controller_is_gone() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let dir = tempfile::tempdir()?;
+    release_with_template(dir.path(), TAG, "loop.yaml", LOOP)?;
+    let job = dir.path().join("job.json");
+    let chart = dir
+        .path()
+        .join(TAG)
+        .join("docker-ferrol-1-32-cluster-class-v1.tgz");
+    std::fs::write(
+        &job,
+        json!({"op": "render", "chart": chart, "values": {}, "releaseName": "x", "namespace": NS,
+               "kubeVersion": null, "includeCrds": false})
+        .to_string(),
+    )?;
+    // A shell stands in for the controller: it starts the render and is then killed with SIGKILL.
+    let mut controller = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" internal-render < "$1" > /dev/null & echo $!; wait"#)
+        .arg(env!("CARGO_BIN_EXE_stackhost"))
+        .arg(&job)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(controller.stdout.take().expect("piped")),
+        &mut line,
+    )?;
+    let render: u32 = line.trim().parse()?;
+    wait_for("the looping render running", WAIT, || async {
+        let cmdline = std::fs::read(format!("/proc/{render}/cmdline")).unwrap_or_default();
+        match cmdline.split(|b| *b == 0).any(|a| a == b"internal-render") {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&cmdline).into_owned()),
+        }
+    })
+    .await?;
+    controller.kill()?;
+    controller.wait()?;
+    wait_for("the orphaned render ended", Duration::from_secs(10), || async {
+        match ended(render) {
+            true => Ok(()),
+            false => Err(format!("render process {render} still runs")),
+        }
+    })
+    .await
+}
+
 /// A template rendering [`MANY`] ConfigMaps: an apply long enough to stop in the middle.
 const MANY_TEMPLATE: &str = "{{- range $i := until 3000 }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: many-{{ $i }}\ndata: {i: \"{{ $i }}\"}\n{{- end }}\n";
 const MANY: usize = 3000;

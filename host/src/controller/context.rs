@@ -122,6 +122,13 @@ pub struct ControllerArgs {
     /// reports `RenderOutOfMemory`. The real SCS stacks' renders peak at 70-82 MiB.
     #[arg(long, default_value_t = crate::render::DEFAULT_RENDER_MEMORY_MIB, value_parser = clap::value_parser!(u64).range(64..=65_536))]
     pub render_max_memory_mib: u64,
+    /// Longest `spec.limits.deadline` a ProviderPlugin may ask for per call; one over it is refused
+    /// (`InvalidSpec`). A call holds a reconcile worker for as long as it runs.
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
+    pub plugin_max_deadline: Duration,
+    /// Most `spec.limits.memory` a ProviderPlugin may ask for per instance, in MiB; more is refused.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub plugin_max_memory_mib: u64,
     /// The stackhost binary that runs renders (`<program> internal-render`); this process's own binary
     /// by default (tests point it at the built binary).
     #[arg(long, env = "STACKHOST_RENDER_PROGRAM", hide = true)]
@@ -167,6 +174,8 @@ impl Default for ControllerArgs {
             release_downloads_per_source: 4,
             render_timeout: Duration::from_secs(30),
             render_max_memory_mib: crate::render::DEFAULT_RENDER_MEMORY_MIB,
+            plugin_max_deadline: Duration::from_secs(300),
+            plugin_max_memory_mib: 1024,
             render_program: None,
             plugin_state_namespace: None,
         }

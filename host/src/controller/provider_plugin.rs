@@ -45,9 +45,25 @@ const COMPILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Compiling` and returns: long enough for a Rust plugin, far shorter than a Python one.
 const COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The limits of a ProviderPlugin spec, defaults where unset.
-pub fn limits_of(pp: &ProviderPlugin) -> Result<Limits, String> {
-    Limits::from_spec(&pp.spec.limits).map_err(|e| e.to_string())
+/// The limits of a ProviderPlugin spec, defaults where unset; a deadline or memory over the admin's cap
+/// (`--plugin-max-deadline`, `--plugin-max-memory-mib`) is refused, naming the field and the cap.
+pub fn limits_of(pp: &ProviderPlugin, args: &super::ControllerArgs) -> Result<Limits, String> {
+    let limits = Limits::from_spec(&pp.spec.limits).map_err(|e| e.to_string())?;
+    if limits.deadline() > args.plugin_max_deadline {
+        return Err(format!(
+            "spec.limits.deadline {:?} is over the most this controller allows per call ({}s,              --plugin-max-deadline); lower it or ask the cluster admin",
+            pp.spec.limits.deadline.as_deref().unwrap_or_default(),
+            args.plugin_max_deadline.as_secs_f64()
+        ));
+    }
+    if limits.memory_bytes as u64 > args.plugin_max_memory_mib << 20 {
+        return Err(format!(
+            "spec.limits.memory {:?} is over the most this controller allows per instance ({} MiB,              --plugin-max-memory-mib); lower it or ask the cluster admin",
+            pp.spec.limits.memory.as_deref().unwrap_or_default(),
+            args.plugin_max_memory_mib
+        ));
+    }
+    Ok(limits)
 }
 
 /// Grants from `spec.capabilities`; `state` is always linked (a per-plugin store the host keeps).
@@ -146,7 +162,7 @@ async fn load(
     let ns = pp.namespace().unwrap_or_default();
     let name = pp.name_any();
     let generation = pp.metadata.generation.unwrap_or_default();
-    let limits = limits_of(pp).map_err(fail("InvalidSpec"))?;
+    let limits = limits_of(pp, &ctx.args).map_err(fail("InvalidSpec"))?;
     let grants = grants_of(pp);
     let ca_bundle = ca_bundle(ctx, pp).await?;
     let policy = policy(ctx, pp).await?;
