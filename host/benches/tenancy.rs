@@ -39,6 +39,8 @@ use support::TestRegistry;
 
 const FIXTURE: &str = "docker-ferrol-1-32-v1";
 const HOSTILE_NS: &str = "hostile";
+/// How often the wait for the healthy releases says how far it got (on stderr).
+const PROGRESS: Duration = Duration::from_secs(30);
 
 /// What one ClusterStack of the hostile namespace does; its stacks cycle through these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -364,20 +366,35 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
         create_healthy(&client, setup, &format!("team-{t}")).await?;
     }
     let mut render_peak_kib = 0;
-    let ready = loop {
-        let list = releases.list(&ListParams::default()).await?.items;
-        observe(&list);
-        render_peak_kib = render_peak_kib.max(children_peak_kib(pid));
-        let ready = list
-            .iter()
-            .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
-            .filter(|r| r.status.as_ref().is_some_and(|s| s.ready))
-            .count();
-        if ready == healthy || started.elapsed() > limit {
-            break ready;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let mut next_progress = PROGRESS;
+    let ready =
+        loop {
+            let list = releases.list(&ListParams::default()).await?.items;
+            observe(&list);
+            render_peak_kib = render_peak_kib.max(children_peak_kib(pid));
+            let ready = list
+                .iter()
+                .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
+                .filter(|r| r.status.as_ref().is_some_and(|s| s.ready))
+                .count();
+            if ready == healthy || started.elapsed() > limit {
+                break ready;
+            }
+            if started.elapsed() >= next_progress {
+                next_progress += PROGRESS;
+                let waiting = list
+                    .iter()
+                    .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
+                    .find(|r| !r.status.as_ref().is_some_and(|s| s.ready));
+                eprintln!(
+                "tenancy: {:.0} s: {ready} of {healthy} healthy releases Ready ({} releases in all); e.g. {}",
+                started.elapsed().as_secs_f64(),
+                list.len(),
+                waiting.map(stackhost::sandbox::describe_release).unwrap_or_default()
+            );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
     let wall = started.elapsed();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
     let _ = child.kill();
