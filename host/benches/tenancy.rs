@@ -166,9 +166,9 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The highest peak RSS (KiB) among the running children of `parent` (the render processes).
-fn children_peak_kib(parent: u32) -> u64 {
-    let mut peak = 0;
+/// The running children of `parent` (the controller's render processes).
+fn children(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -180,30 +180,57 @@ fn children_peak_kib(parent: u32) -> u64 {
             .and_then(|(_, rest)| rest.split(' ').nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(parent) {
-            peak = peak.max(status_kib(pid, "VmHWM:"));
+            found.push(pid);
         }
     }
-    peak
+    found
 }
 
-fn controller(kubeconfig: &Path, cache: &Path, log: &Path) -> std::io::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_stackhost"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--leader-elect=false",
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
+/// The `stackhost run` process; on drop it is stopped, then killed, then its render processes: a render
+/// child outlives a killed controller (a looping template would go on for hours and skew the next run).
+struct Controller(Child);
+
+impl Controller {
+    fn start(kubeconfig: &Path, cache: &Path, log: &Path) -> std::io::Result<Self> {
+        Command::new(env!("CARGO_BIN_EXE_stackhost"))
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--leader-elect=false",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .map(Controller)
+    }
+}
+
+fn signal(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // Stopped first, so that it starts no render between the listing and the kill.
+        signal("-STOP", self.0.id());
+        let renders = children(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        for pid in renders {
+            signal("-KILL", pid);
+        }
+    }
 }
 
 async fn create_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
@@ -307,6 +334,8 @@ struct Outcome {
     log_bytes: u64,
     plugin_log_lines: usize,
     cut_notes: usize,
+    /// The log messages that took the most bytes: (bytes, lines, message).
+    top_messages: Vec<(usize, usize, String)>,
     /// Per hostile stack: every not-True `Type=Reason` seen, and the last ones.
     hostile: BTreeMap<usize, (BTreeSet<String>, Vec<String>)>,
 }
@@ -319,8 +348,8 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig)?;
     let log = dir.path().join("controller.log");
-    let mut child = controller(&kubeconfig, &dir.path().join("cache"), &log)?;
-    let pid = child.id();
+    let controller = Controller::start(&kubeconfig, &dir.path().join("cache"), &log)?;
+    let pid = controller.0.id();
     let releases: Api<ClusterStackRelease> = Api::all(client.clone());
     let mut seen: BTreeMap<usize, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
     let mut observe = |list: &[ClusterStackRelease]| {
@@ -371,7 +400,9 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
         loop {
             let list = releases.list(&ListParams::default()).await?.items;
             observe(&list);
-            render_peak_kib = render_peak_kib.max(children_peak_kib(pid));
+            for render in children(pid) {
+                render_peak_kib = render_peak_kib.max(status_kib(render, "VmHWM:"));
+            }
             let ready = list
                 .iter()
                 .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
@@ -397,8 +428,7 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
         };
     let wall = started.elapsed();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(controller);
     cluster.shutdown().await?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     Ok(Outcome {
@@ -413,8 +443,34 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
             .filter(|l| l.contains(r#""target":"plugin""#))
             .count(),
         cut_notes: text.lines().filter(|l| l.contains("were dropped")).count(),
+        top_messages: top_messages(&text),
         hostile: seen,
     })
+}
+
+/// The three messages of a JSON log that take the most bytes (a message is cut at 60 characters).
+fn top_messages(log: &str) -> Vec<(usize, usize, String)> {
+    let mut by_message: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for line in log.lines() {
+        let message = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .map(|m| m.chars().take(60).collect())
+            })
+            .unwrap_or_else(|| "(not JSON)".to_string());
+        let entry = by_message.entry(message).or_default();
+        entry.0 += line.len() + 1;
+        entry.1 += 1;
+    }
+    let mut top: Vec<(usize, usize, String)> = by_message
+        .into_iter()
+        .map(|(message, (bytes, lines))| (bytes, lines, message))
+        .collect();
+    top.sort_by(|a, b| b.cmp(a));
+    top.truncate(3);
+    top
 }
 
 fn mib(kib: u64) -> f64 {
@@ -438,13 +494,20 @@ fn report(name: &str, o: &Outcome) {
     };
     println!(
         "tenancy/{name}: {done}; controller peak RSS {:.1} MiB, render child peak RSS {:.1} MiB (sampled); \
-         controller log {:.1} KiB ({} plugin lines, {} per-call cut notes)",
+         controller log {:.1} KiB ({} plugin lines, {} per-call cut notes); load average {}",
         mib(o.peak_rss_kib),
         mib(o.render_peak_kib),
         o.log_bytes as f64 / 1024.0,
         o.plugin_log_lines,
-        o.cut_notes
+        o.cut_notes,
+        load_average()
     );
+    for (bytes, lines, message) in &o.top_messages {
+        println!(
+            "tenancy/{name}: log {:.1} KiB in {lines} lines: {message:?}",
+            *bytes as f64 / 1024.0
+        );
+    }
 }
 
 fn load_average() -> String {
