@@ -191,7 +191,8 @@ fn children(parent: u32) -> Vec<u32> {
 struct Controller(Child);
 
 impl Controller {
-    fn start(kubeconfig: &Path, cache: &Path, log: &Path) -> std::io::Result<Self> {
+    /// `stackhost run`, its /metrics on `bind`.
+    fn start(kubeconfig: &Path, cache: &Path, log: &Path, bind: &str) -> std::io::Result<Self> {
         Command::new(env!("CARGO_BIN_EXE_stackhost"))
             .args([
                 "--log-format",
@@ -199,7 +200,7 @@ impl Controller {
                 "run",
                 "--leader-elect=false",
                 "--bind",
-                "127.0.0.1:0",
+                bind,
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -336,6 +337,8 @@ struct Outcome {
     cut_notes: usize,
     /// The log messages that took the most bytes: (bytes, lines, message).
     top_messages: Vec<(usize, usize, String)>,
+    /// Seconds spent, from the controller's /metrics: (what, seconds).
+    busy: Vec<(String, f64)>,
     /// Per hostile stack: every not-True `Type=Reason` seen, and the last ones.
     hostile: BTreeMap<usize, (BTreeSet<String>, Vec<String>)>,
 }
@@ -348,7 +351,10 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig)?;
     let log = dir.path().join("controller.log");
-    let controller = Controller::start(&kubeconfig, &dir.path().join("cache"), &log)?;
+    let bind = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let controller = Controller::start(&kubeconfig, &dir.path().join("cache"), &log, &bind)?;
     let pid = controller.0.id();
     let releases: Api<ClusterStackRelease> = Api::all(client.clone());
     let mut seen: BTreeMap<usize, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
@@ -396,38 +402,40 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
     }
     let mut render_peak_kib = 0;
     let mut next_progress = PROGRESS;
-    let ready =
-        loop {
-            let list = releases.list(&ListParams::default()).await?.items;
-            observe(&list);
-            for render in children(pid) {
-                render_peak_kib = render_peak_kib.max(status_kib(render, "VmHWM:"));
-            }
-            let ready = list
-                .iter()
-                .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
-                .filter(|r| r.status.as_ref().is_some_and(|s| s.ready))
-                .count();
-            if ready == healthy || started.elapsed() > limit {
-                break ready;
-            }
-            if started.elapsed() >= next_progress {
-                next_progress += PROGRESS;
-                let waiting = list
-                    .iter()
-                    .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
-                    .find(|r| !r.status.as_ref().is_some_and(|s| s.ready));
-                eprintln!(
-                "tenancy: {:.0} s: {ready} of {healthy} healthy releases Ready ({} releases in all); e.g. {}",
+    let ready = loop {
+        let list = releases.list(&ListParams::default()).await?.items;
+        observe(&list);
+        for render in children(pid) {
+            render_peak_kib = render_peak_kib.max(status_kib(render, "VmHWM:"));
+        }
+        let ready = list
+            .iter()
+            .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.ready))
+            .count();
+        if ready == healthy || started.elapsed() > limit {
+            break ready;
+        }
+        if started.elapsed() >= next_progress {
+            next_progress += PROGRESS;
+            eprintln!(
+                "tenancy: {:.0} s: {ready} of {healthy} healthy Ready, {} releases in all; not Ready: {:?}; \
+                 {} renders running; load average {}",
                 started.elapsed().as_secs_f64(),
                 list.len(),
-                waiting.map(stackhost::sandbox::describe_release).unwrap_or_default()
+                waiting(&list),
+                children(pid).len(),
+                load_average()
             );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let wall = started.elapsed();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
+    let metrics = reqwest::get(format!("http://{bind}/metrics"))
+        .await?
+        .text()
+        .await?;
     drop(controller);
     cluster.shutdown().await?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -444,8 +452,62 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
             .count(),
         cut_notes: text.lines().filter(|l| l.contains("were dropped")).count(),
         top_messages: top_messages(&text),
+        busy: busy_seconds(&metrics),
         hostile: seen,
     })
+}
+
+/// From /metrics: the seconds each controller spent in reconciles, and the seconds of plugin calls of the
+/// hostile namespace and of all others.
+fn busy_seconds(metrics: &str) -> Vec<(String, f64)> {
+    let mut busy: BTreeMap<String, f64> = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let label = |key: &str| {
+            name.split_once(&format!("{key}=\""))
+                .and_then(|(_, rest)| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        if name.starts_with("stackhost_reconcile_duration_seconds_sum") {
+            *busy
+                .entry(format!("{} reconciles", label("controller")))
+                .or_default() += value;
+        } else if name.starts_with("stackhost_plugin_call_duration_seconds_sum") {
+            let whose = if label("plugin").starts_with(&format!("{HOSTILE_NS}/")) {
+                "hostile"
+            } else {
+                "healthy"
+            };
+            *busy.entry(format!("{whose} plugin calls")).or_default() += value;
+        }
+    }
+    busy.into_iter().collect()
+}
+
+/// Why the healthy releases that are not Ready are not: counts by their Ready reason, `no status` for
+/// those not reconciled yet (waiting for a worker).
+fn waiting(list: &[ClusterStackRelease]) -> BTreeMap<String, usize> {
+    let mut waiting: BTreeMap<String, usize> = BTreeMap::new();
+    for r in list
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref() != Some(HOSTILE_NS))
+        .filter(|r| !r.status.as_ref().is_some_and(|s| s.ready))
+    {
+        let reason = r
+            .status
+            .as_ref()
+            .and_then(|s| stackhost::api::condition::find(&s.conditions, "Ready"))
+            .and_then(|c| c.reason.clone())
+            .unwrap_or_else(|| "no status".into());
+        *waiting.entry(reason).or_default() += 1;
+    }
+    waiting
 }
 
 /// The three messages of a JSON log that take the most bytes (a message is cut at 60 characters).
@@ -502,6 +564,12 @@ fn report(name: &str, o: &Outcome) {
         o.cut_notes,
         load_average()
     );
+    let busy: Vec<String> = o
+        .busy
+        .iter()
+        .map(|(what, s)| format!("{what} {s:.0} s"))
+        .collect();
+    println!("tenancy/{name}: time spent (from /metrics): {}", busy.join(", "));
     for (bytes, lines, message) in &o.top_messages {
         println!(
             "tenancy/{name}: log {:.1} KiB in {lines} lines: {message:?}",
