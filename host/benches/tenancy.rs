@@ -325,6 +325,13 @@ fn not_ok(r: &ClusterStackRelease) -> Vec<String> {
         .collect()
 }
 
+/// The not-True conditions of one release as `Type=Reason`: every one seen, and the last ones.
+#[derive(Default)]
+struct Seen {
+    all: BTreeSet<String>,
+    last: Vec<String>,
+}
+
 struct Outcome {
     /// Wall time until all healthy releases were Ready, or the time given up after.
     wall: Duration,
@@ -339,8 +346,8 @@ struct Outcome {
     top_messages: Vec<(usize, usize, String)>,
     /// Seconds spent, from the controller's /metrics: (what, seconds).
     busy: Vec<(String, f64)>,
-    /// Per hostile stack: every not-True `Type=Reason` seen, and the last ones.
-    hostile: BTreeMap<usize, (BTreeSet<String>, Vec<String>)>,
+    /// Per hostile stack (by its number): the conditions its release went through.
+    hostile: BTreeMap<usize, Seen>,
 }
 
 async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -> anyhow::Result<Outcome> {
@@ -357,7 +364,7 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
     let controller = Controller::start(&kubeconfig, &dir.path().join("cache"), &log, &bind)?;
     let pid = controller.0.id();
     let releases: Api<ClusterStackRelease> = Api::all(client.clone());
-    let mut seen: BTreeMap<usize, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    let mut seen: BTreeMap<usize, Seen> = BTreeMap::new();
     let mut observe = |list: &[ClusterStackRelease]| {
         for r in list
             .iter()
@@ -375,8 +382,8 @@ async fn run(setup: &Setup, namespaces: usize, hostile: bool, limit: Duration) -
             };
             let now = not_ok(r);
             let entry = seen.entry(k).or_default();
-            entry.0.extend(now.iter().cloned());
-            entry.1 = now;
+            entry.all.extend(now.iter().cloned());
+            entry.last = now;
         }
     };
 
@@ -627,7 +634,7 @@ async fn main() -> anyhow::Result<()> {
         },
         load_average()
     );
-    let mut by_kind: BTreeMap<Hostile, Vec<&(BTreeSet<String>, Vec<String>)>> = BTreeMap::new();
+    let mut by_kind: BTreeMap<Hostile, Vec<&Seen>> = BTreeMap::new();
     for (k, states) in &with.hostile {
         by_kind
             .entry(HOSTILE[k % HOSTILE.len()])
@@ -637,9 +644,9 @@ async fn main() -> anyhow::Result<()> {
     for (kind, states) in by_kind {
         let mut seen = BTreeSet::new();
         let mut last: BTreeMap<String, usize> = BTreeMap::new();
-        for (all, now) in &states {
-            seen.extend(all.iter().cloned());
-            *last.entry(now.join(" ")).or_default() += 1;
+        for one in &states {
+            seen.extend(one.all.iter().cloned());
+            *last.entry(one.last.join(" ")).or_default() += 1;
         }
         let last: Vec<String> = last.into_iter().map(|(s, n)| format!("{n}x [{s}]")).collect();
         println!(
