@@ -365,10 +365,12 @@ pub fn controller_context(
         cache_dir: Some(args.cache_root().join("compiled")),
         ..plugin::EngineConfig::default()
     })?;
-    // Each render runs in a child process: a looping template is stopped at --render-timeout.
+    // Each render runs in a child process: a looping template is stopped at --render-timeout, a
+    // hoarding one at --render-max-memory-mib.
+    let limits = args.render_limits();
     let renderer: Arc<dyn crate::render::Renderer> = Arc::new(match &args.render_program {
-        Some(program) => crate::render::ProcessRenderer::new(program, args.render_timeout),
-        None => crate::render::ProcessRenderer::current_exe(args.render_timeout)?,
+        Some(program) => crate::render::ProcessRenderer::new(program, limits),
+        None => crate::render::ProcessRenderer::current_exe(limits)?,
     });
     let metrics = crate::controller::Metrics::new(registry);
     crate::controller::Context::new(

@@ -632,11 +632,7 @@ async fn start_with_hostile_release(args: ControllerArgs, releases: &Path) -> an
         ..args
     })
     .await?;
-    let mut cs = cluster_stack("unused", false, &["v1"]);
-    cs.spec.source = None;
-    cs.spec.no_provider = true;
-    let stacks: Api<ClusterStack> = Api::namespaced(sandbox.client.clone(), NS);
-    stacks.create(&Default::default(), &cs).await?;
+    create_stack_of_default_source(&sandbox.client, NS, &["v1"]).await?;
     Ok(sandbox)
 }
 
@@ -892,6 +888,20 @@ async fn the_api_server_refuses_unbounded_cluster_stacks_with_the_fields_limit()
     Ok(())
 }
 
+/// Creates namespace `ns` unless it exists.
+async fn ensure_namespace(client: &kube::Client, ns: &str) -> TestResult {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(ns).await?.is_none() {
+        namespaces
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// A noProvider ClusterStack `ferrol` in `ns` pinned to v1 of `registry`.
 async fn create_stack_in(client: &kube::Client, ns: &str, registry: &str) -> TestResult {
     create_stack_from(client, ns, &format!("{registry}/kaas/cluster-stacks")).await
@@ -899,17 +909,7 @@ async fn create_stack_in(client: &kube::Client, ns: &str, registry: &str) -> Tes
 
 /// A noProvider ClusterStack `ferrol` in `ns` pinned to v1 of `repository`.
 async fn create_stack_from(client: &kube::Client, ns: &str, repository: &str) -> TestResult {
-    if ns != NS {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        if namespaces.get_opt(ns).await?.is_none() {
-            namespaces
-                .create(
-                    &Default::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-                )
-                .await?;
-        }
-    }
+    ensure_namespace(client, ns).await?;
     let mut cs = cluster_stack(repository, false, &["v1"]);
     cs.metadata.namespace = Some(ns.to_string());
     cs.spec.no_provider = true;
@@ -1060,6 +1060,30 @@ fn render_processes() -> Vec<u32> {
     found
 }
 
+/// Waits until this test process has no render process left.
+async fn wait_no_render_process(what: &str) -> TestResult {
+    wait_for(what, WAIT, || async {
+        match render_processes() {
+            found if found.is_empty() => Ok(()),
+            found => Err(format!("{found:?}")),
+        }
+    })
+    .await
+}
+
+/// A noProvider ClusterStack `ferrol` in `ns` pinned to `versions` of the controllers' `--release-source`.
+async fn create_stack_of_default_source(client: &kube::Client, ns: &str, versions: &[&str]) -> TestResult {
+    let mut cs = cluster_stack("unused", false, versions);
+    cs.metadata.namespace = Some(ns.to_string());
+    cs.spec.source = None;
+    cs.spec.no_provider = true;
+    ensure_namespace(client, ns).await?;
+    Api::<ClusterStack>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &cs)
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_release_is_deleted() -> TestResult {
     const TAG: &str = "docker-ferrol-1-32-v1";
@@ -1073,11 +1097,8 @@ async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_releas
     })
     .await?;
     let client = sandbox.client.clone();
-    let mut cs = cluster_stack("unused", false, &["v1"]);
-    cs.spec.source = None;
-    cs.spec.no_provider = true;
+    create_stack_of_default_source(&client, NS, &["v1"]).await?;
     let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
-    stacks.create(&Default::default(), &cs).await?;
     let c = wait_release_condition(&client, NS, TAG, ("HelmChartApplied", "RenderTimedOut"), WAIT).await?;
     let message = c.message.unwrap_or_default();
     assert!(
@@ -1087,13 +1108,7 @@ async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_releas
     );
     // Stopped renders leave no process behind (the controllers stop first: they retry the render).
     sandbox.stop_controllers().await;
-    wait_for("the stopped render processes gone", WAIT, || async {
-        match render_processes() {
-            found if found.is_empty() => Ok(()),
-            found => Err(format!("{found:?}")),
-        }
-    })
-    .await?;
+    wait_no_render_process("the stopped render processes gone").await?;
 
     // With a timeout no test waits for, deleting the stack stops the render and the release goes.
     sandbox.args.render_timeout = Duration::from_secs(3600);
@@ -1107,13 +1122,158 @@ async fn a_looping_template_is_stopped_at_the_render_timeout_and_when_its_releas
     .await?;
     stacks.delete("ferrol", &DeleteParams::background()).await?;
     wait_releases(&client, &[]).await?;
-    wait_for("no render process left", WAIT, || async {
-        match render_processes() {
-            found if found.is_empty() => Ok(()),
-            found => Err(format!("{found:?}")),
+    wait_no_render_process("no render process left").await?;
+    sandbox.shutdown().await
+}
+
+/// A template rendering [`MANY`] ConfigMaps: an apply long enough to stop in the middle.
+const MANY_TEMPLATE: &str = "{{- range $i := until 3000 }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: many-{{ $i }}\ndata: {i: \"{{ $i }}\"}\n{{- end }}\n";
+const MANY: usize = 3000;
+
+async fn many_config_maps(client: &kube::Client) -> Result<usize, String> {
+    let listed = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(stackhost::apply::OWNER_LABEL))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(listed
+        .items
+        .iter()
+        .filter(|cm| {
+            cm.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("many-"))
+        })
+        .count())
+}
+
+#[tokio::test]
+async fn a_controller_stopped_mid_apply_leaves_nothing_deletion_cannot_find() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let cache = tempfile::tempdir()?;
+    let releases = cache.path().join("releases");
+    release_with_template(&releases, TAG, "many.yaml", MANY_TEMPLATE)?;
+    let mut sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    create_stack_of_default_source(&client, NS, &["v1"]).await?;
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+
+    // Stop the controllers hard once the apply has created some of the ConfigMaps.
+    wait_for("the apply under way", WAIT, || async {
+        match many_config_maps(&client).await? {
+            n if n >= 20 => Ok(()),
+            n => Err(format!("{n} ConfigMaps")),
         }
     })
     .await?;
+    sandbox.kill_controllers().await;
+    let created = many_config_maps(&client).await.map_err(anyhow::Error::msg)?;
+    assert!(
+        created < MANY,
+        "the apply was stopped in the middle ({created} of {MANY})"
+    );
+    // Every object was listed before the apply began.
+    let release = Api::<ClusterStackRelease>::namespaced(client.clone(), NS)
+        .get(TAG)
+        .await?;
+    let listed = release.status.unwrap_or_default().resources;
+    let listed_many = listed.iter().filter(|r| r.name.starts_with("many-")).count();
+    assert_eq!(listed_many, MANY, "status.resources lists all {MANY} ConfigMaps");
+
+    // Deleted while no controller runs, the stack's release is finalized by the next controller:
+    // everything the stopped apply created goes.
+    stacks.delete("ferrol", &DeleteParams::background()).await?;
+    sandbox.start_controllers()?;
+    wait_releases(&client, &[]).await?;
+    assert_eq!(many_config_maps(&client).await.map_err(anyhow::Error::msg)?, 0);
+    sandbox.shutdown().await
+}
+
+/// A template that builds a 1 GiB string (16 bytes doubled 26 times) and renders nothing of it.
+const HOARD: &str =
+    "{{- $s := \"0123456789abcdef\" }}{{- range until 26 }}{{- $s = print $s $s }}{{- end }}\n";
+
+#[tokio::test]
+async fn a_template_that_hoards_memory_is_stopped_at_the_render_memory_cap() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    let cache = tempfile::tempdir()?;
+    let releases = cache.path().join("releases");
+    release_with_template(&releases, TAG, "hoard.yaml", HOARD)?;
+    let mut sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        render_max_memory_mib: 160,
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    create_stack_of_default_source(&client, NS, &["v1"]).await?;
+    let c = wait_release_condition(&client, NS, TAG, ("HelmChartApplied", "RenderOutOfMemory"), WAIT).await?;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.contains("docker-ferrol-1-32-cluster-class-v1.tgz")
+            && message.contains("used more than 160 MiB (--render-max-memory-mib) and was stopped"),
+        "{message}"
+    );
+    // The controllers retry the render (and are stopped again): none is left behind once they stop.
+    sandbox.stop_controllers().await;
+    wait_no_render_process("the stopped render processes gone").await?;
+    sandbox.shutdown().await
+}
+
+#[tokio::test]
+async fn a_namespace_of_endless_renders_holds_only_its_share_of_the_workers() -> TestResult {
+    let reg = TestRegistry::start().await;
+    push_release(&registry_client(), &reg.addr, "docker-ferrol-1-32-v1").await?;
+    let cache = tempfile::tempdir()?;
+    let releases = cache.path().join("releases");
+    for tag in ["docker-ferrol-1-32-v1", "docker-ferrol-1-32-v2"] {
+        release_with_template(&releases, tag, "loop.yaml", LOOP)?;
+    }
+    // Two workers per controller: without a per-namespace share, two endless renders hold both.
+    let sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        // Longer than any wait here, short enough that a failing test ends.
+        render_timeout: Duration::from_secs(90),
+        concurrency: 2,
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    create_stack_of_default_source(&client, "greedy", &["v1", "v2"]).await?;
+    wait_for("an endless render running", WAIT, || async {
+        match render_processes().len() {
+            0 => Err("none yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+
+    // Another namespace's release gets Ready meanwhile, and greedy still renders only one at a time.
+    create_stack_in(&client, "patient", &reg.addr).await?;
+    wait_release_ready(&client, "patient", "docker-ferrol-1-32-v1", WAIT).await?;
+    // patient's release may render once more after it got Ready; then only greedy's one render is left.
+    wait_for("greedy's second release waiting for its share", WAIT, || async {
+        match render_processes().len() {
+            1 => Ok(()),
+            n => Err(format!("{n} renders running")),
+        }
+    })
+    .await?;
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &sandbox.registry)?;
+    assert!(
+        metrics.contains(r#"stackhost_reconciles_total{controller="clusterstackrelease",result="deferred"}"#),
+        "{metrics}"
+    );
+
+    Api::<ClusterStack>::namespaced(client.clone(), "greedy")
+        .delete("ferrol", &DeleteParams::background())
+        .await?;
+    wait_no_render_process("no render process left").await?;
     sandbox.shutdown().await
 }
 

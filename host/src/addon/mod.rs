@@ -140,6 +140,8 @@ pub struct AddonConfig {
     pub events: Option<kube::runtime::events::Recorder>,
     /// Reconciles run at once per controller (`--concurrency`); 0 means no limit.
     pub concurrency: u16,
+    /// Each namespace's share of those reconciles (`--namespace-concurrency`); no cap when `None`.
+    pub slots: Option<Arc<crate::controller::fair::NamespaceSlots>>,
 }
 
 impl std::fmt::Debug for AddonConfig {
@@ -170,6 +172,7 @@ impl AddonConfig {
             metrics: None,
             events: None,
             concurrency: 0,
+            slots: None,
         }
     }
 }

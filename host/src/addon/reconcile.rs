@@ -40,6 +40,7 @@ use crate::api::{
     CLUSTER_ADDON_FINALIZER,
 };
 use crate::apply::Owner;
+use crate::controller::fair;
 use crate::release::assets::{AddonLayout, AddonStage, StageCondition, CLUSTER_ADDON_VALUES_FILE};
 use crate::release::{tag_from_class, ReleaseAssets, ReleaseName};
 use crate::render::RenderRequest;
@@ -246,6 +247,15 @@ const CONTROLLER: &str = "clusteraddon";
 /// Reconciles one ClusterAddon (with the finalizer `clusteraddon.clusterstack.x-k8s.io`); records the
 /// reconcile in the metrics: `ok`, `requeue` (a step waits or failed and is retried) or `error`.
 pub async fn reconcile(addon: Arc<ClusterAddon>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = addon.namespace().unwrap_or_default();
+    let slot = ctx
+        .config
+        .slots
+        .as_ref()
+        .map(|slots| slots.take(CONTROLLER, &ns, ctx.config.metrics.as_ref()));
+    if let Some(None) = slot {
+        return Ok(Action::requeue(fair::DEFERRED));
+    }
     let started = std::time::Instant::now();
     let waiting = AtomicBool::new(false);
     let result = reconcile_inner(addon, &ctx, &waiting).await;

@@ -451,6 +451,22 @@ pub fn resources_status(
     out
 }
 
+/// `status.resources` to write before an apply starts: the `previous` entries as they are, and every
+/// desired object they do not list yet as not applied. Written first, it lets prune and deletion find
+/// whatever the apply creates, however far it gets.
+pub fn resources_before_apply(desired: &[DesiredObject], previous: &[Resource]) -> Vec<Resource> {
+    let listed: BTreeSet<ObjectKey> = previous.iter().map(ObjectKey::of_resource).collect();
+    let mut out = previous.to_vec();
+    out.extend(
+        desired
+            .iter()
+            .filter(|d| !listed.contains(&d.key))
+            .map(|d| d.resource(&Err("not applied yet".to_owned()))),
+    );
+    out.sort_by_key(ObjectKey::of_resource);
+    out
+}
+
 /// Whether every entry is synced (the release's objects are all applied).
 pub fn all_synced(resources: &[Resource]) -> bool {
     resources.iter().all(|r| r.status == Some(ResourceStatus::Synced))

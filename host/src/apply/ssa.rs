@@ -293,16 +293,26 @@ impl Applier {
         owner: &Owner,
     ) -> Result<SyncOutcome, SsaError> {
         let desired = self.desired(rendered, default_namespace, owner).await?;
+        Ok(self.sync_desired(desired, previous, owner).await)
+    }
+
+    /// [`Applier::sync`] of objects already resolved by [`Applier::desired`].
+    pub async fn sync_desired(
+        &self,
+        desired: Vec<DesiredObject>,
+        previous: &[Resource],
+        owner: &Owner,
+    ) -> SyncOutcome {
         let applied = self.apply(&desired).await;
         let prune = objects_to_prune(previous, &desired);
         let pruned = self.delete(&prune, owner).await;
         let resources = resources_status(&desired, &applied, &pruned, previous);
-        Ok(SyncOutcome {
+        SyncOutcome {
             desired,
             resources,
             applied,
             pruned,
-        })
+        }
     }
 
     fn api(&self, kind: &Kind, namespace: &str) -> Api<DynamicObject> {

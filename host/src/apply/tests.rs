@@ -324,3 +324,41 @@ fn release_objects_carry_the_release_mark_and_deletion_requires_it() {
         .is_none());
     assert!(Owner::Workload.may_delete(&foreign).is_ok());
 }
+
+#[test]
+fn every_object_is_listed_before_the_apply_and_listed_entries_keep_their_state() {
+    let desired = desired_objects(&render()[1..4], "cluster", &Owner::Workload, scope).expect("valid");
+    let synced = desired[0].resource(&Ok(()));
+    let gone = Resource {
+        name: "old".into(),
+        ..synced.clone()
+    };
+    let before = resources_before_apply(&desired, &[gone.clone(), synced.clone()]);
+    let listed: Vec<(String, Option<ResourceStatus>)> = before
+        .iter()
+        .map(|r| (ObjectKey::of_resource(r).to_string(), r.status))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ConfigMap extra/cm", Some(ResourceStatus::NotSynced)),
+            ("Deployment.apps cluster/web", Some(ResourceStatus::NotSynced)),
+            (
+                "ClusterClass.cluster.x-k8s.io cluster/cc",
+                Some(ResourceStatus::Synced)
+            ),
+            (
+                "ClusterClass.cluster.x-k8s.io cluster/old",
+                Some(ResourceStatus::Synced)
+            ),
+        ]
+        .map(|(key, status)| (key.to_owned(), status)),
+        "the earlier entries as they were (old is pruned later), the new ones not applied yet"
+    );
+    assert_eq!(before[0].error, "not applied yet");
+    // Nothing new to list: the same list, so no status write before the apply.
+    assert_eq!(
+        resources_before_apply(&desired[..1], std::slice::from_ref(&synced)),
+        [synced]
+    );
+}

@@ -30,6 +30,7 @@ pub fn addon_config(ctx: &Arc<Context>) -> AddonConfig {
     config.metrics = Some(ctx.metrics.clone());
     config.events = Some(ctx.recorder());
     config.concurrency = ctx.args.concurrency;
+    config.slots = Some(ctx.slots.clone());
     config
 }
 

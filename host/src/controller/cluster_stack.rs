@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource as _, ResourceExt};
 use serde_json::json;
 
-use super::{now, Context};
+use super::{fair, now, Context};
 use crate::api::condition::{self, false_condition, true_condition, types};
 use crate::api::{
     ClusterStack, ClusterStackRelease, ClusterStackReleaseSpec, ClusterStackStatus, ConditionSeverity,
@@ -58,6 +58,9 @@ pub async fn cluster_classes_in_use(
 
 /// Reconciles one ClusterStack.
 pub async fn reconcile(cs: Arc<ClusterStack>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let Some(_slot) = ctx.slot(CONTROLLER, cs.as_ref()) else {
+        return Ok(Action::requeue(fair::DEFERRED));
+    };
     let started = Instant::now();
     let result = reconcile_inner(&cs, &ctx).await;
     let label = match &result {

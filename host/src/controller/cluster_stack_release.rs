@@ -22,13 +22,13 @@ use serde_json::{json, Value};
 
 use super::cluster_stack::cluster_classes_in_use;
 use super::plugins::{call, LoadedPlugin};
-use super::{now, Context};
+use super::{fair, now, Context};
 use crate::api::condition::{self, false_condition, true_condition, types, READY};
 use crate::api::{
     ClusterStackRelease, ClusterStackReleaseStatus, ConditionSeverity, CLUSTER_STACK_RELEASE_FINALIZER,
 };
 use crate::apply::ssa::{Applier, SsaError};
-use crate::apply::{ApplyError, Owner};
+use crate::apply::{resources_before_apply, ApplyError, Owner};
 use crate::plugin::types::{Error as GuestErrorKind, ImageState, NodeImage, ReleaseInfo};
 use crate::plugin::PluginError;
 use crate::release::{
@@ -175,6 +175,9 @@ fn plugin_for(ctx: &Context, ns: &str, name: &str) -> Result<Arc<LoadedPlugin>, 
 
 /// Reconciles one ClusterStackRelease.
 pub async fn reconcile(csr: Arc<ClusterStackRelease>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let Some(_slot) = ctx.slot(CONTROLLER, csr.as_ref()) else {
+        return Ok(Action::requeue(fair::DEFERRED));
+    };
     let started = Instant::now();
     let result = if csr.metadata.deletion_timestamp.is_some() {
         finalize(&csr, &ctx).await.map(|a| (a, "ok"))
@@ -346,8 +349,8 @@ async fn apply(r: &mut Release<'_>, name: &ReleaseName, objects: &[Value]) -> St
     let ctx = r.ctx;
     let applier = Applier::new(ctx.client.clone());
     let owner = release_owner(ctx, r.csr);
-    let outcome = match applier.sync(objects, &r.ns, &r.status.resources, &owner).await {
-        Ok(o) => o,
+    let desired = match applier.desired(objects, &r.ns, &owner).await {
+        Ok(d) => d,
         Err(e @ SsaError::Render(ApplyError::Refused { .. })) => {
             return r
                 .failed(types::HELM_CHART_APPLIED, "ObjectsRefused", format!("{e}"))
@@ -359,6 +362,16 @@ async fn apply(r: &mut Release<'_>, name: &ReleaseName, objects: &[Value]) -> St
                 .await
         }
     };
+    // Every object is listed before it is created: a controller stopped in the middle of the apply
+    // leaves nothing that prune and deletion cannot find.
+    let listed = resources_before_apply(&desired, &r.status.resources);
+    if listed != r.status.resources {
+        r.status.resources = listed;
+        if r.write_or_report().await.is_err() {
+            return Step::Wait(ctx.backoff(&r.key));
+        }
+    }
+    let outcome = applier.sync_desired(desired, &r.status.resources, &owner).await;
     r.status.resources = outcome.resources.clone();
     if let Some(first) = outcome.first_error() {
         let message = format!(
@@ -644,6 +657,10 @@ async fn render(r: &mut Release<'_>, name: &ReleaseName, assets: &ReleaseAssets)
         Ok(Err(RenderError::Cancelled(_))) => Step::Wait(Duration::from_millis(100)),
         Ok(Err(e @ RenderError::TimedOut { .. })) => {
             r.failed(types::HELM_CHART_APPLIED, "RenderTimedOut", e.to_string())
+                .await
+        }
+        Ok(Err(e @ RenderError::OutOfMemory { .. })) => {
+            r.failed(types::HELM_CHART_APPLIED, "RenderOutOfMemory", e.to_string())
                 .await
         }
         Ok(Err(e)) => {

@@ -12,6 +12,7 @@ use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 
+use super::fair::{NamespaceSlots, Slot};
 use super::metrics::Metrics;
 use super::plugins::PluginRegistry;
 use crate::api::{ClusterStackSpec, ReleaseSourceSpec};
@@ -34,8 +35,12 @@ pub struct ControllerArgs {
     #[arg(long, value_parser = parse_label)]
     pub watch_label: Option<(String, String)>,
     /// Reconciles run at the same time, per controller.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Reconciles one namespace may have in flight per controller, so that one namespace's slow objects
+    /// cannot hold every worker [default: half of --concurrency, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub namespace_concurrency: Option<u16>,
     /// Release source for ClusterStacks without `spec.source`: `oci://REGISTRY/REPO`,
     /// `oci+http://REGISTRY/REPO` (plain HTTP), `github://OWNER/REPO`, or `dir:PATH`.
     #[arg(long, env = "STACKHOST_RELEASE_SOURCE")]
@@ -113,6 +118,10 @@ pub struct ControllerArgs {
     /// runs in a child process) and its release reports `RenderTimedOut`.
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub render_timeout: Duration,
+    /// Most resident memory one render process may use; a render past it is stopped and its release
+    /// reports `RenderOutOfMemory`. The real SCS stacks' renders peak at 70-82 MiB.
+    #[arg(long, default_value_t = crate::render::DEFAULT_RENDER_MEMORY_MIB, value_parser = clap::value_parser!(u64).range(64..=65_536))]
+    pub render_max_memory_mib: u64,
     /// The stackhost binary that runs renders (`<program> internal-render`); this process's own binary
     /// by default (tests point it at the built binary).
     #[arg(long, env = "STACKHOST_RENDER_PROGRAM", hide = true)]
@@ -137,6 +146,7 @@ impl Default for ControllerArgs {
             namespace: None,
             watch_label: None,
             concurrency: 4,
+            namespace_concurrency: None,
             release_source: None,
             oci_layout: None,
             cache_dir: None,
@@ -156,6 +166,7 @@ impl Default for ControllerArgs {
             release_download_timeout: Duration::from_secs(300),
             release_downloads_per_source: 4,
             render_timeout: Duration::from_secs(30),
+            render_max_memory_mib: crate::render::DEFAULT_RENDER_MEMORY_MIB,
             render_program: None,
             plugin_state_namespace: None,
         }
@@ -201,6 +212,23 @@ impl ControllerArgs {
         }
     }
 
+    /// Reconciles one namespace may have in flight per controller (`--namespace-concurrency`).
+    pub fn namespace_slots(&self) -> Arc<NamespaceSlots> {
+        NamespaceSlots::new(
+            self.namespace_concurrency
+                .map(usize::from)
+                .unwrap_or_else(|| NamespaceSlots::default_cap(self.concurrency)),
+        )
+    }
+
+    /// What one render process may use (`--render-timeout`, `--render-max-memory-mib`).
+    pub fn render_limits(&self) -> crate::render::ProcessLimits {
+        crate::render::ProcessLimits {
+            timeout: self.render_timeout,
+            memory: self.render_max_memory_mib << 20,
+        }
+    }
+
     /// `key=value` for list/watch label selectors.
     pub fn label_selector(&self) -> Option<String> {
         self.watch_label.as_ref().map(|(k, v)| format!("{k}={v}"))
@@ -229,6 +257,8 @@ pub struct Context {
     pub blobs: Arc<BlobCache>,
     pub renderer: Arc<dyn Renderer>,
     pub metrics: Metrics,
+    /// Each namespace's share of the reconcile workers.
+    pub slots: Arc<NamespaceSlots>,
     layout: Option<Arc<Layout>>,
     /// The `--registry-config` credentials as last read successfully.
     registry_credentials: Mutex<Credentials>,
@@ -298,6 +328,7 @@ impl Context {
         );
         Ok(Context {
             client,
+            slots: args.namespace_slots(),
             args,
             plugins,
             releases,
@@ -315,6 +346,13 @@ impl Context {
             unwritten: Mutex::default(),
             stacks_wake: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A place for one reconcile of `object` by `controller` within its namespace's share of the
+    /// workers, or `None` (counted as deferred) when the namespace has its share in flight.
+    pub fn slot(&self, controller: &'static str, object: &impl Resource) -> Option<Slot> {
+        let ns = object.meta().namespace.as_deref().unwrap_or_default();
+        self.slots.take(controller, ns, Some(&self.metrics))
     }
 
     /// Where OCI artifacts come from: the configured layout, else registries (plain HTTP for

@@ -100,6 +100,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Records a reconcile deferred because its namespace had its share of workers in flight
+    /// (`result="deferred"`; no duration: nothing ran).
+    pub fn deferred(&self, controller: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller,
+                result: "deferred",
+            })
+            .inc();
+    }
+
     /// Records one plugin call; `outcome` is `Ok(true)` for success, `Ok(false)` for a guest error.
     pub fn plugin_call(&self, plugin: &str, report: &CallReport, outcome: Result<bool, &PluginError>) {
         let outcome = match outcome {

@@ -5,6 +5,7 @@ pub mod addons;
 pub mod cluster_stack;
 pub mod cluster_stack_release;
 pub mod context;
+pub mod fair;
 pub mod metrics;
 pub mod plugins;
 pub mod provider_plugin;

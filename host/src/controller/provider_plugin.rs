@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use super::plugins::{load_state, new_capabilities};
-use super::Context;
+use super::{fair, Context};
 use crate::api::condition::{self, false_condition, true_condition, types, READY};
 use crate::api::{ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
 use crate::oci::auth::Credentials;
@@ -294,6 +294,9 @@ async fn load(
 
 /// Reconciles one ProviderPlugin.
 pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let Some(_slot) = ctx.slot(CONTROLLER, pp.as_ref()) else {
+        return Ok(Action::requeue(fair::DEFERRED));
+    };
     let started = Instant::now();
     let ns = pp.namespace().unwrap_or_default();
     let name = pp.name_any();

@@ -162,16 +162,30 @@ impl Downloads {
         }
         let origin = source.origin();
         let slot = self.slot(&origin);
-        let started = Arc::new(Mutex::new(None));
+        // A free slot is taken here, so that the answer says at once whether the download runs.
+        let free = slot.clone().try_acquire_owned().ok();
+        let now = Instant::now();
+        let started = Arc::new(Mutex::new(free.as_ref().map(|_| now)));
         let (cache, deadline, release, started_) = (
             self.cache.clone(),
             self.deadline,
             release.clone(),
             started.clone(),
         );
+        let answer = match free {
+            Some(_) => Download::Running { since: now },
+            None => Download::Queued {
+                running: self.per_origin,
+                origin: origin.clone(),
+                since: now,
+            },
+        };
         let handle = tokio::spawn(async move {
             // First come, first served: tokio's semaphore queues waiters in order.
-            let _slot = slot.acquire_owned().await;
+            let _slot = match free {
+                Some(permit) => Ok(permit),
+                None => slot.acquire_owned().await,
+            };
             *started_.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             match tokio::time::timeout(deadline, cache.fetch(source.as_ref(), &release)).await {
                 Ok(result) => result,
@@ -184,17 +198,13 @@ impl Downloads {
         });
         let task = Task {
             what,
-            origin: origin.clone(),
-            queued_at: Instant::now(),
+            origin,
+            queued_at: now,
             started,
             handle,
         };
         running.insert(key.to_owned(), task);
-        Download::Queued {
-            running: self.per_origin - self.slot(&origin).available_permits().min(self.per_origin),
-            origin,
-            since: Instant::now(),
-        }
+        answer
     }
 
     /// After a failed download of `release` from `source` for `key`: polls answer [`Download::Held`]

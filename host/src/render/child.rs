@@ -61,39 +61,55 @@ enum Answer {
     Failed(RenderError),
 }
 
-/// Renders by running `<program> internal-render` per job, killed at `timeout`.
+/// What one render process may use before it is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// Wall time (`--render-timeout`).
+    pub timeout: Duration,
+    /// Resident memory in bytes (`--render-max-memory-mib`).
+    pub memory: u64,
+}
+
+/// Default of `--render-max-memory-mib`. A render process of the real SCS stacks peaks at 70-82 MiB
+/// (the cilium addon chart is the largest; about 70 MiB of it is the process itself).
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+
+/// Renders by running `<program> internal-render` per job, stopped at its [`ProcessLimits`].
 #[derive(Debug, Clone)]
 pub struct ProcessRenderer {
     program: PathBuf,
-    timeout: Duration,
+    limits: ProcessLimits,
 }
 
 impl ProcessRenderer {
-    /// Runs `program` (a stackhost binary) for each render, each within `timeout`.
-    pub fn new(program: impl Into<PathBuf>, timeout: Duration) -> Self {
+    /// Runs `program` (a stackhost binary) for each render, each within `limits`.
+    pub fn new(program: impl Into<PathBuf>, limits: ProcessLimits) -> Self {
         Self {
             program: program.into(),
-            timeout,
+            limits,
         }
     }
 
     /// This process's own binary as the program.
-    pub fn current_exe(timeout: Duration) -> Result<Self, RenderError> {
+    pub fn current_exe(limits: ProcessLimits) -> Result<Self, RenderError> {
         let program = std::env::current_exe()
             .map_err(|e| RenderError::Process(format!("cannot find the stackhost binary: {e}")))?;
-        Ok(Self::new(program, timeout))
+        Ok(Self::new(program, limits))
     }
 
     fn run(&self, job: &Job, chart: &Path, stop: &AtomicBool) -> Result<Answer, RenderError> {
         let input = serde_json::to_vec(job).map_err(|e| RenderError::InvalidInput(e.to_string()))?;
         let mut child = Command::new(&self.program)
             .arg(SUBCOMMAND)
+            // Go's collector works to stay under this; the cap below is what is enforced.
+            .env("GOMEMLIMIT", format!("{}MiB", (self.limits.memory >> 20) * 3 / 4))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| RenderError::Process(format!("cannot start {}: {e}", self.program.display())))?;
         let started = Instant::now();
+        tracing::debug!(chart = %chart.display(), pid = child.id(), "render process started");
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         // Separate threads, so that a child that writes before it has read everything cannot block.
         let writer = std::thread::spawn(move || {
@@ -132,10 +148,15 @@ impl ProcessRenderer {
             }
             let why = if stop.load(Ordering::Relaxed) {
                 Some(RenderError::Cancelled(chart.to_owned()))
-            } else if started.elapsed() >= self.timeout {
+            } else if started.elapsed() >= self.limits.timeout {
                 Some(RenderError::TimedOut {
                     chart: chart.to_owned(),
-                    after: self.timeout,
+                    after: self.limits.timeout,
+                })
+            } else if resident_bytes(child.id()).is_some_and(|used| used > self.limits.memory) {
+                Some(RenderError::OutOfMemory {
+                    chart: chart.to_owned(),
+                    limit_mib: self.limits.memory >> 20,
                 })
             } else if overflow.load(Ordering::Relaxed) {
                 Some(RenderError::Process(format!(
@@ -178,6 +199,20 @@ impl ProcessRenderer {
     }
 }
 
+/// The resident memory of process `pid` (Linux `/proc`; `None` elsewhere or once it is gone).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
 impl Renderer for ProcessRenderer {
     fn name(&self) -> String {
         format!("{} {SUBCOMMAND}", self.program.display())
@@ -216,10 +251,24 @@ impl Renderer for ProcessRenderer {
     }
 }
 
+/// Ends this render process soon after its parent is gone: a controller killed with SIGKILL cannot stop
+/// its renders, and a looping template would otherwise run on, orphaned, until it ends.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("the controller that started this render is gone; stopping");
+            std::process::exit(3);
+        }
+    });
+}
+
 /// The child's side (`stackhost internal-render`): reads one job from stdin, runs it with the
 /// in-process renderer and writes the answer to stdout. Returns the exit code: 0 when an answer was
 /// written (a failed render is an answer too).
 pub fn serve() -> i32 {
+    exit_with_parent();
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(MAX_JOB_BYTES).read_to_end(&mut input) {
         eprintln!("cannot read the render job: {e}");

@@ -10,7 +10,7 @@ pub mod child;
 mod helm_bin;
 mod helm_lib;
 
-pub use child::ProcessRenderer;
+pub use child::{ProcessLimits, ProcessRenderer, DEFAULT_MEMORY_MIB as DEFAULT_RENDER_MEMORY_MIB};
 pub use helm_bin::HelmBinRenderer;
 pub use helm_lib::{discover_helm_lib, HelmLibRenderer, HELM_LIB_ENV};
 
@@ -86,6 +86,14 @@ pub enum RenderError {
         chart: PathBuf,
         /// The deadline.
         after: Duration,
+    },
+    /// The render used more memory than a render may and was stopped.
+    #[error("rendering {} used more than {limit_mib} MiB (--render-max-memory-mib) and was stopped; a cluster stack's chart renders in under 100 MiB, so check its loops and values", chart.display())]
+    OutOfMemory {
+        /// The chart.
+        chart: PathBuf,
+        /// The cap.
+        limit_mib: u64,
     },
     /// The render was stopped because nobody needs it any more (its release is being deleted).
     #[error("rendering {} was stopped: its release is being deleted", .0.display())]
