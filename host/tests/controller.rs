@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -19,18 +19,13 @@ use stackhost::controller::ControllerArgs;
 use stackhost::oci::registry::{Registry, RegistryConfig};
 use stackhost::sandbox::{wait_for, wait_release_condition, wait_release_ready, Sandbox};
 use support::proxy::{Mode, Proxy};
+use support::trickle::Trickle;
 use support::TestRegistry;
 
 const NS: &str = "default";
 const WAIT: Duration = Duration::from_secs(60);
 
 type TestResult = anyhow::Result<()>;
-
-fn fixture_release(tag: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/releases")
-        .join(tag)
-}
 
 fn logs() {
     // RUST_LOG=stackhost=debug shows the controllers' logs next to a failing test.
@@ -60,7 +55,7 @@ fn registry_client() -> Registry {
 
 async fn push_release(registry: &Registry, addr: &str, tag: &str) -> TestResult {
     let r = registry.parse(&format!("{addr}/kaas/cluster-stacks:{tag}"))?;
-    stackhost::oci::release::push(registry, &fixture_release(tag), &r).await?;
+    stackhost::oci::release::push(registry, &support::release::fixture(tag), &r).await?;
     Ok(())
 }
 
@@ -626,19 +621,8 @@ fn hostile_release(root: &Path, tag: &str) -> anyhow::Result<()> {
 /// Release `tag` of the fixtures copied under `root`, its cluster-class chart with one more template.
 fn release_with_template(root: &Path, tag: &str, file: &str, text: &str) -> anyhow::Result<()> {
     let dest = root.join(tag);
-    common::copy_tree(&fixture_release(tag), &dest);
-    let version = tag.rsplit('-').next().unwrap_or_default();
-    let archive = dest.join(format!("docker-ferrol-1-32-cluster-class-{version}.tgz"));
-    let unpacked = tempfile::tempdir()?;
-    tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&archive)?))
-        .unpack(unpacked.path())?;
-    let chart = unpacked.path().join("docker-ferrol-1-32-cluster-class");
-    std::fs::write(chart.join("templates").join(file), text)?;
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    builder.append_dir_all("docker-ferrol-1-32-cluster-class", &chart)?;
-    builder.into_inner()?.finish()?;
-    Ok(())
+    common::copy_tree(&support::release::fixture(tag), &dest);
+    support::release::add_template(&dest, file, text)
 }
 
 async fn start_with_hostile_release(args: ControllerArgs, releases: &Path) -> anyhow::Result<Sandbox> {
@@ -902,65 +886,6 @@ async fn the_api_server_refuses_unbounded_cluster_stacks_with_the_fields_limit()
         )
         .await?;
     Ok(())
-}
-
-/// A registry that is slow, not down: it answers the `/v2/` ping, then trickles every other response
-/// one byte every 100 ms, forever. It counts the responses it is still trickling (a client that gives
-/// up closes its connection, and the next byte fails).
-struct Trickle {
-    addr: String,
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Trickle {
-    fn start() -> Self {
-        use std::io::{Read, Write};
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("address").to_string();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let open_ = open.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let open = open_.clone();
-                std::thread::spawn(move || loop {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    if head.starts_with(b"GET /v2/ ") {
-                        let ping = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-                        if conn.write_all(ping).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    let head =
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
-                                Content-Length: 1000000\r\n\r\n";
-                    if conn.write_all(head.as_bytes()).is_err() {
-                        return;
-                    }
-                    open.fetch_add(1, Ordering::SeqCst);
-                    while conn.write_all(b" ").is_ok() {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                });
-            }
-        });
-        Trickle { addr, open }
-    }
-
-    fn open(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 /// Creates namespace `ns` unless it exists.
@@ -1464,7 +1389,7 @@ async fn content_that_does_not_match_its_digest_has_its_own_condition_reason() -
     let reg = TestRegistry::start().await;
     push_release(&registry_client(), &reg.addr, TAG).await?;
     // Corrupt metadata.yaml at rest in the registry: same length, other bytes.
-    let metadata = std::fs::read(fixture_release(TAG).join("metadata.yaml"))?;
+    let metadata = std::fs::read(support::release::fixture(TAG).join("metadata.yaml"))?;
     let file = reg.blob_file(&format!(
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(&metadata))

@@ -346,6 +346,44 @@ fn plugin_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
 }
 
 #[test]
+fn a_plugin_flooding_the_log_writes_one_call_budget_and_ends_at_its_deadline() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, || {
+        let limits = Limits {
+            fuel: u64::MAX / 2,
+            deadline_ms: 300,
+            ..Limits::default()
+        };
+        misbehave(&host(), "log-flood", limits)
+    });
+    assert!(
+        matches!(result, Err(PluginError::Deadline { deadline_ms: 300, .. })),
+        "{result:?}"
+    );
+    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf8");
+    let flood: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("log-flood log-flood"))
+        .collect();
+    // The budget of one call (docs/security.md): 32 KiB of messages and fields; each line also carries a
+    // timestamp, level, target and the plugin's name and digest.
+    let bytes: usize = flood.iter().map(|l| l.len()).sum();
+    assert!(
+        !flood.is_empty() && bytes <= (32 << 10) + flood.len() * 256,
+        "{} lines, {bytes} bytes",
+        flood.len()
+    );
+    let notes: Vec<&str> = log.lines().filter(|l| l.contains("were dropped")).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("misbehaving@sha256:"), "{}", notes[0]);
+}
+
+#[test]
 fn compiled_code_is_cached_on_disk_and_a_corrupt_cache_is_recompiled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = || EngineConfig {

@@ -6,6 +6,8 @@
 pub mod openstack;
 pub mod openstack_stack;
 pub mod proxy;
+pub mod release;
+pub mod trickle;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,8 @@
 //!
 //! `validate-config(b)` performs behaviour `b` at once and stores it (state key `behaviour`), so every
 //! other export performs it too. Behaviours: `loop`, `alloc`, `trap`, `huge-output`, `forbidden-http`,
-//! `guest-error`, `print`, `count`, `ok`. `count` fails with how many calls this instance has seen
+//! `guest-error`, `print`, `count`, `log-flood`, `ok`. `log-flood` writes big error lines into the host log
+//! until its fuel or deadline ends it. `count` fails with how many calls this instance has seen
 //! (a static in linear memory): always 1 when every call gets a fresh, reset instance. `later:<b>` stores `b` without performing it, so the plugin loads and
 //! only the later calls misbehave (e.g. `later:trap` traps in `patch-cluster-class`).
 
@@ -14,11 +15,14 @@ wit_bindgen::generate!({
 use clusterstack::provider::types::{
     Capability, ClusterInfo, Error, ImageState, ImageStatus, NodeImage, PluginInfo, ReleaseInfo,
 };
-use clusterstack::provider::{http, state};
+use clusterstack::provider::{http, log, state};
 use exports::clusterstack::provider::plugin::Guest;
 
 /// Size of the `huge-output` result: far over the host's default result cap (4 MiB).
 const HUGE: usize = 24 << 20;
+
+/// Size of one `log-flood` line: far over the host's cap on one line (4 KiB).
+const FLOOD_LINE: usize = 64 << 10;
 
 struct Misbehaving;
 
@@ -70,10 +74,17 @@ fn perform(behaviour: &str) -> Result<Option<String>, Error> {
             let seen = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             Err(Error::Failed(format!("calls seen by this instance: {seen}")))
         }
+        "log-flood" => {
+            let line = "log-flood ".repeat(FLOOD_LINE / 10);
+            let fields = vec![("flood".to_string(), "x".repeat(FLOOD_LINE))];
+            loop {
+                log::log(log::Level::Error, std::hint::black_box(&line), &fields);
+            }
+        }
         "ok" | "" => Ok(None),
         other => Err(Error::InvalidInput(format!(
             "unknown behaviour {other:?}; expected one of loop, alloc, trap, huge-output, forbidden-http, \
-             guest-error, print, count, ok"
+             guest-error, print, count, log-flood, ok"
         ))),
     }
 }
