@@ -1201,7 +1201,7 @@ async fn a_render_process_stops_soon_after_its_controller_is_gone() -> TestResul
     // A shell stands in for the controller: it starts the render and is then killed with SIGKILL.
     let mut controller = std::process::Command::new("sh")
         .arg("-c")
-        .arg(r#""$0" internal-render < "$1" > /dev/null & echo $!; wait"#)
+        .arg(r#"STACKHOST_RENDER_PARENT=$$ "$0" internal-render < "$1" > /dev/null & echo $!; wait"#)
         .arg(env!("CARGO_BIN_EXE_stackhost"))
         .arg(&job)
         .stdout(std::process::Stdio::piped())

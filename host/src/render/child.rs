@@ -103,6 +103,7 @@ impl ProcessRenderer {
             .arg(SUBCOMMAND)
             // Go's collector works to stay under this; the cap below is what is enforced.
             .env("GOMEMLIMIT", format!("{}MiB", (self.limits.memory >> 20) * 3 / 4))
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -253,16 +254,23 @@ impl Renderer for ProcessRenderer {
 
 /// Ends this render process soon after its parent is gone: a controller killed with SIGKILL cannot stop
 /// its renders, and a looping template would otherwise run on, orphaned, until it ends.
+/// The parent names itself in [`PARENT_ENV`]: a parent killed before this process got here is noticed too.
 fn exit_with_parent() {
-    let parent = std::os::unix::process::parent_id();
+    let parent = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(std::os::unix::process::parent_id);
     std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(250));
         if std::os::unix::process::parent_id() != parent {
             eprintln!("the controller that started this render is gone; stopping");
             std::process::exit(3);
         }
+        std::thread::sleep(Duration::from_millis(250));
     });
 }
+
+/// The environment variable that carries the render's parent process id.
+pub const PARENT_ENV: &str = "STACKHOST_RENDER_PARENT";
 
 /// The child's side (`stackhost internal-render`): reads one job from stdin, runs it with the
 /// in-process renderer and writes the answer to stdout. Returns the exit code: 0 when an answer was
