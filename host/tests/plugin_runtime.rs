@@ -313,22 +313,28 @@ impl std::io::Write for Captured {
     }
 }
 
-#[test]
-fn plugin_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
+/// Runs `f` with the host's log captured; returns its result and the log text.
+fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf8");
+    (result, log)
+}
+
+#[test]
+fn plugin_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
+    let ((), log) = with_captured_log(|| {
         let host = host();
         let plugin = host
             .load(&plugin_bytes("misbehaving"), misbehaving_settings())
             .expect("load");
         assert!(matches!(plugin.validate_config("print").result, Ok(Ok(()))));
     });
-    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf8");
     let stdout_line = log
         .lines()
         .find(|l| l.contains("hello on stdout"))
@@ -347,13 +353,7 @@ fn plugin_stdout_and_stderr_go_to_the_host_log_tagged_with_the_plugin() {
 
 #[test]
 fn a_plugin_flooding_the_log_writes_one_call_budget_and_ends_at_its_deadline() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, || {
+    let (result, log) = with_captured_log(|| {
         let limits = Limits {
             fuel: u64::MAX / 2,
             deadline_ms: 300,
@@ -365,7 +365,6 @@ fn a_plugin_flooding_the_log_writes_one_call_budget_and_ends_at_its_deadline() {
         matches!(result, Err(PluginError::Deadline { deadline_ms: 300, .. })),
         "{result:?}"
     );
-    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf8");
     let flood: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("log-flood log-flood"))
