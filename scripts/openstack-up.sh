@@ -57,14 +57,22 @@ key_repository = $D/credential-keys
 password_hash_rounds = 4
 EOF
 
-# Debian ships no standalone Keystone server: a threaded wsgiref server runs the WSGI app.
+# Debian ships no standalone Keystone server: a threaded wsgiref server runs the WSGI app. Requests
+# run one at a time: once in CI, with test binaries in parallel, an exception escaped Keystone during
+# a password authentication (wsgiref's bare 500 "A server error occurred"). Keystone on sqlite in one
+# process is not built for concurrent requests; a production Keystone runs several workers on a
+# database server, so serialising here hides nothing the plugin would meet.
 cat >"$D/keystone_serve.py" <<EOF
-import socketserver, wsgiref.simple_server as w
+import socketserver, threading, wsgiref.simple_server as w
 from keystone.server.wsgi import initialize_public_application
+app, lock = initialize_public_application(), threading.Lock()
+def serialised(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
 class Quiet(w.WSGIRequestHandler):
     def log_message(self, *args): pass
 class S(socketserver.ThreadingMixIn, w.WSGIServer): daemon_threads = True
-w.make_server('127.0.0.1', $KP, initialize_public_application(), server_class=S, handler_class=Quiet).serve_forever()
+w.make_server('127.0.0.1', $KP, serialised, server_class=S, handler_class=Quiet).serve_forever()
 EOF
 cat >"$D/glance-api-paste.ini" <<'EOF'
 [pipeline:glance-api-keystone]

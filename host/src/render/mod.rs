@@ -9,6 +9,7 @@
 pub mod child;
 mod helm_bin;
 mod helm_lib;
+mod yaml;
 
 pub use child::{ProcessLimits, ProcessRenderer, DEFAULT_MEMORY_MIB as DEFAULT_RENDER_MEMORY_MIB};
 pub use helm_bin::HelmBinRenderer;
@@ -191,8 +192,8 @@ pub fn default_renderer() -> Result<Box<dyn Renderer>, RenderError> {
     }
 }
 
-/// Parses rendered templates (template path -> text, as Helm returns them) into objects: skips notes
-/// and partials, splits multi-document YAML, drops empty documents, checks each object has
+/// Parses rendered templates (template path -> text, as Helm returns them) into objects the way Helm
+/// reads them (see [`yaml`]): skips notes and partials, splits multi-document YAML, drops empty documents, checks each object has
 /// `apiVersion`, `kind` and `metadata.name`, and sorts the result.
 pub fn manifests_from_rendered(
     chart: &Path,
@@ -200,6 +201,7 @@ pub fn manifests_from_rendered(
 ) -> Result<Vec<Value>, RenderError> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
+    let mut alias_bytes = yaml::MAX_ALIAS_BYTES;
     let too_large = |what: String, limit: String| RenderError::TooLarge {
         chart: chart.to_owned(),
         what,
@@ -222,8 +224,7 @@ pub fn manifests_from_rendered(
             template: template.clone(),
             reason,
         };
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = Value::deserialize_yaml(doc).map_err(|e| bad(e.to_string()))?;
+        for value in yaml::documents(&text, &mut alias_bytes).map_err(&bad)? {
             match value {
                 Value::Null => continue,
                 Value::Object(ref map) => {
@@ -252,17 +253,6 @@ pub fn manifests_from_rendered(
     }
     sort_manifests(&mut out);
     Ok(out)
-}
-
-/// Deserialising one YAML document into a JSON value.
-trait DeserializeYaml: Sized {
-    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error>;
-}
-
-impl DeserializeYaml for Value {
-    fn deserialize_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error> {
-        serde::Deserialize::deserialize(doc)
-    }
 }
 
 /// Install order: namespaces and CRDs first (what other objects need), then everything else; ties by
