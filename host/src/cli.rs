@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 async fn run_controllers(args: RunArgs) -> anyhow::Result<i32> {
-    let client = crate::run::client(args.process.kubeconfig.as_deref()).await?;
+    let client = crate::run::client(args.process.kubeconfig.as_deref(), args.controllers.api_rate()).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let ctx = Arc::new(controller_context(
         client.clone(),

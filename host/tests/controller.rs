@@ -1650,3 +1650,97 @@ async fn a_plugin_state_config_map_moves_into_a_secret_once() -> TestResult {
     sandbox.shutdown().await?;
     Ok(())
 }
+
+/// The `Paused` condition of a stack or release as `(status, message)`, if it has one.
+fn paused_condition(conditions: &[stackhost::api::Condition]) -> Option<(String, String)> {
+    stackhost::api::condition::find(conditions, "Paused")
+        .map(|c| (format!("{:?}", c.status), c.message.clone().unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn paused_objects_wait_until_the_annotation_goes_deletion_included() -> TestResult {
+    const TAG: &str = "docker-ferrol-1-32-v1";
+    const RESUME: &str = "the cluster.x-k8s.io/paused annotation is set; remove it to resume reconciling";
+    let cache = tempfile::tempdir()?;
+    let releases = cache.path().join("releases");
+    common::copy_tree(&support::release::fixture(TAG), &releases.join(TAG));
+    let sandbox = Sandbox::start(ControllerArgs {
+        release_source: Some(format!("dir:{}", releases.display())),
+        ..args(cache.path())
+    })
+    .await?;
+    let client = sandbox.client.clone();
+    let stacks: Api<ClusterStack> = Api::namespaced(client.clone(), NS);
+    let mut cs = cluster_stack("unused", false, &["v1"]);
+    cs.spec.source = None;
+    cs.spec.no_provider = true;
+    cs.metadata.annotations = Some(BTreeMap::from([(
+        "cluster.x-k8s.io/paused".to_owned(),
+        String::new(),
+    )]));
+    stacks.create(&Default::default(), &cs).await?;
+    let stack_paused = || {
+        let stacks = stacks.clone();
+        move || {
+            let stacks = stacks.clone();
+            async move {
+                let cs = stacks.get("ferrol").await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(paused_condition(&cs.status.unwrap_or_default().conditions))
+            }
+        }
+    };
+    let paused = wait_for("the stack paused", WAIT, || {
+        let check = stack_paused();
+        async move { check().await?.ok_or_else(|| "no Paused condition".to_string()) }
+    })
+    .await?;
+    assert_eq!(paused, ("True".to_owned(), RESUME.to_owned()));
+    // The reconcile that wrote the condition created no release.
+    assert!(release_names(&client).await?.is_empty());
+
+    let resume = json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": null}}});
+    stacks
+        .patch("ferrol", &PatchParams::default(), &Patch::Merge(&resume))
+        .await?;
+    wait_release_ready(&client, NS, TAG, WAIT).await?;
+    wait_for("the stack's Paused condition gone", WAIT, || {
+        let check = stack_paused();
+        async move {
+            match check().await? {
+                None => Ok(()),
+                Some(c) => Err(format!("{c:?}")),
+            }
+        }
+    })
+    .await?;
+
+    // A paused release keeps its finalizer: deleting its stack leaves it until it resumes.
+    let releases_api: Api<ClusterStackRelease> = Api::namespaced(client.clone(), NS);
+    let pause = json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": "true"}}});
+    releases_api
+        .patch(TAG, &PatchParams::default(), &Patch::Merge(&pause))
+        .await?;
+    wait_for("the release paused", WAIT, || {
+        let releases_api = releases_api.clone();
+        async move {
+            let r = releases_api.get(TAG).await.map_err(|e| e.to_string())?;
+            match paused_condition(&r.status.unwrap_or_default().conditions) {
+                Some((status, message)) if status == "True" && message == RESUME => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await?;
+    stacks.delete("ferrol", &DeleteParams::background()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = releases_api.get(TAG).await?;
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "the release is being deleted"
+    );
+    releases_api
+        .patch(TAG, &PatchParams::default(), &Patch::Merge(&resume))
+        .await?;
+    wait_releases(&client, &[]).await?;
+    sandbox.shutdown().await
+}

@@ -1,5 +1,6 @@
 //! `stackhost run` as a process against the API emulator: two replicas elect one leader through a Lease,
-//! probes and metrics say who leads, SIGTERM hands over at once, a stolen Lease stops the old leader.
+//! probes and metrics say who leads, SIGTERM hands over at once, a stolen Lease stops the old leader; the
+//! clients it builds keep to `--kube-api-qps`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -187,6 +188,39 @@ async fn replicas_elect_one_leader_and_hand_over_on_sigterm() -> anyhow::Result<
     Ok(())
 }
 
+/// Lists namespaces `n` times with `client`; how long that took.
+async fn list_namespaces(client: kube::Client, n: usize) -> Duration {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let started = Instant::now();
+    for _ in 0..n {
+        namespaces
+            .list(&Default::default())
+            .await
+            .expect("list namespaces");
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn the_management_and_workload_clients_keep_to_the_api_rate() {
+    let cluster = kube_emulator::Cluster::start().await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    // 2 at once, then one per 200 ms: 7 requests take at least 5 x 200 ms.
+    let rate = stackhost::run::rate::ApiRate::from_flags(5.0, Some(2));
+    let management = stackhost::run::client(Some(&kubeconfig), rate)
+        .await
+        .expect("client");
+    let took = list_namespaces(management, 7).await;
+    assert!(took >= Duration::from_millis(1000), "7 requests in {took:?}");
+    let workload = stackhost::addon::workload::client_from_kubeconfig(&cluster.kubeconfig(), rate)
+        .await
+        .expect("workload client");
+    let took = list_namespaces(workload, 7).await;
+    assert!(took >= Duration::from_millis(1000), "7 requests in {took:?}");
+}
+
 #[test]
 fn bad_flags_are_reported_with_the_flag_to_fix() {
     let out = Command::new(env!("CARGO_BIN_EXE_stackhost"))
@@ -208,6 +242,17 @@ fn bad_flags_are_reported_with_the_flag_to_fix() {
     assert!(!out.status.success());
     assert!(
         stderr.contains("--lease-duration") && stderr.contains("15s"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_stackhost"))
+        .args(["run", "--kube-api-qps=-1"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--kube-api-qps") && stderr.contains("from 0 (no limit) to 10000"),
         "{stderr}"
     );
 }

@@ -175,7 +175,8 @@ pub fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
     }
 }
 
-/// Type checks the Go structs would make while decoding a built-in kind (400 like the real server).
+/// Type checks the Go structs would make while decoding a built-in kind (400 like the real server):
+/// metadata and Secret data here, every field of the common built-in kinds in [`crate::typed`].
 fn decode_checks(t: &Target, obj: &Value) -> ApiResult<()> {
     let rt = &t.rt;
     if !obj.is_object() {
@@ -198,37 +199,28 @@ fn decode_checks(t: &Target, obj: &Value) -> ApiResult<()> {
             }
         }
     }
-    match rt.builtin {
-        Some(Builtin::ConfigMap) => {
-            if let Some(d) = obj.get("data") {
-                if !d.is_null() && !d.as_object().is_some_and(|o| o.values().all(Value::is_string)) {
-                    return Err(decode_error(
-                        rt,
-                        &t.version,
-                        "json: cannot unmarshal into Go struct field ConfigMap.data of type string",
-                    ));
-                }
-            }
-        }
-        Some(Builtin::Secret) => {
-            for f in ["data", "stringData"] {
-                if let Some(d) = obj.get(f).and_then(Value::as_object) {
-                    for (k, v) in d {
-                        let Some(s) = v.as_str() else {
-                            return Err(decode_error(rt, &t.version, &format!("json: cannot unmarshal into Go struct field Secret.{f} of type string (key {k:?})")));
-                        };
-                        if f == "data" && base64::engine::general_purpose::STANDARD.decode(s).is_err() {
-                            return Err(decode_error(
-                                rt,
-                                &t.version,
-                                &format!("illegal base64 data in data[{k:?}]"),
-                            ));
-                        }
+    if matches!(rt.builtin, Some(Builtin::Secret)) {
+        for f in ["data", "stringData"] {
+            if let Some(d) = obj.get(f).and_then(Value::as_object) {
+                for (k, v) in d {
+                    let Some(s) = v.as_str() else {
+                        return Err(decode_error(rt, &t.version, &format!("json: cannot unmarshal into Go struct field Secret.{f} of type string (key {k:?})")));
+                    };
+                    if f == "data" && base64::engine::general_purpose::STANDARD.decode(s).is_err() {
+                        return Err(decode_error(
+                            rt,
+                            &t.version,
+                            &format!("illegal base64 data in data[{k:?}]"),
+                        ));
                     }
                 }
             }
         }
-        _ => {}
+    }
+    if t.schema().is_none() {
+        if let Some(why) = crate::typed::decode_error(&rt.group, &rt.kind, obj) {
+            return Err(decode_error(rt, &t.version, &why));
+        }
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod typed;
 pub mod validation;
 pub mod watch;
 

@@ -19,7 +19,7 @@ pub fn decode_error(group: &str, kind: &str, obj: &Value) -> Option<String> {
     macro_rules! kinds {
         ($(($g:literal, $k:literal) => $t:ty),* $(,)?) => {
             match (group, kind) {
-                $(($g, $k) => check::<$t>(obj),)*
+                $(($g, $k) => check::<$t>(kind, obj),)*
                 _ => None,
             }
         };
@@ -60,14 +60,23 @@ pub fn decode_error(group: &str, kind: &str, obj: &Value) -> Option<String> {
     }
 }
 
-fn check<T: DeserializeOwned>(obj: &Value) -> Option<String> {
-    let err = serde_path_to_error::deserialize::<_, T>(obj).err()?;
+fn check<T: DeserializeOwned>(kind: &str, obj: &Value) -> Option<String> {
+    // Go's decoder leaves a field alone when it meets `null`, whatever the field's type.
+    let err = serde_path_to_error::deserialize::<_, T>(without_nulls(obj)).err()?;
     let inner = err.inner().to_string();
     // `invalid type: floating point `1.5`, expected i32`; a missing field or anything else is not a type.
     let rest = inner.strip_prefix("invalid type: ")?;
     let (got, expected) = rest.split_once(", expected ")?;
+    if got == "null" {
+        return None;
+    }
+    let numeric = matches!(expected.trim(), "i32" | "i64" | "u32" | "u64" | "f64");
     let what = match got.split_once(' ').map_or(got, |(first, _)| first) {
-        "floating" | "integer" => format!("number {}", got.split('`').nth(1).unwrap_or_default()),
+        // Go names the number only where a number was expected (`number 1.5` for an int32).
+        "floating" | "integer" if numeric => {
+            format!("number {}", got.split('`').nth(1).unwrap_or_default())
+        }
+        "floating" | "integer" => "number".to_owned(),
         "string" => "string".to_owned(),
         "boolean" => "bool".to_owned(),
         "map" => "object".to_owned(),
@@ -84,10 +93,26 @@ fn check<T: DeserializeOwned>(obj: &Value) -> Option<String> {
         e if e.starts_with("a sequence") => "[]",
         _ => "object",
     };
+    // Go writes `<struct>.<path>`; the struct's name is known here only for a top-level field.
     let path = err.path().to_string();
+    let owner = if path.contains('.') { "" } else { kind };
     Some(format!(
-        "json: cannot unmarshal {what} into Go struct field .{path} of type {go_type}"
+        "json: cannot unmarshal {what} into Go struct field {owner}.{path} of type {go_type}"
     ))
+}
+
+/// `obj` without its `null` map entries, at any depth.
+fn without_nulls(obj: &Value) -> Value {
+    match obj {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +135,15 @@ mod tests {
             Some("json: cannot unmarshal string into Go struct field .spec.replicas of type int32")
         );
         assert_eq!(decode_error("apps", "Deployment", &deployment(json!(2))), None);
+        // Null is no value for Go's decoder; `kubectl create --dry-run -o yaml` writes such fields.
+        let nulls = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": "web", "creationTimestamp": null},
+                           "spec": {"selector": null, "template": {"spec": {"containers": null}}}});
+        assert_eq!(decode_error("apps", "Deployment", &nulls), None);
+        // Quantities may be numbers.
+        let cpu = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                         "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": 1}}}]}});
+        assert_eq!(decode_error("", "Pod", &cpu), None);
         // No containers and no selector labels: invalid, but decodable.
         let bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
         assert_eq!(decode_error("", "Pod", &bare), None);
@@ -117,7 +151,7 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": 1}});
         assert_eq!(
             decode_error("", "ConfigMap", &cm).as_deref(),
-            Some("json: cannot unmarshal number 1 into Go struct field .data.a of type string")
+            Some("json: cannot unmarshal number into Go struct field .data.a of type string")
         );
         assert_eq!(
             decode_error("example.com", "Thing", &cm),

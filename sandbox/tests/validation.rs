@@ -759,6 +759,66 @@ async fn a_float_in_an_integer_field_is_refused_however_it_arrives() {
 }
 
 #[tokio::test]
+async fn built_in_objects_of_the_wrong_type_are_refused_as_the_decoder_refuses_them() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let deployments = api(&client, "apps", "v1", "Deployment", "deployments");
+    let deployment = |replicas: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "creationTimestamp": null},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "nginx",
+                                              "resources": {"limits": {"cpu": 1}}}]}}}})
+    };
+    let (code, message) = create_err(&deployments, deployment(json!(1.5))).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        message,
+        "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal \
+         number 1.5 into Go struct field .spec.replicas of type int32"
+    );
+    // Unlike a CRD's integer, a Go int32 takes no "2.0".
+    let (code, _) = create_err(&deployments, deployment(json!(2.0))).await;
+    assert_eq!(code, 400);
+    // Nulls and a number for a quantity decode fine.
+    deployments
+        .create(&PostParams::default(), &obj(deployment(json!(2))))
+        .await
+        .expect("a valid Deployment");
+    match deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": "three"}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 400);
+            assert!(
+                s.message
+                    .ends_with("cannot unmarshal string into Go struct field .spec.replicas of type int32"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let config_maps = api(&client, "", "v1", "ConfigMap", "configmaps");
+    let (code, message) = create_err(
+        &config_maps,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"mode": 420}}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        message.ends_with("cannot unmarshal number into Go struct field .data.mode of type string"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn config_map_and_secret_keys_follow_the_api_servers_rule() {
     let cluster = Cluster::start().await.expect("cluster");
     let client = cluster.client().expect("client");

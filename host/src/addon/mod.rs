@@ -142,6 +142,8 @@ pub struct AddonConfig {
     pub concurrency: u16,
     /// Each namespace's share of those reconciles (`--namespace-concurrency`); no cap when `None`.
     pub slots: Option<Arc<crate::controller::fair::NamespaceSlots>>,
+    /// Client-side rate limit of each workload cluster's client (`--kube-api-qps`).
+    pub api_rate: Option<crate::run::rate::ApiRate>,
 }
 
 impl std::fmt::Debug for AddonConfig {
@@ -173,6 +175,7 @@ impl AddonConfig {
             events: None,
             concurrency: 0,
             slots: None,
+            api_rate: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - The ClusterAddon reconcile (§2.4): workload access, release lookup, then the legacy flow (one chart)
 //!   or the multi-stage flow (stages per hook with CEL gates), every step recorded in the status.
 
+use crate::controller::paused;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,9 +92,9 @@ impl Context {
     /// A context for `client` with `config`.
     pub fn new(client: kube::Client, config: AddonConfig) -> Self {
         Self {
+            workloads: WorkloadClients::new(config.api_rate),
             client,
             config,
-            workloads: WorkloadClients::default(),
         }
     }
 }
@@ -488,6 +489,27 @@ async fn apply(addon: &ClusterAddon, ctx: &Context, waiting: &AtomicBool) -> Res
         return Ok(Action::await_change());
     };
     let cluster = serde_json::to_value(&cluster).unwrap_or_default();
+    let why = paused::own_annotation(addon).or_else(|| {
+        let by_spec = cluster["spec"]["paused"] == true;
+        let by_annotation = cluster["metadata"]["annotations"][paused::PAUSED_ANNOTATION].is_string();
+        (by_spec || by_annotation).then(|| {
+            let what = if by_spec {
+                "spec.paused"
+            } else {
+                paused::PAUSED_ANNOTATION
+            };
+            format!("Cluster {ns}/{cluster_name} is paused ({what})")
+        })
+    });
+    if let Some(action) = paused::gate(&ctx.client, addon, why)
+        .await
+        .map_err(Error::kube(format!(
+            "cannot write the status of ClusterAddon {ns}/{}",
+            addon.name_any()
+        )))?
+    {
+        return Ok(action);
+    }
     let Some(class) = topology_class(&cluster).map(str::to_owned) else {
         p.report(false_condition(
             types::CLUSTER_STACK_RELEASE_DOWNLOADED,

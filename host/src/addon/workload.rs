@@ -2,6 +2,7 @@
 //! (key `value`), cached per Cluster and rebuilt when the Secret's content changes, and the `/readyz`
 //! probe that tells whether the workload API answers.
 
+use crate::run::rate::ApiRate;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,9 +44,18 @@ impl std::fmt::Debug for Workload {
 #[derive(Debug, Default)]
 pub struct WorkloadClients {
     clients: Mutex<HashMap<String, (String, Workload)>>,
+    rate: Option<ApiRate>,
 }
 
 impl WorkloadClients {
+    /// No clients yet; each one gets its own bucket of `rate`.
+    pub fn new(rate: Option<ApiRate>) -> Self {
+        Self {
+            clients: Mutex::default(),
+            rate,
+        }
+    }
+
     /// The workload cluster of Cluster `namespace/name`, checked with `/readyz`.
     pub async fn get(
         &self,
@@ -84,7 +94,7 @@ impl WorkloadClients {
         let workload = match cached {
             Some(w) => w,
             None => {
-                let client = client_from_kubeconfig(&text).await.map_err(|e| {
+                let client = client_from_kubeconfig(&text, self.rate).await.map_err(|e| {
                     WorkloadError::Kubeconfig(format!("Secret {namespace}/{secret_name}: {e}"))
                 })?;
                 let workload = Workload {
@@ -112,14 +122,14 @@ impl WorkloadClients {
 }
 
 /// A client from kubeconfig YAML, with short timeouts: a dead workload API must not hold a reconcile.
-pub async fn client_from_kubeconfig(text: &str) -> Result<kube::Client, String> {
+pub async fn client_from_kubeconfig(text: &str, rate: Option<ApiRate>) -> Result<kube::Client, String> {
     let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| format!("invalid kubeconfig: {e}"))?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("unusable kubeconfig: {e}"))?;
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
-    kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
+    crate::run::rate::client(config, rate).map_err(|e| format!("cannot build a client: {e}"))
 }
 
 /// `GET /readyz` answers `ok`.

@@ -31,6 +31,7 @@ pub fn addon_config(ctx: &Arc<Context>) -> AddonConfig {
     config.events = Some(ctx.recorder());
     config.concurrency = ctx.args.concurrency;
     config.slots = Some(ctx.slots.clone());
+    config.api_rate = ctx.args.api_rate();
     config
 }
 

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource as _, ResourceExt};
 use serde_json::json;
 
-use super::{fair, now, Context};
+use super::{fair, now, paused, Context};
 use crate::api::condition::{self, false_condition, true_condition, types};
 use crate::api::{
     ClusterStack, ClusterStackRelease, ClusterStackReleaseSpec, ClusterStackStatus, ConditionSeverity,
@@ -61,6 +61,10 @@ pub async fn reconcile(cs: Arc<ClusterStack>, ctx: Arc<Context>) -> Result<Actio
     let Some(_slot) = ctx.slot(CONTROLLER, cs.as_ref()) else {
         return Ok(Action::requeue(fair::DEFERRED));
     };
+    let why = paused::own_annotation(cs.as_ref());
+    if let Some(action) = paused::gate(&ctx.client, cs.as_ref(), why).await? {
+        return Ok(action);
+    }
     let started = Instant::now();
     let result = reconcile_inner(&cs, &ctx).await;
     let label = match &result {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::cluster_stack::cluster_classes_in_use;
 use super::plugins::{call, LoadedPlugin};
-use super::{fair, now, Context};
+use super::{fair, now, paused, Context};
 use crate::api::condition::{self, false_condition, true_condition, types, READY};
 use crate::api::{
     ClusterStackRelease, ClusterStackReleaseStatus, ConditionSeverity, CLUSTER_STACK_RELEASE_FINALIZER,
@@ -178,6 +178,10 @@ pub async fn reconcile(csr: Arc<ClusterStackRelease>, ctx: Arc<Context>) -> Resu
     let Some(_slot) = ctx.slot(CONTROLLER, csr.as_ref()) else {
         return Ok(Action::requeue(fair::DEFERRED));
     };
+    let why = paused::own_annotation(csr.as_ref());
+    if let Some(action) = paused::gate(&ctx.client, csr.as_ref(), why).await? {
+        return Ok(action);
+    }
     let started = Instant::now();
     let result = if csr.metadata.deletion_timestamp.is_some() {
         finalize(&csr, &ctx).await.map(|a| (a, "ok"))

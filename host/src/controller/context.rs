@@ -133,6 +133,14 @@ pub struct ControllerArgs {
     /// by default (tests point it at the built binary).
     #[arg(long, env = "STACKHOST_RENDER_PROGRAM", hide = true)]
     pub render_program: Option<PathBuf>,
+    /// Requests per second each Kubernetes client (the management cluster's, and each workload
+    /// cluster's) may send on average; 0 sends without a client-side limit and leaves the API server's
+    /// priority and fairness to protect it.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_qps)]
+    pub kube_api_qps: f64,
+    /// Requests each client may send at once before --kube-api-qps paces them [default: twice the qps].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub kube_api_burst: Option<u32>,
     /// Keep every ProviderPlugin's `state` Secret in this namespace (e.g. stackhost's own, where its Role
     /// may write Secrets) instead of the ProviderPlugin's namespace.
     #[arg(long, env = "STACKHOST_PLUGIN_STATE_NAMESPACE")]
@@ -177,6 +185,8 @@ impl Default for ControllerArgs {
             plugin_max_deadline: Duration::from_secs(300),
             plugin_max_memory_mib: 1024,
             render_program: None,
+            kube_api_qps: 0.0,
+            kube_api_burst: None,
             plugin_state_namespace: None,
         }
     }
@@ -195,6 +205,16 @@ pub fn parse_mirror(s: &str) -> Result<Mirror, String> {
     s.parse().map_err(|e: crate::oci::error::OciError| e.to_string())
 }
 
+/// Parses `--kube-api-qps`: 0 (no limit) up to 10,000.
+fn parse_qps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(q) if (0.0..=10_000.0).contains(&q) => Ok(q),
+        _ => Err(format!(
+            "{s:?}: use requests per second from 0 (no limit) to 10000, e.g. 50"
+        )),
+    }
+}
+
 /// Parses a `key=value` label flag (`--watch-label`).
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -204,6 +224,11 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 impl ControllerArgs {
+    /// The client-side rate limit of each Kubernetes client (`--kube-api-qps`, `--kube-api-burst`).
+    pub fn api_rate(&self) -> Option<crate::run::rate::ApiRate> {
+        crate::run::rate::ApiRate::from_flags(self.kube_api_qps, self.kube_api_burst)
+    }
+
     /// What releases may write beyond their own namespace (`--release-allow-*`).
     pub fn confinement(&self) -> crate::apply::Confinement {
         crate::apply::Confinement {

@@ -7,6 +7,7 @@ pub mod cluster_stack_release;
 pub mod context;
 pub mod fair;
 pub mod metrics;
+pub mod paused;
 pub mod plugins;
 pub mod provider_plugin;
 pub mod status;

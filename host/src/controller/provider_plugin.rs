@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use super::plugins::{load_state, new_capabilities};
-use super::{fair, Context};
+use super::{fair, paused, Context};
 use crate::api::condition::{self, false_condition, true_condition, types, READY};
 use crate::api::{ConditionSeverity, ProviderPlugin, ProviderPluginStatus};
 use crate::oci::auth::Credentials;
@@ -334,6 +334,10 @@ pub async fn reconcile(pp: Arc<ProviderPlugin>, ctx: Arc<Context>) -> Result<Act
     if pp.metadata.deletion_timestamp.is_some() {
         ctx.plugins.remove(&ns, &name);
         return Ok(Action::await_change());
+    }
+    // A paused ProviderPlugin is neither resolved nor reloaded; a plugin already loaded stays in use.
+    if let Some(action) = paused::gate(&ctx.client, pp.as_ref(), paused::own_annotation(pp.as_ref())).await? {
+        return Ok(action);
     }
     let now = super::now();
     let mut status = pp.status.clone().unwrap_or_default();

@@ -54,7 +54,7 @@ impl MigrateArgs {
     /// Checks the cluster, prints the report and, with `--apply` and nothing blocking, adopts.
     /// Returns 0 when nothing blocks (and every adoption was made), [`EXIT_BLOCKED`] otherwise.
     pub async fn run(self) -> anyhow::Result<i32> {
-        let client = crate::run::client(self.kubeconfig.as_deref()).await?;
+        let client = crate::run::client(self.kubeconfig.as_deref(), None).await?;
         // Release listings only: the caches the context opens stay empty and go with the process.
         let cache = tempfile::Builder::new()
             .prefix("stackhost-migrate")

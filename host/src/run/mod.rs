@@ -7,6 +7,7 @@
 pub mod access;
 pub mod certs;
 pub mod lease;
+pub mod rate;
 mod server;
 
 use std::future::Future;
@@ -160,7 +161,11 @@ pub enum Ended {
 }
 
 /// A kube client from `--kubeconfig`, or inferred (env, ~/.kube/config, in-cluster).
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// `rate` limits its requests on the client side (see [`rate`]).
+pub async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    rate: Option<rate::ApiRate>,
+) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -173,7 +178,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
             "no Kubernetes configuration found: pass --kubeconfig, set KUBECONFIG, or run in a pod",
         )?,
     };
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+    rate::client(config, rate).context("cannot build a Kubernetes client")
 }
 
 /// A shutdown signal for the controllers: resolves once SIGTERM/SIGINT arrived or leadership was lost.

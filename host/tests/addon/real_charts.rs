@@ -136,6 +136,15 @@ async fn the_real_cilium_and_metrics_server_charts_apply_completely() {
         cilium["spec"]["template"]["spec"]["containers"][0]["name"],
         "cilium-agent"
     );
+    // The chart writes `defaultMode: 0400`, a YAML 1.1 octal: Helm sends 256, and so must stackhost.
+    let modes: Vec<&Value> = cilium["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .flat_map(|v| v.as_object().into_iter().flat_map(|o| o.values()))
+        .filter_map(|source| source.get("defaultMode"))
+        .collect();
+    assert!(modes.contains(&&json!(256)), "defaultModes: {modes:?}");
     get(
         &client,
         "rbac.authorization.k8s.io/v1",
