@@ -1045,3 +1045,134 @@ fn whole_numbers(v: Value) -> Value {
         other => other,
     }
 }
+
+/// Creates `value` (any kind) in the emulator as the admin; the API server's refusal message otherwise.
+async fn create(client: &kube::Client, value: Value) -> Result<(), String> {
+    let object: kube::api::DynamicObject = serde_json::from_value(value).expect("object");
+    let types = object.types.clone().expect("apiVersion and kind");
+    let gvk = kube::core::GroupVersionKind::try_from(&types).expect("gvk");
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("discovery");
+    let api: kube::Api<kube::api::DynamicObject> = match (&caps.scope, object.metadata.namespace.as_deref()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            kube::Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => kube::Api::all_with(client.clone(), &resource),
+    };
+    match api.create(&Default::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(s.message),
+        Err(e) => panic!("create: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_webhook_guards_clusters_and_cluster_stacks() {
+    let objects = render(json!({"image": image()}));
+    let mut webhooks = one(&objects, "ValidatingWebhookConfiguration").clone();
+    assert_eq!(
+        webhooks["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{NS}/stackhost-hooks")
+    );
+    let cluster = enforcing_cluster().await;
+    let admin = cluster.client().expect("client");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let hooks = stackhost::hooks::start(
+        admin.clone(),
+        stackhost::hooks::HooksConfig {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            ..Default::default()
+        },
+        stopped,
+    )
+    .await
+    .expect("hook server");
+    // The chart's registration, pointed at this server instead of the Service (no cluster DNS here).
+    for webhook in webhooks["webhooks"].as_array_mut().expect("webhooks") {
+        let path = webhook["clientConfig"]["service"]["path"]
+            .as_str()
+            .expect("path")
+            .to_owned();
+        webhook["clientConfig"] = json!({
+            "url": format!("{}{path}", hooks.url()),
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(&hooks.ca_pem),
+        });
+    }
+    create(&admin, webhooks).await.expect("the webhook configuration");
+
+    let ns = "tenant";
+    create(
+        &admin,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await
+    .expect("namespace");
+    let stack = json!({"apiVersion": "clusterstack.x-k8s.io/v1alpha1", "kind": "ClusterStack",
+        "metadata": {"name": "ferrol", "namespace": ns},
+        "spec": {"provider": "docker", "name": "ferrol", "kubernetesVersion": "1.32", "versions": ["v2"],
+                 "noProvider": true}});
+    create(&admin, stack).await.expect("ClusterStack");
+    let cluster_of = |version: &str| {
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+               "metadata": {"name": "c1", "namespace": ns},
+               "spec": {"topology": {"class": "docker-ferrol-1-32-v2", "version": version}}})
+    };
+    let refused = create(&admin, cluster_of("v1.32.2"))
+        .await
+        .expect_err("no release yet");
+    assert!(
+        refused.contains("admission webhook \"clusters.stackhost.clusterstack.x-k8s.io\" denied the request")
+            && refused
+                .contains("namespace tenant does not have: list version v2 in a ClusterStack there first"),
+        "{refused}"
+    );
+
+    let releases: kube::Api<stackhost::api::ClusterStackRelease> = kube::Api::namespaced(admin.clone(), ns);
+    let release: stackhost::api::ClusterStackRelease = serde_json::from_value(json!({
+        "apiVersion": "clusterstack.x-k8s.io/v1alpha1", "kind": "ClusterStackRelease",
+        "metadata": {"name": "docker-ferrol-1-32-v2", "namespace": ns}, "spec": {}}))
+    .expect("release");
+    releases
+        .create(&Default::default(), &release)
+        .await
+        .expect("release");
+    let status = json!({"status": {"ready": true, "kubernetesVersion": "v1.32.2"}});
+    releases
+        .patch_status(
+            "docker-ferrol-1-32-v2",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("release status");
+    let refused = create(&admin, cluster_of("v1.32.1"))
+        .await
+        .expect_err("wrong version");
+    assert!(refused.ends_with("set it to \"v1.32.2\""), "{refused}");
+    create(&admin, cluster_of("v1.32.2"))
+        .await
+        .expect("a Cluster of the ready release");
+
+    let stacks: kube::Api<stackhost::api::ClusterStack> = kube::Api::namespaced(admin.clone(), ns);
+    match stacks.delete("ferrol", &Default::default()).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message
+                .contains("ClusterStack tenant/ferrol is in use by Cluster(s) c1; delete them"),
+            "{}",
+            s.message
+        ),
+        other => panic!("the stack in use was deleted: {other:?}"),
+    }
+    let clusters = stackhost::addon::cluster::clusters(admin.clone(), ns);
+    clusters
+        .delete("c1", &Default::default())
+        .await
+        .expect("delete the Cluster");
+    stacks
+        .delete("ferrol", &Default::default())
+        .await
+        .expect("a stack no Cluster uses is deleted");
+    let _ = stop.send(true);
+    hooks.stopped().await;
+}

@@ -30,6 +30,19 @@ pub async fn cluster_classes_in_use(
     client: &kube::Client,
     namespace: &str,
 ) -> Result<Vec<String>, kube::Error> {
+    Ok(clusters_with_class(client, namespace)
+        .await?
+        .into_iter()
+        .map(|(_, class)| class)
+        .collect())
+}
+
+/// The Clusters of `namespace` that have a class, as `(name, class)`, from whichever Cluster API version
+/// is served; empty when Cluster API is not installed.
+pub async fn clusters_with_class(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<(String, String)>, kube::Error> {
     for version in ["v1beta2", "v1beta1"] {
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("cluster.x-k8s.io", version, "Cluster"));
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
@@ -38,15 +51,7 @@ pub async fn cluster_classes_in_use(
                 return Ok(list
                     .items
                     .iter()
-                    .filter_map(|c| {
-                        let topology = c.data.get("spec")?.get("topology")?;
-                        topology
-                            .get("classRef")
-                            .and_then(|r| r.get("name"))
-                            .or_else(|| topology.get("class"))
-                            .and_then(|v| v.as_str())
-                            .map(str::to_owned)
-                    })
+                    .filter_map(|c| Some((c.metadata.name.clone()?, class_of(&c.data)?.to_owned())))
                     .collect())
             }
             Err(kube::Error::Api(e)) if e.code == 404 => continue,
@@ -54,6 +59,14 @@ pub async fn cluster_classes_in_use(
         }
     }
     Ok(Vec::new())
+}
+
+/// The class of a Cluster (v1beta2 `spec.topology.classRef.name` or v1beta1 `spec.topology.class`).
+pub fn class_of(cluster: &serde_json::Value) -> Option<&str> {
+    let topology = &cluster["spec"]["topology"];
+    topology["classRef"]["name"]
+        .as_str()
+        .or_else(|| topology["class"].as_str())
 }
 
 /// Reconciles one ClusterStack.

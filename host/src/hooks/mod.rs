@@ -11,6 +11,7 @@
 //! Unlike upstream the server keeps no memory between requests (upstream's record of patched hooks was
 //! lost on restart, quirk 10): every answer is computed from the ClusterAddon, so any replica can answer.
 
+pub mod admission;
 pub mod client;
 pub mod server;
 

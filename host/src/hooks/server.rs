@@ -24,7 +24,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use kube_emulator::tls::Tls;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::run::certs::CertDir;
 
-use super::{discovery_path, discovery_response, handle, handler_path, HANDLERS};
+use super::{admission, discovery_path, discovery_response, handle, handler_path, HANDLERS};
 
 /// How to run the hook server.
 #[derive(Debug, Clone)]
@@ -126,7 +126,38 @@ fn router(client: kube::Client, retry_after: i64) -> Router {
             post(move |state: State<AppState>, body: Bytes| hook_handler(state, hook, body)),
         );
     }
-    router.with_state(AppState { client, retry_after })
+    router
+        .route(
+            admission::CLUSTER_PATH,
+            post(|state, body| review(state, body, Review::Cluster)),
+        )
+        .route(
+            admission::CLUSTER_STACK_PATH,
+            post(|state, body| review(state, body, Review::ClusterStack)),
+        )
+        .with_state(AppState { client, retry_after })
+}
+
+/// What the validating webhook checks.
+#[derive(Clone, Copy)]
+enum Review {
+    Cluster,
+    ClusterStack,
+}
+
+async fn review(State(state): State<AppState>, body: Bytes, what: Review) -> axum::response::Response {
+    let review: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = format!("the AdmissionReview is not JSON: {e}");
+            return json_response(StatusCode::BAD_REQUEST, &json!({"error": why}));
+        }
+    };
+    let verdict = match what {
+        Review::Cluster => admission::check_cluster(&state.client, &review).await,
+        Review::ClusterStack => admission::check_cluster_stack(&state.client, &review).await,
+    };
+    json_response(StatusCode::OK, &admission::response(&review, verdict))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> axum::response::Response {
