@@ -639,7 +639,10 @@ fn cluster_class_objects(worker: &str) -> Vec<String> {
                "metadata": {"name": "scs-1-30-v1", "namespace": "cluster"},
                "spec": {"variables": [
                    {"name": "workerImage", "required": false, "schema": {"openAPIV3Schema": {"type": "string", "default": "placeholder"}}},
-                   {"name": "dnsServers", "required": false, "schema": {"openAPIV3Schema": {"type": "array"}}}]}})
+                   {"name": "dnsServers", "required": false, "schema": {"openAPIV3Schema": {"type": "array"}}}],
+                        "workers": {"machineDeployments": [{"class": "default-worker", "template": {"infrastructure": {"ref": {
+                            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
+                            "name": "scs-1-30-v1-worker"}}}}]}}})
         .to_string(),
         json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachineTemplate",
                "metadata": {"name": "scs-1-30-v1-worker", "namespace": "cluster"},
@@ -683,20 +686,40 @@ fn patch_cluster_class_writes_the_glance_ids() {
         .expect("the call ran")
         .expect("patch");
     assert_eq!(patched.len(), objects.len());
-    assert_eq!(
-        patched[0], objects[0],
-        "the ClusterClass is untouched in this mode"
-    );
+    // CAPO refuses changes of a template's spec: the patched template is a new one, named after its
+    // content, and the ClusterClass points at it.
     let template: Value = serde_json::from_str(&patched[1]).expect("JSON");
     assert_eq!(template["spec"]["template"]["spec"]["image"], json!({"id": id}));
+    let name = template["metadata"]["name"].as_str().expect("name");
+    let suffix = name
+        .strip_prefix("scs-1-30-v1-worker-")
+        .expect("the rendered name and a hash");
+    assert!(
+        suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+        "{name}"
+    );
     assert_eq!(
         patched[1],
-        objects[1].replace(
-            &format!("{{\"filter\":{{\"name\":\"{worker}\"}}}}"),
-            &format!("{{\"id\":\"{id}\"}}")
-        ),
-        "only the image changed, key order kept"
+        objects[1]
+            .replace(
+                &format!("{{\"filter\":{{\"name\":\"{worker}\"}}}}"),
+                &format!("{{\"id\":\"{id}\"}}")
+            )
+            .replace("\"scs-1-30-v1-worker\"", &format!("\"{name}\"")),
+        "only the image and the name changed, key order kept"
     );
+    assert_eq!(
+        patched[0],
+        objects[0].replace("\"scs-1-30-v1-worker\"", &format!("\"{name}\"")),
+        "the ClusterClass refers to the new template, nothing else changed"
+    );
+    let again = setup
+        .plugin
+        .patch_cluster_class(&rel, &objects)
+        .result
+        .expect("the call ran")
+        .expect("patch");
+    assert_eq!(again, patched, "the same content gets the same name");
     assert_eq!(patched[2], objects[2], "other images are left alone");
     assert_eq!(
         patched[3], objects[3],

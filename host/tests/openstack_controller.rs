@@ -219,6 +219,13 @@ fn id_of(image: &Value) -> String {
 /// `spec.template.spec` of the machine template the ClusterClass `tag` uses for the control plane
 /// (`worker: false`) or the workers.
 async fn machine_spec(client: &kube::Client, tag: &str, worker: bool) -> anyhow::Result<Value> {
+    let name = template_name(client, tag, worker).await?;
+    let template = machine_templates(client).get(&name).await?;
+    Ok(template.data["spec"]["template"]["spec"].clone())
+}
+
+/// The name of the machine template the release's ClusterClass references (worker or control plane).
+async fn template_name(client: &kube::Client, tag: &str, worker: bool) -> anyhow::Result<String> {
     let class = cluster_classes(client).get(tag).await?;
     let reference = if worker {
         &class.data["spec"]["workers"]["machineDeployments"][0]["infrastructure"]["templateRef"]
@@ -226,9 +233,7 @@ async fn machine_spec(client: &kube::Client, tag: &str, worker: bool) -> anyhow:
         &class.data["spec"]["controlPlane"]["machineInfrastructure"]["templateRef"]
     };
     assert_eq!(reference["kind"], "OpenStackMachineTemplate", "{reference}");
-    let name = reference["name"].as_str().expect("templateRef.name");
-    let template = machine_templates(client).get(name).await?;
-    Ok(template.data["spec"]["template"]["spec"].clone())
+    Ok(reference["name"].as_str().expect("templateRef.name").to_owned())
 }
 
 /// Deletes an image as the cloud's admin.
@@ -634,7 +639,9 @@ async fn killed_and_deactivated_images_fail_the_release_and_recover_as_the_messa
     }
 
     // As the message says: the killed image is deleted (and created again by the plugin), the
-    // deactivated one reactivated. The release becomes ready with the new id in its template.
+    // deactivated one reactivated. The release becomes ready with the new id in a new template (CAPO's
+    // rule, installed here, refuses changes of a template's spec).
+    let old_template = template_name(&client, &tag, false).await?;
     delete_image(os, &ids[0]);
     reactivate(os, &ids[1]);
     force_reconcile(&client, &tag, "fixed").await?;
@@ -667,6 +674,16 @@ async fn killed_and_deactivated_images_fail_the_release_and_recover_as_the_messa
         machine_spec(&client, &tag, true).await?["image"],
         json!({"id": ids[1]})
     );
+    let new_template = template_name(&client, &tag, false).await?;
+    assert_ne!(new_template, old_template);
+    wait_for("the old template pruned", WAIT, || async {
+        match machine_templates(&client).get_opt(&old_template).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(format!("{old_template} still exists")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
     case.sandbox.shutdown().await
 }
 

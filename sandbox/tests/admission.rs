@@ -576,30 +576,11 @@ async fn services_subresources_and_selectors_decide_which_webhooks_run() {
     cluster.shutdown().await.expect("shutdown");
 }
 
-const POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata:
-  name: openstackmachinetemplate-immutable
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - apiGroups: ["infrastructure.cluster.x-k8s.io"]
-      apiVersions: ["*"]
-      operations: ["CREATE", "UPDATE"]
-      resources: ["openstackmachinetemplates"]
-  validations:
-  - expression: "oldObject == null || object.spec == oldObject.spec"
-    message: "OpenStackMachineTemplate spec.template.spec field is immutable. Please create a new resource instead."
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata:
-  name: openstackmachinetemplate-immutable
-spec:
-  policyName: openstackmachinetemplate-immutable
-  validationActions: ["Deny"]
-"#;
+/// CAPO's immutability rule for OpenStackMachineTemplates, shared with the controller's OpenStack tests.
+const POLICY: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/capo-immutable-templates.yaml"
+));
 
 const TEMPLATE: &str = r#"apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
 kind: OpenStackMachineTemplate

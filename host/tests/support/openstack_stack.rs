@@ -271,7 +271,15 @@ pub fn controller_args(layout: &Path, cache: &Path) -> ControllerArgs {
     }
 }
 
-/// The sandbox (API emulator, CRDs including the two CAPO kinds of the stack, controllers).
+/// CAPO's webhook rule for OpenStackMachineTemplates as a ValidatingAdmissionPolicy: the template's spec
+/// never changes ("Please create a new resource instead").
+const CAPO_TEMPLATES_IMMUTABLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/capo-immutable-templates.yaml"
+));
+
+/// The sandbox (API emulator, CRDs including the two CAPO kinds of the stack, CAPO's immutability rule,
+/// controllers).
 pub async fn start(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
     let sandbox = Sandbox::start(controller_args(layout, cache)).await?;
     sandbox
@@ -281,6 +289,7 @@ pub async fn start(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
             "stackhost-tests",
         )
         .context("installing the OpenStack template CRDs")?;
+    immutable_templates(&sandbox)?;
     Ok(sandbox)
 }
 
@@ -288,7 +297,16 @@ pub async fn start(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
 pub async fn start_with_real_crds(layout: &Path, cache: &Path) -> anyhow::Result<Sandbox> {
     let sandbox = Sandbox::start(controller_args(layout, cache)).await?;
     install_real_crds(&sandbox)?;
+    immutable_templates(&sandbox)?;
     Ok(sandbox)
+}
+
+fn immutable_templates(sandbox: &Sandbox) -> anyhow::Result<()> {
+    sandbox
+        .cluster
+        .apply_yaml(CAPO_TEMPLATES_IMMUTABLE, "stackhost-tests")
+        .context("installing CAPO's immutability rule")?;
+    Ok(())
 }
 
 /// Creates or replaces the Secret holding `clouds.yaml`.

@@ -3,6 +3,12 @@
 //! ones keep their key order. ORC `Image` objects whose image this plugin imported are left out (the
 //! plugin owns that Glance image; an ORC installed later must not manage, or delete, it), and
 //! `image.imageRef` naming them is replaced like `image.filter.name`.
+//!
+//! CAPO refuses any change of an `OpenStackMachineTemplate`'s spec ("Please create a new resource
+//! instead"), so a patched template gets a new name: its rendered name and a hash of the patched spec
+//! (`<name>-<8 hex>`), and the ClusterClass's references follow. The same content always gets the same
+//! name; new content (an image created again in Glance, a new id) a new template, which the ClusterClass
+//! then points at while the old one is pruned.
 
 use serde_json::Value;
 
@@ -52,17 +58,31 @@ pub fn patch(config: &Patch, release: &ReleaseInfo, objects: Vec<String>) -> Res
         }
     }
     let mut found_variables = std::collections::BTreeSet::new();
-    let mut out = Vec::with_capacity(objects.len());
+    let mut parsed = Vec::with_capacity(objects.len());
+    let mut renamed = std::collections::BTreeMap::new();
     for (index, text) in objects.into_iter().enumerate() {
         let mut object: Value = serde_json::from_str(&text)
             .map_err(|e| Error::InvalidInput(format!("object {index} is not JSON: {e}")))?;
         let changed = match config.mode {
             PatchMode::MachineTemplates => {
-                patch_machine_template(&mut object, &images, &value_of, &value_of_orc)
+                let changed = patch_machine_template(&mut object, &images, &value_of, &value_of_orc);
+                if changed {
+                    if let Some((old, new)) = rename_by_content(&mut object) {
+                        renamed.insert(old, new);
+                    }
+                }
+                changed
             }
             PatchMode::Variables => patch_variables(&mut object, config, &value_of, &mut found_variables),
             PatchMode::None => false,
         };
+        parsed.push((object, text, changed));
+    }
+    let mut out = Vec::with_capacity(parsed.len());
+    for (mut object, text, mut changed) in parsed {
+        if object.get("kind").and_then(Value::as_str) == Some("ClusterClass") {
+            changed |= follow_renames(&mut object, &renamed);
+        }
         out.push(if changed {
             serde_json::to_string(&object).unwrap_or(text)
         } else {
@@ -144,6 +164,49 @@ fn patch_machine_template(
             spec.insert("imageUUID".to_string(), Value::String(value));
             true
         }
+        _ => false,
+    }
+}
+
+/// Gives a patched template the name `<name>-<first 8 hex of the SHA-256 of its spec>`; the old and new
+/// names.
+fn rename_by_content(template: &mut Value) -> Option<(String, String)> {
+    use sha2::Digest as _;
+    let spec = serde_json::to_string(template.pointer("/spec/template/spec")?).ok()?;
+    let hash = sha2::Sha256::digest(spec.as_bytes());
+    let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let name = template.pointer("/metadata/name")?.as_str()?.to_owned();
+    // Names are DNS subdomains: at most 253 characters.
+    let stem: String = name.chars().take(253 - 9).collect();
+    let new = format!("{}-{suffix}", stem.trim_end_matches(['-', '.']));
+    template["metadata"]["name"] = Value::String(new.clone());
+    Some((name, new))
+}
+
+/// Points every `OpenStackMachineTemplate` reference of a ClusterClass (`ref` in v1beta1, `templateRef` in
+/// v1beta2, wherever they are) at the renamed templates; whether anything changed.
+fn follow_renames(value: &mut Value, renamed: &std::collections::BTreeMap<String, String>) -> bool {
+    match value {
+        Value::Object(map) => {
+            let mut changed = false;
+            if map.get("kind").and_then(Value::as_str) == Some("OpenStackMachineTemplate") {
+                if let Some(new) = map
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|n| renamed.get(n))
+                {
+                    map.insert("name".to_string(), Value::String(new.clone()));
+                    changed = true;
+                }
+            }
+            for child in map.values_mut() {
+                changed |= follow_renames(child, renamed);
+            }
+            changed
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, item| follow_renames(item, renamed) | changed),
         _ => false,
     }
 }
