@@ -1,5 +1,6 @@
 //! Server-side apply I/O against the API emulator: a render with a CRD and its objects is applied in one
-//! go, re-applying is idempotent, a smaller render prunes, and delete removes everything.
+//! go, re-applying is idempotent, a smaller render prunes, and delete removes everything; a changed
+//! immutable field recreates the objects that allow it.
 
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
@@ -150,6 +151,56 @@ async fn an_invalid_object_is_reported_per_object_and_the_rest_is_applied() -> a
     assert!(
         refused.contains("Ghost") && refused.contains("install its CRD"),
         "{refused}"
+    );
+    cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_changed_immutable_field_recreates_what_allows_it_and_reports_the_rest() -> anyhow::Result<()> {
+    let cluster = cluster_with_namespace().await?;
+    let client = cluster.client()?;
+    let applier = Applier::new(client.clone());
+    let pod = json!({"metadata": {"labels": {"app": "web", "tier": "front"}},
+                     "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+    let render = |selector: Value, service: &str| {
+        vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                   "spec": {"selector": {"matchLabels": selector}, "template": pod}}),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                   "spec": {"serviceName": service, "selector": {"matchLabels": {"app": "web"}}, "template": pod}}),
+        ]
+    };
+    let first = applier
+        .sync(&render(json!({"app": "web"}), "db"), "stacks", &[], &owner())
+        .await?;
+    assert_eq!(first.failures(), 0, "{:?}", first.first_error());
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "stacks");
+    let before = deployments.get("web").await?;
+
+    let second = applier
+        .sync(
+            &render(json!({"app": "web", "tier": "front"}), "db-headless"),
+            "stacks",
+            &first.resources,
+            &owner(),
+        )
+        .await?;
+    // The Deployment came back with the new selector (a new object); the StatefulSet is refused by name.
+    let after = deployments.get("web").await?;
+    assert_ne!(after.metadata.uid, before.metadata.uid);
+    let selector = after
+        .spec
+        .expect("spec")
+        .selector
+        .match_labels
+        .unwrap_or_default();
+    assert_eq!(selector.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(second.failures(), 1);
+    let error = second.first_error().unwrap_or_default();
+    assert!(
+        error.contains("StatefulSet") && error.contains("updates to statefulset spec for fields other than"),
+        "{error}"
     );
     cluster.shutdown().await?;
     Ok(())

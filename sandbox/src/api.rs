@@ -822,6 +822,12 @@ fn commit(
             return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &t.name, causes));
         }
     }
+    if t.sub.is_empty() {
+        let causes = crate::kinds::immutable_changes(&t.rt.group, &t.rt.kind, &old_view, &new);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &t.name, causes));
+        }
+    }
     match t.rt.builtin {
         Some(Builtin::Crd) if t.sub.is_empty() => {
             resource::crd_to_type(&new)?;

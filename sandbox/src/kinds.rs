@@ -346,6 +346,79 @@ fn validate_api_service(obj: &Value, out: &mut Vec<Cause>) {
     }
 }
 
+/// The fields of built-in kinds an update may not change, as the API server's update validation refuses
+/// them (422): workload selectors, a Job's template, a StatefulSet's spec beyond the fields it lets
+/// change, a binding's `roleRef`, a StorageClass's provisioner, parameters and policies.
+pub fn immutable_changes(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
+    let changed = |path: &str| old.pointer(path) != new.pointer(path);
+    let shown = |path: &str| new.pointer(path).map_or("null".to_owned(), Value::to_string);
+    let invalid = |field: &str, path: &str, what: &str| Cause {
+        reason: "FieldValueInvalid".into(),
+        field: field.into(),
+        message: format!("Invalid value: {}: {what}", shown(path)),
+    };
+    let forbidden = |field: &str, message: &str| Cause {
+        reason: "FieldValueForbidden".into(),
+        field: field.into(),
+        message: format!("Forbidden: {message}"),
+    };
+    let mut out = Vec::new();
+    match (group, kind) {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet") if changed("/spec/selector") => {
+            out.push(invalid("spec.selector", "/spec/selector", "field is immutable"));
+        }
+        ("apps", "StatefulSet") => {
+            const MUTABLE: [&str; 6] = [
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+            ];
+            // Fields left out of the new object are defaulted back by the server: only set ones count.
+            let spec = new["spec"].as_object().into_iter().flatten();
+            if spec
+                .filter(|(k, _)| !MUTABLE.contains(&k.as_str()))
+                .any(|(k, v)| old["spec"].get(k) != Some(v))
+            {
+                out.push(forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', \
+                     'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                ));
+            }
+        }
+        ("batch", "Job") => {
+            for (field, path) in [
+                ("spec.selector", "/spec/selector"),
+                ("spec.template", "/spec/template"),
+            ] {
+                if changed(path) {
+                    out.push(invalid(field, path, "field is immutable"));
+                }
+            }
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") if changed("/roleRef") => {
+            out.push(invalid("roleRef", "/roleRef", "cannot change roleRef"));
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            // reclaimPolicy and volumeBindingMode are defaulted: left out, they stay as they were.
+            let set = |field: &str| new.get(field).is_some();
+            for field in ["parameters", "provisioner", "reclaimPolicy"] {
+                if (field != "reclaimPolicy" || set(field)) && changed(&format!("/{field}")) {
+                    out.push(forbidden(field, &format!("updates to {field} are forbidden.")));
+                }
+            }
+            if set("volumeBindingMode") && changed("/volumeBindingMode") {
+                out.push(forbidden("volumeBindingMode", "field is immutable"));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -818,6 +818,96 @@ async fn built_in_objects_of_the_wrong_type_are_refused_as_the_decoder_refuses_t
     );
 }
 
+/// Applies `patch` (a merge patch) to `name`; the API server's status code and message if refused.
+async fn patch_err(api: &Api<DynamicObject>, name: &str, patch: Value) -> Option<(u16, String)> {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some((s.code, s.message)),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn immutable_fields_of_built_in_kinds_cannot_change() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let client = cluster.client().expect("client");
+    let pod = json!({"metadata": {"labels": {"app": "web"}},
+                     "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+    let deployments = api(&client, "apps", "v1", "Deployment", "deployments");
+    deployments
+        .create(
+            &PostParams::default(),
+            &obj(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": pod}})),
+        )
+        .await
+        .expect("Deployment");
+    assert_eq!(
+        patch_err(&deployments, "web", json!({"spec": {"replicas": 3}})).await,
+        None
+    );
+    let (code, message) = patch_err(
+        &deployments,
+        "web",
+        json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "front"}}}}),
+    )
+    .await
+    .expect("refused");
+    assert_eq!(code, 422);
+    assert!(
+        message.starts_with("Deployment.apps \"web\" is invalid: spec.selector: Invalid value: ")
+            && message.ends_with(": field is immutable"),
+        "{message}"
+    );
+
+    let bindings = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
+            "clusterrolebindings",
+        ),
+    );
+    bindings
+        .create(
+            &PostParams::default(),
+            &obj(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io"}]})),
+        )
+        .await
+        .expect("binding");
+    let (_, message) = patch_err(&bindings, "b", json!({"roleRef": {"name": "cluster-admin"}}))
+        .await
+        .expect("refused");
+    assert!(message.ends_with(": cannot change roleRef"), "{message}");
+
+    let sets = api(&client, "apps", "v1", "StatefulSet", "statefulsets");
+    sets.create(
+        &PostParams::default(),
+        &obj(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "web"}}, "template": pod}})),
+    )
+    .await
+    .expect("StatefulSet");
+    assert_eq!(
+        patch_err(&sets, "db", json!({"spec": {"replicas": 2}})).await,
+        None
+    );
+    let (_, message) = patch_err(&sets, "db", json!({"spec": {"serviceName": "other"}}))
+        .await
+        .expect("refused");
+    assert!(
+        message.contains("spec: Forbidden: updates to statefulset spec for fields other than 'replicas'"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn config_map_and_secret_keys_follow_the_api_servers_rule() {
     let cluster = Cluster::start().await.expect("cluster");

@@ -180,10 +180,28 @@ impl Applier {
         };
         let api = self.api(&kind, &object.key.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&object.key.name, &params, &Patch::Apply(&object.object))
-            .await
-            .map(drop)
-            .map_err(|e| describe(&e))
+        let applied = api
+            .patch(&object.key.name, &params, &Patch::Apply(&object.object))
+            .await;
+        match applied {
+            Err(kube::Error::Api(e)) if e.code == 422 && replaced_when_immutable(&object.key, &e.message) => {
+                // As `helm upgrade --force` and `kubectl replace --force` do: the object goes and comes back
+                // with the new content (a Deployment's pods are replaced, a binding is briefly absent).
+                tracing::info!(object = %object.key, reason = %e.message, "an immutable field changed; recreating");
+                let deleted = api.delete(&object.key.name, &Default::default()).await;
+                if let Some(e) = deleted.as_ref().err().filter(|e| !is_not_found(e)) {
+                    return Err(format!(
+                        "an immutable field changed and deleting the old object failed: {}",
+                        describe(e)
+                    ));
+                }
+                api.patch(&object.key.name, &params, &Patch::Apply(&object.object))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("recreated after an immutable field changed: {}", describe(&e)))
+            }
+            other => other.map(drop).map_err(|e| describe(&e)),
+        }
     }
 
     /// Applies every object in order; after a CRD is applied, discovery is refreshed (waiting briefly
@@ -381,6 +399,28 @@ fn crd_scope_in(rendered: &[Value], group: &str, kind: &str) -> Option<Scope> {
         .filter(|o| o["kind"] == "CustomResourceDefinition")
         .find(|o| o["spec"]["group"] == group && o["spec"]["names"]["kind"] == kind)
         .map(|crd| scope_of(crd["spec"]["scope"] != "Cluster"))
+}
+
+/// Whether an object refused for changing an immutable field is deleted and created again: kinds whose
+/// objects hold no data of their own (workload controllers, Jobs, role bindings, StorageClasses). A
+/// StatefulSet (its volume claims) or anything else is left as it is and the refusal reported.
+fn replaced_when_immutable(key: &ObjectKey, message: &str) -> bool {
+    let kind = (key.group.as_str(), key.kind.as_str());
+    let replaceable = matches!(
+        kind,
+        ("apps", "Deployment" | "DaemonSet" | "ReplicaSet")
+            | ("batch", "Job")
+            | ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding")
+            | ("storage.k8s.io", "StorageClass")
+    );
+    replaceable
+        && (message.contains("field is immutable")
+            || message.contains("cannot change roleRef")
+            || message.contains("are forbidden"))
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(e) if e.code == 404)
 }
 
 /// The API server's message, which says which field is wrong, without kube's wrapping.
